@@ -1,0 +1,175 @@
+"""``labelfix stats``: what the masks hold, and the traps they set for TensorFlow."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+
+import click
+
+from labelfix import options
+from labelfix.cli._common import handle_errors, progress, table
+from labelfix.masks import KINDS, atomic_path
+from labelfix.scan import DatasetStats, FileReport, report_to_dict, scan_dataset
+
+
+@click.command()
+@options.paths_argument
+@options.ignore_option
+@options.num_classes_option()
+@options.glob_option
+@options.jobs_option
+@options.json_option
+@click.option(
+    "--per-image",
+    type=click.Path(dir_okay=False, writable=True),
+    metavar="FILE",
+    help="Also write one row per mask to FILE (.csv, or .jsonl for JSON Lines).",
+)
+@handle_errors
+def stats(paths, ignore, num_classes, glob, jobs, as_json, per_image):
+    """Report sizes, storage kinds, per-value pixel counts, void share and class weights.
+
+    \b
+    labelfix stats masks/
+    labelfix stats masks/ --ignore 255 --num-classes 21 --per-image rows.csv
+    """
+    with contextlib.ExitStack() as stack:
+        on_row = None
+        if per_image is not None:
+            on_row = stack.enter_context(_row_writer(per_image))
+        advance = stack.enter_context(progress("stats"))
+
+        def on_file(report: FileReport) -> None:
+            advance(1)
+            if on_row is not None:
+                on_row(report)
+
+        result = scan_dataset(
+            paths, glob=glob, ignore=ignore, num_classes=num_classes, jobs=jobs, on_file=on_file
+        )
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        click.echo(render(result))
+    for path, reason in result.unreadable:
+        click.echo(f"labelfix: error: {path}: {reason}", err=True)
+    if result.files == 0:
+        click.echo("labelfix: error: no mask files found", err=True)
+    if result.unreadable or result.files == 0:
+        raise SystemExit(1)
+
+
+@contextlib.contextmanager
+def _row_writer(path: str):
+    """Write per-image rows to ``path`` (CSV or JSON Lines), atomically."""
+    jsonl = path.lower().endswith((".jsonl", ".json", ".ndjson"))
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        if jsonl:
+            yield lambda report: fh.write(json.dumps(report_to_dict(report)) + "\n")
+            return
+        writer = csv.writer(fh)
+        writer.writerow(
+            [
+                "path",
+                "kind",
+                "height",
+                "width",
+                "dtype",
+                "values",
+                "counts",
+                "void_pixels",
+                "bad_values",
+                "error",
+            ]
+        )
+
+        def row(report: FileReport) -> None:
+            writer.writerow(
+                [
+                    report.path,
+                    report.kind or "",
+                    report.height,
+                    report.width,
+                    report.dtype or "",
+                    " ".join(map(str, report.values)),
+                    " ".join(map(str, report.counts)),
+                    report.void_pixels,
+                    " ".join(str(b.value) for b in report.bad_values),
+                    report.error or "",
+                ]
+            )
+
+        yield row
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}%"
+
+
+def render(result: DatasetStats) -> str:
+    """The human report: aligned tables, data only (errors go to stderr)."""
+    out: list[str] = []
+    parts = [f"{result.label_files} label masks"]
+    if result.not_labels:
+        parts.append(f"{len(result.not_labels)} not label masks")
+    if result.unreadable:
+        parts.append(f"{len(result.unreadable)} unreadable")
+    out.append(f"Scanned {result.files} files: " + ", ".join(parts))
+    if result.sizes:
+        sizes = sorted(result.sizes.items(), key=lambda kv: -kv[1])
+        out.append(
+            "Sizes (WxH): "
+            + ", ".join(f"{w}x{h} ({n})" for (h, w), n in sizes[:8])
+            + (f", ... {len(sizes) - 8} more" if len(sizes) > 8 else "")
+        )
+    if result.kinds:
+        out.append("")
+        out.append("Storage:")
+        rows = [
+            (kind, n, KINDS.get(kind) or "")
+            for kind, n in sorted(result.kinds.items(), key=lambda kv: list(KINDS).index(kv[0]))
+        ]
+        out.append(table(rows, ("kind", "files", "trap"), right={1}))
+    if result.values:
+        out.append("")
+        out.append("Values:")
+        rows = [
+            (v, f"{s.pixels:,}", _pct(s.pixels / result.total_pixels), s.images, result.role(v))
+            for v, s in sorted(result.values.items())
+        ]
+        out.append(table(rows, ("value", "pixels", "share", "images", "role"), right={0, 1, 2, 3}))
+    if result.ignore:
+        out.append("")
+        ign = ", ".join(map(str, result.ignore))
+        out.append(
+            f"Void (ignore {ign}): {result.void_pixels:,} px, {_pct(result.void_share)}"
+            f" of all pixels; {len(result.all_void)} mask(s) entirely void"
+        )
+        for path in result.all_void[:20]:
+            out.append(f"  {path}")
+    if result.num_classes is not None:
+        out.append("")
+        if result.out_of_range:
+            out.append(
+                f"Not class ids (num_classes {result.num_classes}, valid 0.."
+                f"{result.num_classes - 1}, not ignore):"
+            )
+            for v, files in sorted(result.out_of_range.items()):
+                shown = ", ".join(files[:5]) + (
+                    f", ... {len(files) - 5} more" if len(files) > 5 else ""
+                )
+                out.append(f"  value {v} in {len(files)} file(s): {shown}")
+        else:
+            out.append(f"Every value is a class id (0..{result.num_classes - 1}) or ignore.")
+    weights = result.class_weights()
+    if weights:
+        out.append("")
+        out.append("Suggested class weights (median-frequency balancing):")
+        rows = [(c, f"{w:.4f}") for c, w in weights.items()]
+        out.append(table(rows, ("class", "weight"), right={0, 1}))
+    for path, kind in result.not_labels:
+        out.append(f"{os.fspath(path)}: {kind} mask, not counted ({KINDS[kind]})")
+    return "\n".join(out)

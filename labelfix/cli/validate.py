@@ -1,0 +1,62 @@
+"""``labelfix validate``: exit 0 only when every mask is safe to train on."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from labelfix import options
+from labelfix.cli._common import handle_errors, progress
+from labelfix.validate import validate as run_validate
+
+
+@click.command()
+@options.paths_argument
+@options.num_classes_option(required=True)
+@options.ignore_option
+@click.option(
+    "--images",
+    type=click.Path(exists=True, file_okay=False),
+    metavar="DIR",
+    help="Image directory: each mask needs an image of the same relative path and stem and size.",
+)
+@options.glob_option
+@options.jobs_option
+@options.json_option
+@handle_errors
+def validate(paths, num_classes, ignore, images, glob, jobs, as_json):
+    """Check that every mask holds only ids 0..N-1 or an ignore value.
+
+    Exit 0 when all masks are clean (warnings allowed), 1 when any file has a problem.
+
+    \b
+    labelfix validate masks/ --num-classes 21 --ignore 255
+    labelfix validate gtFine/ -n 19 --ignore 255 --images leftImg8bit/ --json
+    """
+    with progress("validate") as advance:
+        result = run_validate(
+            paths,
+            num_classes=num_classes,
+            ignore=ignore,
+            images=images,
+            glob=glob,
+            jobs=jobs,
+            on_file=lambda report, problems: advance(1),
+        )
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        for problem in result.problems:
+            prefix = "" if problem.level == "error" else "warning: "
+            click.echo(prefix + problem.message)
+        verdict = "OK" if result.ok else "FAILED"
+        click.echo(
+            f"{verdict}: {result.stats.files} files, {len(result.bad_files)} with problems, "
+            f"{len(result.warnings)} warning(s)"
+        )
+    if result.stats.files == 0:
+        click.echo("labelfix: error: no mask files found", err=True)
+        raise SystemExit(1)
+    if not result.ok:
+        raise SystemExit(1)

@@ -1,0 +1,406 @@
+"""Read and write label masks without losing or inventing a single class id.
+
+* PNG ``L`` -> uint8, ``P`` -> the palette *indices* (never the colours; the palette is kept),
+  16-bit (``I;16``/``I``) -> uint16/int32, ``1`` -> 0/1; ``.npy`` integer arrays as they are.
+* Colour (RGB, RGBA, LA, PA) and JPEG files are readable but are not label masks: ``Mask.kind``
+  says so and ``Mask.labels`` refuses them.
+* Nothing here ever resamples, and every write goes to a temporary name first.
+
+>>> m = read_mask("masks/2007_000033.png")       # doctest: +SKIP
+>>> m.kind, m.labels.dtype, m.palette is not None  # doctest: +SKIP
+('palette', dtype('uint8'), True)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import warnings
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from labelfix.errors import NotALabelMask, UnreadableMask
+
+#: Refuse images with more pixels than this before decoding them (decompression bombs).
+MAX_PIXELS = 1 << 28  # 268 M pixels, e.g. 16384 x 16384
+
+#: File suffixes scanned by default.
+MASK_SUFFIXES = (".png", ".npy")
+
+#: Storage kinds, in report order, with the trap each one sets for TensorFlow users.
+KINDS: dict[str, str | None] = {
+    "palette": (
+        "tf.io.decode_png would read colours/luminance, not class ids "
+        "(labelfix reads the palette indices)"
+    ),
+    "8-bit": None,
+    "16-bit": "tf.io.decode_png needs dtype=tf.uint16, and a uint8 cast wraps ids above 255",
+    "1-bit": "tf.io.decode_png expands 1-bit PNGs to 0/255, not 0/1",
+    "npy": "tf.io cannot decode .npy; write TFRecords with labelfix to-tfrecord",
+    "colour": "colours are not class ids; tf.io.decode_png(channels=1) would give luminance",
+    "jpeg": "JPEG is lossy: region edges carry values that are no class",
+}
+
+LABEL_KINDS = frozenset({"palette", "8-bit", "16-bit", "1-bit", "npy"})
+
+
+class Mask:
+    """A decoded mask file.
+
+    ``array`` holds the class ids (``[H, W]`` integers) for label kinds, and the decoded pixels
+    (``[H, W, C]``) for ``colour`` and ``jpeg``. ``palette`` is the PNG palette (768 bytes) of a
+    ``palette`` mask, else None. An 8-bit mask keeps its decoded Pillow image, so that
+    :meth:`value_counts` runs Pillow's C histogram and the NumPy array is only made on demand
+    (a fresh 2 MB array costs more in page faults than the histogram itself).
+    """
+
+    __slots__ = ("_array", "_image", "kind", "palette", "path")
+
+    def __init__(
+        self,
+        path: str,
+        kind: str,
+        array: np.ndarray | None = None,
+        palette: bytes | None = None,
+        *,
+        image: Image.Image | None = None,
+    ):
+        if array is None and image is None:
+            raise ValueError("a Mask needs an array or an image")
+        self.path = path
+        self.kind = kind
+        self.palette = palette
+        self._array = array
+        self._image = image
+
+    def __repr__(self) -> str:
+        return f"Mask(path={self.path!r}, kind={self.kind!r}, shape={self.shape})"
+
+    @property
+    def array(self) -> np.ndarray:
+        if self._array is None:
+            self._array = np.asarray(self._image)
+        return self._array
+
+    @property
+    def is_label(self) -> bool:
+        return self.kind in LABEL_KINDS
+
+    @property
+    def labels(self) -> np.ndarray:
+        """The ``[H, W]`` class-id array; raises NotALabelMask for colour and JPEG files."""
+        if not self.is_label:
+            raise NotALabelMask(self.path, _not_label_reason(self.kind, self.array))
+        return self.array
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        if self._array is None:
+            width, height = self._image.size
+            return height, width
+        return int(self._array.shape[0]), int(self._array.shape[1])
+
+    def value_counts(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(values, counts)`` of the label values present, ascending."""
+        if not self.is_label:
+            raise NotALabelMask(self.path, _not_label_reason(self.kind, self.array))
+        if self._array is None and self._image.mode in ("L", "P"):
+            hist = np.asarray(self._image.histogram(), np.int64)
+            values = np.flatnonzero(hist)
+            return values, hist[values]
+        return value_counts(self.array)
+
+    @property
+    def dtype(self) -> np.dtype:
+        if self._array is None and self._image.mode in ("L", "P"):
+            return np.dtype(np.uint8)
+        return self.array.dtype
+
+
+def value_counts(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(values, counts)`` of the values present in a label array, fast for every dtype.
+
+    uint8 goes through Pillow's C histogram (np.bincount first widens every pixel to int64);
+    other integer arrays through an offset ``bincount`` when the value range is small.
+    """
+    if labels.dtype == np.uint8:
+        hist = np.asarray(Image.fromarray(np.ascontiguousarray(labels)).histogram(), np.int64)
+        values = np.flatnonzero(hist)
+        return values, hist[values]
+    lo, hi = int(labels.min()), int(labels.max())
+    if hi - lo < (1 << 20):
+        hist = np.bincount((labels.ravel() - lo).astype(np.intp, copy=False), minlength=1)
+        values = np.flatnonzero(hist)
+        return values + lo, hist[values]
+    return np.unique(labels, return_counts=True)
+
+
+def _not_label_reason(kind: str, array: np.ndarray) -> str:
+    if kind == "jpeg":
+        return "JPEG mask: lossy compression puts values that are no class on every edge"
+    channels = array.shape[2] if array.ndim == 3 else 1
+    return f"colour mask ({channels} channels): colours are not class ids, a colormap is needed"
+
+
+def read_mask(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS) -> Mask:
+    """Read a mask file (PNG, other Pillow formats, or ``.npy``) without changing a value.
+
+    Raises UnreadableMask with a one-line reason for anything that cannot be decoded.
+    """
+    path = os.fspath(path)
+    if path.lower().endswith(".npy"):
+        return _read_npy(path, max_pixels=max_pixels)
+    return _read_image(path, max_pixels=max_pixels)
+
+
+def _read_npy(path: str, *, max_pixels: int) -> Mask:
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise UnreadableMask(path, f"not a readable .npy array ({_short(err)})") from None
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim != 2:
+        raise UnreadableMask(path, f"expected a 2-D [H, W] array, got shape {array.shape}")
+    if array.dtype == np.bool_:
+        array = array.view(np.uint8)
+    if not np.issubdtype(array.dtype, np.integer):
+        raise UnreadableMask(path, f"expected integer class ids, got dtype {array.dtype}")
+    if array.size == 0:
+        raise UnreadableMask(path, "empty array")
+    if array.size > max_pixels:
+        raise UnreadableMask(path, f"{array.size} pixels is more than the limit {max_pixels}")
+    return Mask(path=path, kind="npy", array=array)
+
+
+def _read_image(path: str, *, max_pixels: int) -> Mask:
+    im = None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+            width, height = im.size
+            if width * height > max_pixels:
+                raise UnreadableMask(
+                    path,
+                    f"{width}x{height} is more than the limit of {max_pixels} pixels "
+                    "(decompression bomb?)",
+                )
+            if width == 0 or height == 0:
+                raise UnreadableMask(path, "image has no pixels")
+            im.load()  # single-frame files close their file here; the pixels stay
+            mask = _from_pil(path, im, im.format)
+            if mask._image is not im:
+                im.close()
+            return mask
+    except UnreadableMask:
+        if im is not None:
+            im.close()
+        raise
+    except FileNotFoundError:
+        raise UnreadableMask(path, "no such file") from None
+    except IsADirectoryError:
+        raise UnreadableMask(path, "is a directory") from None
+    except PermissionError:
+        raise UnreadableMask(path, "permission denied") from None
+    except Image.UnidentifiedImageError:
+        size = _size_or_none(path)
+        reason = "empty file" if size == 0 else "not an image Pillow can identify"
+        raise UnreadableMask(path, reason) from None
+    except Image.DecompressionBombError as err:
+        raise UnreadableMask(path, f"refused as a decompression bomb ({_short(err)})") from None
+    except (OSError, SyntaxError, ValueError, EOFError, zlib.error) as err:
+        if im is not None:
+            im.close()
+        raise UnreadableMask(path, f"corrupt or truncated image ({_short(err)})") from None
+
+
+def _from_pil(path: str, im: Image.Image, fmt: str | None) -> Mask:
+    mode = im.mode
+    if fmt == "JPEG" or fmt == "MPO":
+        return Mask(path=path, kind="jpeg", array=np.asarray(im))
+    if mode == "P":
+        palette = im.getpalette(rawmode="RGB") or []
+        pal = bytes(palette) + bytes(768 - len(palette))
+        return Mask(path=path, kind="palette", palette=pal, image=im)
+    if mode == "L":
+        return Mask(path=path, kind="8-bit", image=im)
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        return Mask(path=path, kind="16-bit", array=np.asarray(im).astype(np.uint16, copy=False))
+    if mode == "I":
+        array = np.asarray(im)
+        if array.min() >= 0 and array.max() <= 0xFFFF:
+            array = array.astype(np.uint16)
+        return Mask(path=path, kind="16-bit", array=array)
+    if mode == "1":
+        return Mask(path=path, kind="1-bit", array=(np.asarray(im) != 0).astype(np.uint8))
+    if mode in ("RGB", "RGBA", "LA", "PA", "RGBX", "CMYK", "YCbCr", "La", "RGBa"):
+        return Mask(path=path, kind="colour", array=np.asarray(im.convert("RGB")))
+    raise UnreadableMask(path, f"unsupported image mode {mode!r} for a label mask")
+
+
+def _size_or_none(path: str) -> int | None:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return None
+
+
+def _short(err: BaseException) -> str:
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return text[:160]
+
+
+def iter_mask_files(
+    paths: list[str | os.PathLike] | tuple[str | os.PathLike, ...],
+    *,
+    glob: str | None = None,
+) -> Iterator[tuple[str, str]]:
+    """Yield ``(path, relative path)`` of every mask under ``paths``, sorted, lazily.
+
+    Directories are walked recursively; files named directly are always yielded. ``glob``
+    (e.g. ``"*.png"``) replaces the default suffixes ``.png`` and ``.npy``.
+    """
+    from fnmatch import fnmatch
+
+    def wanted(name: str) -> bool:
+        if glob is not None:
+            return fnmatch(name, glob)
+        return name.lower().endswith(MASK_SUFFIXES)
+
+    for top in paths:
+        top = os.fspath(top)
+        if not os.path.isdir(top):
+            yield top, os.path.basename(top)
+            continue
+        for root, dirs, files in os.walk(top):
+            dirs.sort()
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            for name in sorted(files):
+                if wanted(name) and not name.startswith("."):
+                    full = os.path.join(root, name)
+                    yield full, os.path.relpath(full, top)
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+@contextlib.contextmanager
+def atomic_path(final: str | os.PathLike) -> Iterator[str]:
+    """Yield a temporary path beside ``final``; rename it over ``final`` only on success.
+
+    The temporary file lives in the same directory (so the rename is atomic) and is removed if
+    the block raises or is interrupted.
+
+    >>> with atomic_path("out/0001.png") as tmp:   # doctest: +SKIP
+    ...     Image.fromarray(a).save(tmp, format="PNG")
+    """
+    final = os.fspath(final)
+    directory = os.path.dirname(final) or "."
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(
+        dir=directory, prefix=f".{os.path.basename(final)}.", suffix=".labelfix-tmp"
+    )
+    os.close(fd)
+    try:
+        yield tmp
+        if os.path.exists(final):
+            with contextlib.suppress(OSError):
+                os.chmod(tmp, os.stat(final).st_mode & 0o7777)
+        else:
+            with contextlib.suppress(OSError):
+                umask = os.umask(0)
+                os.umask(umask)
+                os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, final)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+#: zlib level for PNG masks: label maps are long runs, so level 1 is already close to level 9 in
+#: size at a fraction of the time (see benchmarks/bench_remap.py).
+PNG_COMPRESS_LEVEL = 1
+
+
+def png_mode_for(array: np.ndarray) -> str:
+    """``"L"`` when every value fits 0..255, ``"I;16"`` when it fits 0..65535; else ValueError."""
+    if array.size == 0:
+        return "L"
+    lo, hi = int(array.min()), int(array.max())
+    if lo < 0:
+        raise ValueError(f"a PNG cannot hold negative values (min {lo}); write .npy instead")
+    if hi <= 0xFF:
+        return "L"
+    if hi <= 0xFFFF:
+        return "I;16"
+    raise ValueError(f"a PNG holds at most 16-bit values, got {hi}")
+
+
+def encode_png(
+    array: np.ndarray,
+    *,
+    palette: bytes | None = None,
+    compress_level: int = PNG_COMPRESS_LEVEL,
+) -> bytes:
+    """Encode a 2-D label array as PNG bytes: 8-bit (palette kept if given) or 16-bit."""
+    import io
+
+    mode = png_mode_for(array)
+    if mode == "L":
+        im = Image.fromarray(array.astype(np.uint8, copy=False))
+        if palette is not None:
+            im.putpalette(palette, rawmode="RGB")  # L + palette -> P, indices untouched
+    else:
+        im = Image.fromarray(array.astype(np.uint16, copy=False))
+    buf = io.BytesIO()
+    im.save(buf, format="PNG", compress_level=compress_level)
+    return buf.getvalue()
+
+
+def write_mask(
+    path: str | os.PathLike,
+    array: np.ndarray,
+    *,
+    palette: bytes | None = None,
+    compress_level: int = PNG_COMPRESS_LEVEL,
+) -> str:
+    """Write ``array`` atomically as PNG (by suffix ``.png``) or ``.npy``; returns the path.
+
+    PNG output is 8-bit when the values fit, else 16-bit; a palette is kept for 8-bit output.
+    Negative values need ``.npy``: ValueError otherwise.
+    """
+    path = os.fspath(path)
+    if path.lower().endswith(".npy"):
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, array, allow_pickle=False)
+        return path
+    data = encode_png(array, palette=palette, compress_level=compress_level)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        fh.write(data)
+    return path
+
+
+def smallest_int_dtype(lo: int, hi: int, *, signed: bool | None = None) -> np.dtype:
+    """The smallest integer dtype holding ``lo..hi`` (signed when ``lo < 0`` or asked)."""
+    signed = lo < 0 if signed is None else signed
+    candidates = (
+        (np.int8, np.int16, np.int32, np.int64)
+        if signed
+        else (np.uint8, np.uint16, np.uint32, np.uint64)
+    )
+    for dt in candidates:
+        info = np.iinfo(dt)
+        if info.min <= lo and hi <= info.max:
+            return np.dtype(dt)
+    raise ValueError(f"no integer dtype holds {lo}..{hi}")
+
+
+def relative_to(path: str | os.PathLike, root: str | os.PathLike) -> Path:
+    return Path(os.path.relpath(os.fspath(path), os.fspath(root)))

@@ -1,0 +1,168 @@
+"""Click options shared by the commands, each defined and validated once (as rasterio's rio).
+
+Callbacks raise ``click.BadParameter``, so a bad value is a usage error (exit 2).
+"""
+
+from __future__ import annotations
+
+import click
+
+from labelfix.parallel import default_jobs
+
+
+def _int_value(text: str, *, what: str) -> int:
+    try:
+        return int(text, 0) if isinstance(text, str) else int(text)
+    except (TypeError, ValueError):
+        raise click.BadParameter(f"expected an integer {what}, got {text!r}") from None
+
+
+def _check_ignore(ctx, param, value):
+    return tuple(_int_value(v, what="ignore value") for v in value)
+
+
+def _check_num_classes(ctx, param, value):
+    if value is not None and value < 1:
+        raise click.BadParameter(f"must be at least 1, got {value}")
+    return value
+
+
+def _check_jobs(ctx, param, value):
+    if value is None:
+        return default_jobs()
+    if value < 1:
+        raise click.BadParameter(f"must be at least 1, got {value}")
+    return value
+
+
+def _check_out(ctx, param, value):
+    if value is None:
+        return None
+    return _int_value(value, what="canonical ignore value")
+
+
+paths_argument = click.argument(
+    "paths", nargs=-1, required=True, type=click.Path(exists=True), metavar="PATH..."
+)
+
+ignore_option = click.option(
+    "--ignore",
+    multiple=True,
+    callback=_check_ignore,
+    metavar="V",
+    help="A void value to leave out of training (repeatable), e.g. 255 for VOC, 0 for ADE20K.",
+)
+
+out_option = click.option(
+    "--out",
+    callback=_check_out,
+    metavar="T",
+    help="The canonical value every ignore value becomes, e.g. -1 or 255.",
+)
+
+
+def num_classes_option(*, required: bool = False):
+    return click.option(
+        "--num-classes",
+        "-n",
+        type=int,
+        required=required,
+        callback=_check_num_classes,
+        metavar="N",
+        help="Number of classes: valid ids are 0..N-1.",
+    )
+
+
+jobs_option = click.option(
+    "--jobs",
+    "-j",
+    type=int,
+    default=None,
+    callback=_check_jobs,
+    metavar="J",
+    help="Worker processes (default: all cores).",
+)
+
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print the whole report as one JSON document."
+)
+
+glob_option = click.option(
+    "--glob",
+    metavar="PATTERN",
+    help="File-name pattern to scan in directories (default: *.png and *.npy).",
+)
+
+
+# ----------------------------------------------------------------------------- mapping options
+# Shared by remap and to-tfrecord: add them with @mapping_options and turn the parsed values
+# into a LabelMap with label_map_from_options(**kwargs).
+
+
+def _check_maps(ctx, param, value):
+    from labelfix.mapping import parse_map_rule
+
+    rules = []
+    for text in value:
+        try:
+            rules.append(parse_map_rule(text))
+        except ValueError as err:
+            raise click.BadParameter(str(err)) from None
+    return tuple(rules)
+
+
+def mapping_options(func):
+    """Add --ignore, --out, --map, --map-file, --preset and --unmapped to a command."""
+    from labelfix.mapping import PRESETS, UNMAPPED_POLICIES
+
+    decorators = [
+        ignore_option,
+        out_option,
+        click.option(
+            "--map",
+            "maps",
+            multiple=True,
+            callback=_check_maps,
+            metavar="A:B",
+            help="Change value A to B (repeatable).",
+        ),
+        click.option(
+            "--map-file",
+            type=click.Path(exists=True, dir_okay=False),
+            metavar="FILE",
+            help='Rules from a JSON object {"7": 0, ...} or a CSV of from,to rows.',
+        ),
+        click.option(
+            "--preset",
+            type=click.Choice(PRESETS),
+            help="A dataset's standard mapping (brings num_classes and class names).",
+        ),
+        click.option(
+            "--unmapped",
+            type=click.Choice(UNMAPPED_POLICIES),
+            default=None,
+            help="What values no rule names become (default: ignore with a preset, else keep).",
+        ),
+    ]
+    for decorator in reversed(decorators):
+        func = decorator(func)
+    return func
+
+
+def label_map_from_options(*, ignore, out, maps, map_file, preset, unmapped, num_classes=None):
+    """Build the LabelMap the mapping options describe; usage errors become click errors."""
+    from labelfix.errors import MappingError
+    from labelfix.mapping import build_label_map
+
+    try:
+        return build_label_map(
+            ignore=ignore,
+            out=out,
+            maps=maps,
+            map_file=map_file,
+            preset_name=preset,
+            unmapped=unmapped,
+            num_classes=num_classes,
+        )
+    except MappingError as err:
+        raise click.UsageError(str(err)) from None

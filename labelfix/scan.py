@@ -1,0 +1,344 @@
+"""Per-file and dataset statistics of label masks: what ``stats`` and ``validate`` report.
+
+Each file is read once, in a worker process, and reduced to a small :class:`FileReport`
+(value histogram, void pixels, bad values with their first coordinate); the parent only folds
+reports together, so memory does not grow with the number of files.
+
+>>> stats = scan_dataset(["masks/"], ignore=(255,), num_classes=21)   # doctest: +SKIP
+>>> stats.void_share, stats.out_of_range                               # doctest: +SKIP
+(0.054, {37: ['masks/0007.png']})
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from labelfix.errors import UnreadableMask
+from labelfix.masks import KINDS, Mask, iter_mask_files, read_mask
+from labelfix.masks import value_counts as value_counts  # re-exported
+from labelfix.pairing import find_image, image_size
+from labelfix.parallel import ordered_map
+
+
+@dataclass(frozen=True)
+class BadValue:
+    """A value that is neither a class id nor an ignore value, where it first occurs."""
+
+    value: int
+    pixels: int
+    y: int
+    x: int
+
+
+@dataclass(frozen=True)
+class FileReport:
+    """What one mask file holds. ``error`` is set (and the rest empty) when it can't be used."""
+
+    path: str
+    relpath: str
+    kind: str | None = None
+    height: int = 0
+    width: int = 0
+    dtype: str | None = None
+    values: tuple[int, ...] = ()
+    counts: tuple[int, ...] = ()
+    void_pixels: int = 0
+    bad_values: tuple[BadValue, ...] = ()
+    error: str | None = None
+    image_problem: str | None = None
+
+    @property
+    def pixels(self) -> int:
+        return self.height * self.width
+
+    @property
+    def all_void(self) -> bool:
+        return self.error is None and self.pixels > 0 and self.void_pixels == self.pixels
+
+    @property
+    def is_label(self) -> bool:
+        return self.error is None and self.kind not in ("colour", "jpeg")
+
+
+def scan_mask(
+    mask: Mask,
+    relpath: str,
+    *,
+    ignore: Sequence[int] = (),
+    num_classes: int | None = None,
+) -> FileReport:
+    """Reduce a decoded mask to its :class:`FileReport`."""
+    height, width = mask.shape
+    if not mask.is_label:
+        return FileReport(
+            path=mask.path,
+            relpath=relpath,
+            kind=mask.kind,
+            height=height,
+            width=width,
+            dtype=str(mask.dtype),
+        )
+    values, counts = mask.value_counts()
+    ignore_set = set(ignore)
+    void = int(sum(int(c) for v, c in zip(values, counts, strict=True) if int(v) in ignore_set))
+    bad: list[BadValue] = []
+    if num_classes is not None:
+        flat = None
+        for v, c in zip(values, counts, strict=True):
+            v = int(v)
+            if v in ignore_set or 0 <= v < num_classes:
+                continue
+            if flat is None:
+                flat = mask.labels.ravel()
+            y, x = divmod(int(np.argmax(flat == v)), width)
+            bad.append(BadValue(value=v, pixels=int(c), y=y, x=x))
+    return FileReport(
+        path=mask.path,
+        relpath=relpath,
+        kind=mask.kind,
+        height=height,
+        width=width,
+        dtype=str(mask.dtype),
+        values=tuple(int(v) for v in values),
+        counts=tuple(int(c) for c in counts),
+        void_pixels=void,
+        bad_values=tuple(bad),
+    )
+
+
+def scan_file(
+    item: tuple[str, str],
+    *,
+    ignore: Sequence[int] = (),
+    num_classes: int | None = None,
+    images: str | None = None,
+) -> FileReport:
+    """Read and reduce one mask file; never raises for a bad file (see ``FileReport.error``)."""
+    path, relpath = item
+    try:
+        report = scan_mask(read_mask(path), relpath, ignore=ignore, num_classes=num_classes)
+    except UnreadableMask as err:
+        return FileReport(path=path, relpath=relpath, error=err.reason)
+    except MemoryError:
+        return FileReport(path=path, relpath=relpath, error="out of memory while decoding")
+    if images is not None:
+        problem = _image_problem(images, relpath, report)
+        if problem:
+            report = FileReport(**{**_fields(report), "image_problem": problem})
+    return report
+
+
+def _fields(report: FileReport) -> dict:
+    return {name: getattr(report, name) for name in report.__dataclass_fields__}
+
+
+def _image_problem(images: str, relpath: str, report: FileReport) -> str | None:
+    image = find_image(images, relpath)
+    if image is None:
+        return (
+            f"no image for this mask under {images} (looked for {os.path.splitext(relpath)[0]}.*)"
+        )
+    try:
+        height, width = image_size(image)
+    except (OSError, ValueError, SyntaxError):
+        return f"its image {image} cannot be read"
+    if (height, width) != (report.height, report.width):
+        return (
+            f"size {report.width}x{report.height} does not match its image {image} "
+            f"({width}x{height})"
+        )
+    return None
+
+
+@dataclass
+class ValueStats:
+    """Totals for one mask value across the dataset."""
+
+    pixels: int = 0
+    images: int = 0
+    #: pixels of all images that contain the value (denominator of median-frequency balancing)
+    image_pixels: int = 0
+
+
+@dataclass
+class DatasetStats:
+    """Everything ``labelfix stats`` reports. Built by :func:`scan_dataset`."""
+
+    ignore: tuple[int, ...] = ()
+    num_classes: int | None = None
+    files: int = 0
+    label_files: int = 0
+    total_pixels: int = 0
+    void_pixels: int = 0
+    kinds: dict[str, int] = field(default_factory=dict)
+    sizes: dict[tuple[int, int], int] = field(default_factory=dict)
+    values: dict[int, ValueStats] = field(default_factory=dict)
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
+    not_labels: list[tuple[str, str]] = field(default_factory=list)
+    all_void: list[str] = field(default_factory=list)
+    out_of_range: dict[int, list[str]] = field(default_factory=dict)
+
+    def add(self, report: FileReport) -> None:
+        """Fold one file's report into the totals."""
+        self.files += 1
+        if report.error is not None:
+            self.unreadable.append((report.path, report.error))
+            return
+        self.kinds[report.kind] = self.kinds.get(report.kind, 0) + 1
+        size = (report.height, report.width)
+        self.sizes[size] = self.sizes.get(size, 0) + 1
+        if not report.is_label:
+            self.not_labels.append((report.path, report.kind))
+            return
+        self.label_files += 1
+        self.total_pixels += report.pixels
+        self.void_pixels += report.void_pixels
+        for v, c in zip(report.values, report.counts, strict=True):
+            vs = self.values.get(v)
+            if vs is None:
+                vs = self.values[v] = ValueStats()
+            vs.pixels += c
+            vs.images += 1
+            vs.image_pixels += report.pixels
+        if self.ignore and report.all_void:
+            self.all_void.append(report.path)
+        for bad in report.bad_values:
+            self.out_of_range.setdefault(bad.value, []).append(report.path)
+
+    @property
+    def void_share(self) -> float:
+        return self.void_pixels / self.total_pixels if self.total_pixels else 0.0
+
+    def is_class(self, value: int) -> bool:
+        if value in self.ignore:
+            return False
+        if self.num_classes is None:
+            return value >= 0
+        return 0 <= value < self.num_classes
+
+    def class_weights(self) -> dict[int, float]:
+        """Median-frequency balancing (Eigen & Fergus 2015) over the valid classes.
+
+        ``freq(c) = pixels(c) / pixels of the images containing c`` and
+        ``weight(c) = median(freq) / freq(c)``. With ``num_classes`` every class id gets a
+        weight; a class that never occurs gets 0.0 (it has no pixels to weight).
+        """
+        freqs = {
+            v: s.pixels / s.image_pixels
+            for v, s in self.values.items()
+            if self.is_class(v) and s.image_pixels
+        }
+        if not freqs:
+            return {}
+        median = float(np.median(list(freqs.values())))
+        ids = range(self.num_classes) if self.num_classes is not None else sorted(freqs)
+        return {c: (median / freqs[c] if c in freqs else 0.0) for c in ids}
+
+    def to_dict(self) -> dict:
+        """The whole report as plain JSON-ready data."""
+        return {
+            "files": self.files,
+            "label_files": self.label_files,
+            "total_pixels": self.total_pixels,
+            "ignore": list(self.ignore),
+            "num_classes": self.num_classes,
+            "kinds": [
+                {"kind": k, "files": n, "warning": KINDS.get(k)}
+                for k, n in sorted(self.kinds.items(), key=lambda kv: list(KINDS).index(kv[0]))
+            ],
+            "sizes": [
+                {"height": h, "width": w, "files": n}
+                for (h, w), n in sorted(self.sizes.items(), key=lambda kv: -kv[1])
+            ],
+            "values": [
+                {
+                    "value": v,
+                    "pixels": s.pixels,
+                    "share": s.pixels / self.total_pixels if self.total_pixels else 0.0,
+                    "images": s.images,
+                    "role": self.role(v),
+                }
+                for v, s in sorted(self.values.items())
+            ],
+            "void": {
+                "pixels": self.void_pixels,
+                "share": self.void_share,
+                "all_void_files": list(self.all_void),
+            }
+            if self.ignore
+            else None,
+            "out_of_range": (
+                [{"value": v, "files": files} for v, files in sorted(self.out_of_range.items())]
+                if self.num_classes is not None
+                else None
+            ),
+            "class_weights": [
+                {"class": c, "weight": w} for c, w in sorted(self.class_weights().items())
+            ],
+            "unreadable": [{"path": p, "reason": r} for p, r in self.unreadable],
+            "not_labels": [{"path": p, "kind": k} for p, k in self.not_labels],
+        }
+
+    def role(self, value: int) -> str:
+        if value in self.ignore:
+            return "ignore"
+        if self.num_classes is not None and not 0 <= value < self.num_classes:
+            return "out of range"
+        return "class"
+
+
+def report_to_dict(report: FileReport) -> dict:
+    """One file's report as JSON-ready data (``--per-image`` rows)."""
+    d = asdict(report)
+    d["bad_values"] = [asdict(b) for b in report.bad_values]
+    d["values"] = list(report.values)
+    d["counts"] = list(report.counts)
+    return d
+
+
+def iter_reports(
+    paths: Iterable[str | os.PathLike],
+    *,
+    glob: str | None = None,
+    ignore: Sequence[int] = (),
+    num_classes: int | None = None,
+    images: str | os.PathLike | None = None,
+    jobs: int | None = None,
+):
+    """Yield a :class:`FileReport` per mask file under ``paths``, in sorted path order."""
+    func = functools.partial(
+        scan_file,
+        ignore=tuple(ignore),
+        num_classes=num_classes,
+        images=os.fspath(images) if images is not None else None,
+    )
+    yield from ordered_map(func, iter_mask_files(list(paths), glob=glob), jobs=jobs)
+
+
+def scan_dataset(
+    paths: Iterable[str | os.PathLike],
+    *,
+    glob: str | None = None,
+    ignore: Sequence[int] = (),
+    num_classes: int | None = None,
+    images: str | os.PathLike | None = None,
+    jobs: int | None = None,
+    on_file: Callable[[FileReport], None] | None = None,
+) -> DatasetStats:
+    """Scan every mask under ``paths`` and return the dataset totals.
+
+    ``on_file`` is called with each file's report as it arrives (progress bars, per-image rows).
+    """
+    stats = DatasetStats(ignore=tuple(ignore), num_classes=num_classes)
+    for report in iter_reports(
+        paths, glob=glob, ignore=ignore, num_classes=num_classes, images=images, jobs=jobs
+    ):
+        stats.add(report)
+        if on_file is not None:
+            on_file(report)
+    return stats

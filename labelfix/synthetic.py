@@ -1,0 +1,144 @@
+"""Synthetic segmentation data for examples, tests and benchmarks (no downloads).
+
+>>> image, mask = shapes_sample(np.random.default_rng(0), height=64, width=96, num_classes=4)
+>>> image.shape, image.dtype, mask.shape, mask.dtype
+((64, 96, 3), dtype('uint8'), (64, 96), dtype('uint8'))
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def voc_palette() -> bytes:
+    """The standard 256-entry Pascal VOC colour map (bit-interleaved), as 768 RGB bytes."""
+    palette = bytearray(768)
+    for i in range(256):
+        c, r, g, b = i, 0, 0, 0
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        palette[3 * i : 3 * i + 3] = bytes((r, g, b))
+    return bytes(palette)
+
+
+#: A distinct, saturated colour per class for the synthetic images (class k -> CLASS_COLOURS[k]).
+CLASS_COLOURS = np.array(
+    [
+        (40, 40, 40),
+        (220, 40, 40),
+        (40, 200, 60),
+        (50, 80, 230),
+        (230, 210, 40),
+        (200, 60, 220),
+        (40, 210, 220),
+        (240, 140, 30),
+        (140, 90, 40),
+        (250, 250, 250),
+        (120, 120, 200),
+        (30, 120, 30),
+        (200, 120, 160),
+        (90, 200, 150),
+        (160, 160, 60),
+        (60, 60, 140),
+        (240, 100, 100),
+        (100, 240, 100),
+        (100, 100, 240),
+        (180, 30, 90),
+        (30, 90, 180),
+    ],
+    dtype=np.uint8,
+)
+
+
+def shapes_sample(
+    rng: np.random.Generator,
+    *,
+    height: int,
+    width: int,
+    num_classes: int,
+    void: int | None = 255,
+    border: int = 2,
+    shapes: int = 4,
+    noise: float = 12.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One learnable sample: class-coloured rectangles and discs on class 0 background.
+
+    Each shape's outline of ``border`` pixels is ``void`` (like VOC's 255 borders); the image
+    colour says the class, plus Gaussian noise. Returns ``(image uint8 [H,W,3], mask [H,W])``
+    (uint8, or uint16 when ``void`` or a class id exceeds 255).
+    """
+    if num_classes > len(CLASS_COLOURS):
+        raise ValueError(f"at most {len(CLASS_COLOURS)} classes")
+    dtype = np.uint16 if max(num_classes - 1, void or 0) > 255 else np.uint8
+    mask = np.zeros((height, width), dtype=dtype)
+    yy, xx = np.mgrid[0:height, 0:width]
+    for _ in range(shapes):
+        cls = int(rng.integers(1, num_classes)) if num_classes > 1 else 0
+        cy, cx = rng.integers(0, height), rng.integers(0, width)
+        ry = int(rng.integers(max(3, height // 10), max(4, height // 3)))
+        rx = int(rng.integers(max(3, width // 10), max(4, width // 3)))
+        if rng.random() < 0.5:
+            inside = (np.abs(yy - cy) <= ry) & (np.abs(xx - cx) <= rx)
+            ring = inside & ~((np.abs(yy - cy) <= ry - border) & (np.abs(xx - cx) <= rx - border))
+        else:
+            d = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2
+            inside = d <= 1.0
+            shrink = (1 - border / min(ry, rx)) ** 2
+            ring = inside & (d > shrink)
+        mask[inside] = cls
+        if void is not None and border:
+            mask[ring] = void
+    colours = CLASS_COLOURS[np.minimum(mask, num_classes - 1).astype(np.intp)].astype(np.float32)
+    if void is not None:
+        # void pixels get arbitrary content: the loss must not care what is there
+        is_void = mask == void
+        colours[is_void] = rng.uniform(0, 255, size=(int(is_void.sum()), 3))
+    colours += rng.normal(0.0, noise, size=colours.shape)
+    image = np.clip(colours, 0, 255).astype(np.uint8)
+    return image, mask
+
+
+def cityscapes_like_mask(
+    rng: np.random.Generator, *, height: int = 1024, width: int = 2048
+) -> np.ndarray:
+    """A uint8 mask shaped like Cityscapes labelIds: road/sky bands, buildings, objects, void.
+
+    Region boundaries are irregular (per-row jitter), so PNG sizes and decode costs are close
+    to the real thing (~20-60 KB per 2048x1024 mask).
+    """
+    mask = np.empty((height, width), np.uint8)
+    horizon = int(height * rng.uniform(0.35, 0.5))
+    mask[:horizon] = 23  # sky
+    mask[horizon:] = 7  # road
+    x = np.arange(width)
+    # building skyline with a jittered top edge
+    top = (horizon * rng.uniform(0.2, 0.6) + 40 * np.sin(x / rng.uniform(30, 90))).astype(int)
+    top = np.clip(top + rng.integers(-3, 4, size=width), 0, horizon)
+    rows = np.arange(height)[:, None]
+    mask[(rows >= top[None, :]) & (rows < horizon)] = 11
+    # sidewalks
+    side = int(width * rng.uniform(0.15, 0.3))
+    mask[horizon:, :side] = 8
+    mask[horizon:, width - side :] = 8
+    ids = np.array([17, 19, 20, 21, 22, 24, 25, 26, 26, 26, 27, 28, 31, 32, 33, 4, 5, 13])
+    for _ in range(int(rng.integers(25, 60))):
+        cls = int(rng.choice(ids))
+        cy = int(rng.integers(horizon // 2, height))
+        cx = int(rng.integers(0, width))
+        ry = int(rng.integers(8, 120))
+        rx = int(rng.integers(8, 200))
+        y0, y1 = max(0, cy - ry), min(height, cy + ry)
+        x0, x1 = max(0, cx - rx), min(width, cx + rx)
+        yy, xx = np.mgrid[y0:y1, x0:x1]
+        jitter = rng.uniform(0.85, 1.15, size=(y1 - y0, 1))
+        inside = ((yy - cy) / ry) ** 2 + ((xx - cx) / (rx * jitter)) ** 2 <= 1.0
+        mask[y0:y1, x0:x1][inside] = cls
+    # ego vehicle and out-of-roi border, as in real labelIds
+    hood = int(height * 0.9)
+    mask[hood:, :] = 1
+    mask[:, :4] = 3
+    mask[:, -4:] = 3
+    return mask

@@ -1,0 +1,159 @@
+"""Reading masks: every storage form gives the class ids, never colours or luminance."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from labelfix.errors import NotALabelMask, UnreadableMask
+from labelfix.masks import (
+    atomic_path,
+    iter_mask_files,
+    read_mask,
+    smallest_int_dtype,
+    write_mask,
+)
+
+from conftest import save_palette_png, save_png, voc_mask
+
+
+def test_palette_png_reads_indices_and_keeps_palette(tmp_path, voc_palette_bytes):
+    path = save_palette_png(tmp_path / "m.png", voc_mask())
+    mask = read_mask(path)
+    assert mask.kind == "palette"
+    assert mask.labels.dtype == np.uint8
+    np.testing.assert_array_equal(mask.labels, voc_mask())
+    assert mask.palette == voc_palette_bytes
+    # index 15 is VOC's person colour (192, 128, 128), not the value 15
+    assert mask.palette[15 * 3 : 15 * 3 + 3] == bytes((192, 128, 128))
+
+
+def test_eight_sixteen_and_one_bit(tmp_path):
+    eight = np.array([[0, 7, 255]], np.uint8)
+    assert read_mask(save_png(tmp_path / "l.png", eight)).kind == "8-bit"
+    sixteen = np.array([[0, 300, 65535]], np.uint16)
+    m16 = read_mask(save_png(tmp_path / "i16.png", sixteen))
+    assert m16.kind == "16-bit"
+    assert m16.labels.dtype == np.uint16
+    np.testing.assert_array_equal(m16.labels, sixteen)
+    Image.fromarray(np.array([[True, False, True]])).save(tmp_path / "b.png")
+    m1 = read_mask(tmp_path / "b.png")
+    assert m1.kind == "1-bit"
+    assert m1.labels.tolist() == [[1, 0, 1]]
+
+
+def test_npy_as_is_and_squeezed(tmp_path):
+    a = np.array([[-1, 0], [3, 2]], np.int8)
+    np.save(tmp_path / "a.npy", a)
+    m = read_mask(tmp_path / "a.npy")
+    assert m.kind == "npy"
+    assert m.labels.dtype == np.int8
+    np.testing.assert_array_equal(m.labels, a)
+    np.save(tmp_path / "b.npy", a[:, :, None])
+    assert read_mask(tmp_path / "b.npy").labels.shape == (2, 2)
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("truncated.png", "corrupt or truncated"),
+        ("empty.png", "empty file"),
+        ("notes.npy", "not a readable .npy"),
+    ],
+)
+def test_unreadable_files_raise_one_line_reason(messy_masks, name, reason):
+    with pytest.raises(UnreadableMask) as info:
+        read_mask(messy_masks / name)
+    message = str(info.value)
+    assert message.startswith(str(messy_masks / name) + ": ")
+    assert reason in message
+    assert "\n" not in message
+
+
+def test_float_npy_is_refused(tmp_path):
+    np.save(tmp_path / "f.npy", np.zeros((2, 2), np.float32))
+    with pytest.raises(UnreadableMask, match="expected integer class ids, got dtype float32"):
+        read_mask(tmp_path / "f.npy")
+
+
+def test_colour_and_jpeg_are_not_labels(messy_masks):
+    colour = read_mask(messy_masks / "colour.png")
+    assert colour.kind == "colour"
+    with pytest.raises(NotALabelMask, match="colour mask"):
+        _ = colour.labels
+    jpeg = read_mask(messy_masks / "jpeg_named_png.png")  # JPEG bytes behind a .png name
+    assert jpeg.kind == "jpeg"
+    with pytest.raises(NotALabelMask, match="JPEG mask"):
+        _ = jpeg.labels
+
+
+def test_decompression_bomb_is_refused_before_decoding(tmp_path):
+    save_png(tmp_path / "big.png", np.zeros((100, 100), np.uint8))
+    with pytest.raises(UnreadableMask, match="more than the limit of 5000 pixels"):
+        read_mask(tmp_path / "big.png", max_pixels=5000)
+
+
+def test_iter_mask_files_walks_sorted_and_filters(clean_masks):
+    (clean_masks / "a" / "readme.txt").write_text("x")
+    rel = [r for _, r in iter_mask_files([clean_masks])]
+    assert rel == ["a/0001.png", "a/0002.png", "b/0003.png", "b/0004.npy"]
+    rel_png = [r for _, r in iter_mask_files([clean_masks], glob="*.png")]
+    assert rel_png == ["a/0001.png", "a/0002.png", "b/0003.png"]
+
+
+def test_write_read_round_trip_keeps_depth_and_palette(tmp_path, voc_palette_bytes):
+    eight = voc_mask()
+    write_mask(tmp_path / "p.png", eight, palette=voc_palette_bytes)
+    back = read_mask(tmp_path / "p.png")
+    assert back.kind == "palette"
+    assert back.palette == voc_palette_bytes
+    np.testing.assert_array_equal(back.labels, eight)
+    sixteen = np.array([[0, 256, 1000]], np.int32)
+    write_mask(tmp_path / "s.png", sixteen)
+    assert read_mask(tmp_path / "s.png").labels.tolist() == [[0, 256, 1000]]
+    neg = np.array([[-1, 3]], np.int8)
+    write_mask(tmp_path / "n.npy", neg)
+    assert read_mask(tmp_path / "n.npy").labels.dtype == np.int8
+    with pytest.raises(ValueError, match="cannot hold negative values"):
+        write_mask(tmp_path / "n.png", neg)
+    assert not (tmp_path / "n.png").exists()
+
+
+def test_atomic_path_leaves_old_file_when_interrupted(tmp_path):
+    final = tmp_path / "m.png"
+    final.write_bytes(b"old")
+    with pytest.raises(KeyboardInterrupt), atomic_path(final) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(b"half")
+        raise KeyboardInterrupt
+    assert final.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["m.png"]
+
+
+def test_smallest_int_dtype():
+    assert smallest_int_dtype(0, 255) == np.uint8
+    assert smallest_int_dtype(0, 256) == np.uint16
+    assert smallest_int_dtype(-1, 127) == np.int8
+    assert smallest_int_dtype(-1, 255) == np.int16
+
+
+def test_palette_trap_tensorflow_reads_luminance_labelfix_reads_indices(tmp_path):
+    """The bug labelfix exists for: decode_png(channels=1) on a VOC palette mask."""
+    tf = pytest.importorskip("tensorflow")
+    indices = np.array([[0, 5, 15, 255]], np.uint8)
+    path = save_palette_png(tmp_path / "voc.png", indices)
+    assert read_mask(path).labels.tolist() == [[0, 5, 15, 255]]
+    decoded = tf.io.decode_png(tf.io.read_file(str(path)), channels=1).numpy()[..., 0]
+    assert decoded.tolist() != [[0, 5, 15, 255]]
+    # luminance of VOC colours (0,0,0) (0,128,128) (192,128,128) (224,224,192)
+    assert decoded.tolist() == [[0, 52, 147, 220]]
+
+
+def test_jpeg_bytes_are_detected_by_content_not_name(tmp_path):
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(buf, format="JPEG")
+    (tmp_path / "x.png").write_bytes(buf.getvalue())
+    assert read_mask(tmp_path / "x.png").kind == "jpeg"

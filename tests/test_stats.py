@@ -1,0 +1,169 @@
+"""`labelfix stats` and the scan library: golden counts on hand-made masks."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from labelfix.cli import main
+from labelfix.scan import DatasetStats, FileReport, scan_dataset, value_counts
+
+from conftest import save_png
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.int32])
+def test_value_counts_matches_unique(dtype):
+    a = np.array([[0, 3, 3], [7, 0, 0]], dtype)
+    if np.issubdtype(dtype, np.signedinteger):
+        a[0, 0] = -1
+    values, counts = value_counts(a)
+    ref_v, ref_c = np.unique(a, return_counts=True)
+    assert values.tolist() == ref_v.tolist()
+    assert counts.tolist() == ref_c.tolist()
+
+
+def test_value_counts_wide_range_falls_back():
+    a = np.array([[-(2**30), 0, 2**30]], np.int64)
+    values, counts = value_counts(a)
+    assert values.tolist() == [-(2**30), 0, 2**30]
+    assert counts.tolist() == [1, 1, 1]
+
+
+def test_scan_dataset_golden_numbers(clean_masks):
+    stats = scan_dataset([clean_masks], ignore=(255,), num_classes=21, jobs=1)
+    assert stats.files == 4
+    assert stats.label_files == 4
+    assert stats.kinds == {"palette": 1, "8-bit": 1, "16-bit": 1, "npy": 1}
+    assert stats.sizes == {(8, 10): 4}
+    assert stats.total_pixels == 320
+    # voc_mask: 0 -> 80-20-6 = 54, 255 -> 20-6 = 14, 15 -> 6, 5 -> 6
+    # 0002: 3 x 80; 0003: 255 x 10, 20 x 24, 0 x 46; 0004: 1 x 79, 255 x 1
+    got = {v: (s.pixels, s.images) for v, s in stats.values.items()}
+    assert got == {
+        0: (54 + 46, 2),
+        1: (79, 1),
+        3: (80, 1),
+        5: (6, 1),
+        15: (6, 1),
+        20: (24, 1),
+        255: (14 + 10 + 1, 3),
+    }
+    assert stats.void_pixels == 25
+    assert stats.void_share == pytest.approx(25 / 320)
+    assert stats.out_of_range == {}
+    assert stats.all_void == []
+
+
+def test_class_weights_median_frequency():
+    stats = DatasetStats(ignore=(255,), num_classes=3)
+    stats.add(FileReport("a", "a", "8-bit", 1, 10, "uint8", (0, 1, 255), (6, 2, 2)))
+    stats.add(FileReport("b", "b", "8-bit", 1, 10, "uint8", (0,), (10,)))
+    # freq(0) = 16/20 = 0.8, freq(1) = 2/10 = 0.2; median 0.5 -> 0.625, 2.5; class 2 absent
+    weights = stats.class_weights()
+    assert weights == pytest.approx({0: 0.625, 1: 2.5, 2: 0.0})
+
+
+def test_parallel_scan_equals_serial(clean_masks):
+    for i in range(12):
+        save_png(clean_masks / "c" / f"{i:03d}.png", np.full((5, 5), i % 4, np.uint8))
+    serial = scan_dataset([clean_masks], ignore=(255,), jobs=1)
+    parallel = scan_dataset([clean_masks], ignore=(255,), jobs=2)
+    assert serial.to_dict() == parallel.to_dict()
+
+
+def test_stats_cli_table(clean_masks):
+    result = CliRunner().invoke(main, ["stats", str(clean_masks), "--ignore", "255", "-n", "21"])
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "Scanned 4 files: 4 label masks" in out
+    assert "palette      1  tf.io.decode_png would read colours/luminance" in out
+    assert "    255      25   7.81%       3  ignore" in out
+    assert "Void (ignore 255): 25 px, 7.81% of all pixels; 0 mask(s) entirely void" in out
+    assert "Every value is a class id (0..20) or ignore." in out
+
+
+def test_stats_cli_json_and_per_image(clean_masks, tmp_path):
+    rows = tmp_path / "rows.csv"
+    result = CliRunner().invoke(
+        main, ["stats", str(clean_masks), "--ignore", "255", "--json", "--per-image", str(rows)]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["files"] == 4
+    assert report["void"] == {"pixels": 25, "share": 25 / 320, "all_void_files": []}
+    assert {v["value"]: v["pixels"] for v in report["values"]}[3] == 80
+    with open(rows, newline="") as fh:
+        table = list(csv.DictReader(fh))
+    assert [r["path"].split("masks/")[1] for r in table] == [
+        "a/0001.png",
+        "a/0002.png",
+        "b/0003.png",
+        "b/0004.npy",
+    ]
+    assert table[1]["values"] == "3"
+    assert table[1]["counts"] == "80"
+    assert table[2]["kind"] == "16-bit"
+
+    jsonl = tmp_path / "rows.jsonl"
+    result = CliRunner().invoke(main, ["stats", str(clean_masks), "--per-image", str(jsonl)])
+    assert result.exit_code == 0
+    lines = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert lines[3]["dtype"] == "int16"
+    assert lines[3]["values"] == [1, 255]
+
+
+def test_stats_cli_messy_reports_every_problem_and_exits_1(messy_masks):
+    result = CliRunner().invoke(
+        main, ["stats", str(messy_masks), "--ignore", "255", "-n", "21", "-j", "2"]
+    )
+    assert result.exit_code == 1
+    out, err = result.stdout, result.stderr
+    assert "Scanned 9 files: 4 label masks, 2 not label masks, 3 unreadable" in out
+    assert "value 37 in 1 file(s):" in out and "out_of_range.png" in out
+    assert "value 300 in 1 file(s):" in out
+    assert "1 mask(s) entirely void" in out
+    assert "colour.png: colour mask, not counted" in out
+    assert "jpeg_named_png.png: jpeg mask, not counted" in out
+    assert f"labelfix: error: {messy_masks / 'empty.png'}: empty file" in err
+    assert f"{messy_masks / 'truncated.png'}: corrupt or truncated image" in err
+    assert "Traceback" not in result.output
+
+
+def test_stats_usage_errors_exit_2(tmp_path):
+    runner = CliRunner()
+    assert runner.invoke(main, ["stats"]).exit_code == 2
+    result = runner.invoke(main, ["stats", str(tmp_path), "--ignore", "x"])
+    assert result.exit_code == 2
+    assert "expected an integer ignore value, got 'x'" in result.output
+    assert runner.invoke(main, ["stats", str(tmp_path / "nope")]).exit_code == 2
+
+
+def test_stats_empty_directory_is_a_data_problem(tmp_path):
+    result = CliRunner().invoke(main, ["stats", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "no mask files found" in result.stderr
+
+
+def test_cli_does_not_import_tensorflow(tmp_path):
+    """`labelfix --help` and `labelfix stats` must start fast: no TensorFlow, no Keras."""
+    import subprocess
+    import sys
+
+    save_png(tmp_path / "m.png", np.zeros((2, 2), np.uint8))
+    code = (
+        "import sys\n"
+        "from labelfix.cli import main\n"
+        "for args in (['--help'], ['stats', sys.argv[1]], ['validate', sys.argv[1], '-n', '2']):\n"
+        "    try:\n"
+        "        main(args)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "bad = [m for m in ('tensorflow', 'keras', 'jax', 'torch') if m in sys.modules]\n"
+        "sys.exit(1 if bad else 0)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True)
+    assert proc.returncode == 0, proc.stderr.decode()

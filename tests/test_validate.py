@@ -1,0 +1,102 @@
+"""`labelfix validate`: exit codes, one line per problem, first coordinates."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from click.testing import CliRunner
+
+from labelfix.cli import main
+from labelfix.validate import validate
+
+from conftest import save_palette_png, save_png, voc_mask
+
+
+def test_clean_dataset_passes_with_palette_warning(clean_masks):
+    result = CliRunner().invoke(
+        main, ["validate", str(clean_masks), "--num-classes", "21", "--ignore", "255"]
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == (
+        f"warning: {clean_masks / 'a' / '0001.png'}: palette PNG: tf.io.decode_png would read "
+        "colours/luminance, not class ids (labelfix reads the palette indices)"
+    )
+    assert lines[-1] == "OK: 4 files, 0 with problems, 1 warning(s)"
+
+
+def test_out_of_range_value_message_names_pixels_and_first_coordinate(tmp_path):
+    m = voc_mask()
+    m[3, 8] = 37
+    m[3, 7] = 37
+    m[7, 0] = 37
+    save_png(tmp_path / "0007.png", m)
+    result = CliRunner().invoke(main, ["validate", str(tmp_path), "-n", "21", "--ignore", "255"])
+    assert result.exit_code == 1
+    assert (
+        f"{tmp_path / '0007.png'}: value 37 is not a class id (expected 0..20 or ignore 255): "
+        "3 px, first at y=3 x=7"
+    ) in result.stdout
+    assert result.stdout.splitlines()[-1] == "FAILED: 1 files, 1 with problems, 0 warning(s)"
+
+
+def test_without_ignore_255_is_not_a_class(tmp_path):
+    save_palette_png(tmp_path / "a.png", voc_mask())
+    result = validate([tmp_path], num_classes=21, jobs=1)
+    assert not result.ok
+    [problem] = result.errors
+    assert problem.value == 255
+    assert problem.pixels == 14
+    assert (problem.y, problem.x) == (1, 1)
+    assert problem.message.endswith(
+        "value 255 is not a class id (expected 0..20): 14 px, first at y=1 x=1"
+    )
+
+
+def test_messy_dataset_lists_each_file_and_keeps_going(messy_masks):
+    result = CliRunner().invoke(
+        main, ["validate", str(messy_masks), "-n", "21", "--ignore", "255", "--json"]
+    )
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    assert report["ok"] is False
+    by_code = {}
+    for p in report["problems"]:
+        by_code.setdefault(p["code"], []).append(p["path"].rsplit("/", 1)[1])
+    assert by_code == {
+        "colour": ["colour.png"],
+        "unreadable": ["empty.png", "notes.npy", "truncated.png"],
+        "jpeg": ["jpeg_named_png.png"],
+        "value": ["out_of_range.png", "sixteen.png"],
+        "palette": ["good.png"],
+        "all-void": ["void.png"],
+    }
+    sixteen = next(p for p in report["problems"] if p.get("value") == 300)
+    assert (sixteen["pixels"], sixteen["y"], sixteen["x"]) == (1, 1, 2)
+    assert report["bad_files"] == 7
+
+
+def test_images_dir_missing_and_size_mismatch(tmp_path):
+    masks, images = tmp_path / "masks", tmp_path / "images"
+    save_png(masks / "s" / "a.png", np.zeros((4, 6), np.uint8))
+    save_png(masks / "s" / "b.png", np.zeros((4, 6), np.uint8))
+    save_png(masks / "s" / "c.png", np.zeros((4, 6), np.uint8))
+    save_png(images / "s" / "a.jpg", np.zeros((4, 6, 3), np.uint8))
+    save_png(images / "s" / "b.png", np.zeros((6, 4, 3), np.uint8))
+    result = CliRunner().invoke(main, ["validate", str(masks), "-n", "2", "--images", str(images)])
+    assert result.exit_code == 1
+    out = result.stdout
+    assert "a.png" not in out
+    assert f"{masks / 's' / 'b.png'}: size 6x4 does not match its image" in out
+    assert f"{masks / 's' / 'c.png'}: no image for this mask under {images}" in out
+
+
+def test_usage_errors_exit_2(clean_masks):
+    runner = CliRunner()
+    result = runner.invoke(main, ["validate", str(clean_masks)])
+    assert result.exit_code == 2
+    assert "Missing option '--num-classes'" in result.output
+    result = runner.invoke(main, ["validate", str(clean_masks), "-n", "0"])
+    assert result.exit_code == 2
+    assert "must be at least 1, got 0" in result.output
