@@ -20,11 +20,15 @@ import warnings
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from labelfix.errors import NotALabelMask, UnreadableMask
+
+if TYPE_CHECKING:
+    from labelfix.colormap import Colormap
 
 #: Refuse images with more pixels than this before decoding them (decompression bombs).
 MAX_PIXELS = 1 << 28  # 268 M pixels, e.g. 16384 x 16384
@@ -43,10 +47,11 @@ KINDS: dict[str, str | None] = {
     "1-bit": "tf.io.decode_png expands 1-bit PNGs to 0/255, not 0/1",
     "npy": "tf.io cannot decode .npy; write TFRecords with labelfix to-tfrecord",
     "colour": "colours are not class ids; tf.io.decode_png(channels=1) would give luminance",
+    "colormap": "colours converted to class ids with --colormap; TensorFlow would read colours",
     "jpeg": "JPEG is lossy: region edges carry values that are no class",
 }
 
-LABEL_KINDS = frozenset({"palette", "8-bit", "16-bit", "1-bit", "npy"})
+LABEL_KINDS = frozenset({"palette", "8-bit", "16-bit", "1-bit", "npy", "colormap"})
 
 
 class Mask:
@@ -147,15 +152,28 @@ def _not_label_reason(kind: str, array: np.ndarray) -> str:
     return f"colour mask ({channels} channels): colours are not class ids, a colormap is needed"
 
 
-def read_mask(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS) -> Mask:
+def read_mask(
+    path: str | os.PathLike,
+    *,
+    max_pixels: int = MAX_PIXELS,
+    colormap: Colormap | None = None,
+    unknown_colour: str = "error",
+    ignore: int = 255,
+) -> Mask:
     """Read a mask file (PNG, other Pillow formats, or ``.npy``) without changing a value.
 
+    With a ``colormap``, colour masks are converted to class ids (kind ``colormap``); an
+    unknown colour raises UnknownColour, or becomes ``ignore`` with ``unknown_colour="ignore"``.
     Raises UnreadableMask with a one-line reason for anything that cannot be decoded.
     """
     path = os.fspath(path)
     if path.lower().endswith(".npy"):
         return _read_npy(path, max_pixels=max_pixels)
-    return _read_image(path, max_pixels=max_pixels)
+    mask = _read_image(path, max_pixels=max_pixels)
+    if colormap is not None and mask.kind == "colour":
+        ids = colormap.to_ids(mask.array, unknown=unknown_colour, ignore=ignore, path=path)
+        return Mask(path=path, kind="colormap", array=ids)
+    return mask
 
 
 def _read_npy(path: str, *, max_pixels: int) -> Mask:

@@ -166,3 +166,46 @@ def label_map_from_options(*, ignore, out, maps, map_file, preset, unmapped, num
         )
     except MappingError as err:
         raise click.UsageError(str(err)) from None
+
+
+# ----------------------------------------------------------------------------- colour masks
+
+
+def _check_colormap(ctx, param, value):
+    if value is None:
+        return None
+    from labelfix.colormap import load_colormap
+    from labelfix.errors import MappingError
+
+    try:
+        return load_colormap(value)
+    except MappingError as err:
+        raise click.BadParameter(str(err)) from None
+
+
+def colormap_options(func):
+    """Add --colormap and --unknown-colour (colour masks -> class ids) to a command."""
+    from labelfix.colormap import BUILTIN, UNKNOWN_COLOUR_POLICIES
+
+    func = click.option(
+        "--unknown-colour",
+        type=click.Choice(UNKNOWN_COLOUR_POLICIES),
+        default="error",
+        show_default=True,
+        help="A colour the colormap does not name: an error, or the ignore value.",
+    )(func)
+    return click.option(
+        "--colormap",
+        callback=_check_colormap,
+        metavar="NAME|FILE",
+        help=f"Read colour masks as class ids: {', '.join(BUILTIN)}, or a file of"
+        " id,name,r,g,b rows (or JSON).",
+    )(func)
+
+
+artifacts_option = click.option(
+    "--artifacts",
+    is_flag=True,
+    help="Also look for lossy artifacts: values that lie only on boundaries between two other"
+    " values, and specks (slower).",
+)

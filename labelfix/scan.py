@@ -15,14 +15,19 @@ import functools
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from labelfix.artifacts import MIN_SUPPORT, SuspectValue, equal_neighbours, suspect_values
 from labelfix.errors import UnreadableMask
 from labelfix.masks import KINDS, Mask, iter_mask_files, read_mask
 from labelfix.masks import value_counts as value_counts  # re-exported
 from labelfix.pairing import find_image, image_size
 from labelfix.parallel import ordered_map
+
+if TYPE_CHECKING:
+    from labelfix.colormap import Colormap
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,9 @@ class FileReport:
     bad_values: tuple[BadValue, ...] = ()
     error: str | None = None
     image_problem: str | None = None
+    #: with ``artifacts=True``: values whose pixels lie (almost) only on fringes, and specks
+    suspects: tuple[SuspectValue, ...] = ()
+    specks: int = 0
 
     @property
     def pixels(self) -> int:
@@ -71,6 +79,7 @@ def scan_mask(
     *,
     ignore: Sequence[int] = (),
     num_classes: int | None = None,
+    artifacts: bool = False,
 ) -> FileReport:
     """Reduce a decoded mask to its :class:`FileReport`."""
     height, width = mask.shape
@@ -97,6 +106,11 @@ def scan_mask(
                 flat = mask.labels.ravel()
             y, x = divmod(int(np.argmax(flat == v)), width)
             bad.append(BadValue(value=v, pixels=int(c), y=y, x=x))
+    suspects: tuple[SuspectValue, ...] = ()
+    specks = 0
+    if artifacts:
+        suspects = tuple(suspect_values(mask.labels, ignore=ignore))
+        specks = int((equal_neighbours(mask.labels) < MIN_SUPPORT).sum())
     return FileReport(
         path=mask.path,
         relpath=relpath,
@@ -108,6 +122,8 @@ def scan_mask(
         counts=tuple(int(c) for c in counts),
         void_pixels=void,
         bad_values=tuple(bad),
+        suspects=suspects,
+        specks=specks,
     )
 
 
@@ -117,11 +133,22 @@ def scan_file(
     ignore: Sequence[int] = (),
     num_classes: int | None = None,
     images: str | None = None,
+    colormap: Colormap | None = None,
+    unknown_colour: str = "error",
+    artifacts: bool = False,
 ) -> FileReport:
     """Read and reduce one mask file; never raises for a bad file (see ``FileReport.error``)."""
     path, relpath = item
     try:
-        report = scan_mask(read_mask(path), relpath, ignore=ignore, num_classes=num_classes)
+        mask = read_mask(
+            path,
+            colormap=colormap,
+            unknown_colour=unknown_colour,
+            ignore=ignore[0] if ignore else 255,
+        )
+        report = scan_mask(
+            mask, relpath, ignore=ignore, num_classes=num_classes, artifacts=artifacts
+        )
     except UnreadableMask as err:
         return FileReport(path=path, relpath=relpath, error=err.reason)
     except MemoryError:
@@ -182,6 +209,9 @@ class DatasetStats:
     not_labels: list[tuple[str, str]] = field(default_factory=list)
     all_void: list[str] = field(default_factory=list)
     out_of_range: dict[int, list[str]] = field(default_factory=dict)
+    #: value -> [files where it is a suspected artifact, its pixels there, fringe pixels there]
+    suspects: dict[int, list[int]] = field(default_factory=dict)
+    specks: int = 0
 
     def add(self, report: FileReport) -> None:
         """Fold one file's report into the totals."""
@@ -209,6 +239,12 @@ class DatasetStats:
             self.all_void.append(report.path)
         for bad in report.bad_values:
             self.out_of_range.setdefault(bad.value, []).append(report.path)
+        for sv in report.suspects:
+            entry = self.suspects.setdefault(sv.value, [0, 0, 0])
+            entry[0] += 1
+            entry[1] += sv.pixels
+            entry[2] += sv.fringe
+        self.specks += report.specks
 
     @property
     def void_share(self) -> float:
@@ -280,6 +316,11 @@ class DatasetStats:
             "class_weights": [
                 {"class": c, "weight": w} for c, w in sorted(self.class_weights().items())
             ],
+            "suspected_artifacts": [
+                {"value": v, "files": f, "pixels": p, "fringe_pixels": fr}
+                for v, (f, p, fr) in sorted(self.suspects.items())
+            ],
+            "specks": self.specks,
             "unreadable": [{"path": p, "reason": r} for p, r in self.unreadable],
             "not_labels": [{"path": p, "kind": k} for p, k in self.not_labels],
         }
@@ -296,6 +337,7 @@ def report_to_dict(report: FileReport) -> dict:
     """One file's report as JSON-ready data (``--per-image`` rows)."""
     d = asdict(report)
     d["bad_values"] = [asdict(b) for b in report.bad_values]
+    d["suspects"] = [asdict(sv) for sv in report.suspects]
     d["values"] = list(report.values)
     d["counts"] = list(report.counts)
     return d
@@ -309,6 +351,9 @@ def iter_reports(
     num_classes: int | None = None,
     images: str | os.PathLike | None = None,
     jobs: int | None = None,
+    colormap: Colormap | None = None,
+    unknown_colour: str = "error",
+    artifacts: bool = False,
 ):
     """Yield a :class:`FileReport` per mask file under ``paths``, in sorted path order."""
     func = functools.partial(
@@ -316,6 +361,9 @@ def iter_reports(
         ignore=tuple(ignore),
         num_classes=num_classes,
         images=os.fspath(images) if images is not None else None,
+        colormap=colormap,
+        unknown_colour=unknown_colour,
+        artifacts=artifacts,
     )
     yield from ordered_map(func, iter_mask_files(list(paths), glob=glob), jobs=jobs)
 
@@ -329,14 +377,17 @@ def scan_dataset(
     images: str | os.PathLike | None = None,
     jobs: int | None = None,
     on_file: Callable[[FileReport], None] | None = None,
+    **read_options,
 ) -> DatasetStats:
     """Scan every mask under ``paths`` and return the dataset totals.
 
     ``on_file`` is called with each file's report as it arrives (progress bars, per-image rows).
+    ``read_options`` (``colormap``, ``unknown_colour``, ``artifacts``) go to :func:`scan_file`.
     """
     stats = DatasetStats(ignore=tuple(ignore), num_classes=num_classes)
     for report in iter_reports(
-        paths, glob=glob, ignore=ignore, num_classes=num_classes, images=images, jobs=jobs
+        paths, glob=glob, ignore=ignore, num_classes=num_classes, images=images, jobs=jobs,
+        **read_options,
     ):
         stats.add(report)
         if on_file is not None:

@@ -95,6 +95,21 @@ def file_problems(
                 f"{path}: palette PNG: {KINDS['palette']}",
             )
         )
+    for sv in report.suspects:
+        problems.append(Problem(
+            path, "warning", "artifact",
+            f"{path}: value {sv.value} looks like a lossy artifact: {100 * sv.share:.0f}% of its "
+            f"{sv.pixels} px lie on boundaries between two other values "
+            "(bilinear resizing, anti-aliasing or JPEG; see labelfix repair)",
+            value=sv.value, pixels=sv.pixels,
+        ))
+    if report.specks and report.pixels and report.specks / report.pixels > 0.001:
+        problems.append(Problem(
+            path, "warning", "specks",
+            f"{path}: {report.specks} px are specks with fewer than 3 same-valued neighbours "
+            "(JPEG noise? see labelfix repair)",
+            pixels=report.specks,
+        ))
     if ignore and report.all_void:
         problems.append(
             Problem(
@@ -155,11 +170,16 @@ def validate(
     glob: str | None = None,
     jobs: int | None = None,
     on_file: Callable[[FileReport, list[Problem]], None] | None = None,
+    **read_options,
 ) -> ValidationResult:
-    """Check every mask under ``paths``; ``result.ok`` is False when any file has an error."""
+    """Check every mask under ``paths``; ``result.ok`` is False when any file has an error.
+
+    ``read_options`` (``colormap``, ``unknown_colour``, ``artifacts``) go to the scan.
+    """
     result = ValidationResult(stats=DatasetStats(ignore=tuple(ignore), num_classes=num_classes))
     for report in iter_reports(
-        paths, glob=glob, ignore=ignore, num_classes=num_classes, images=images, jobs=jobs
+        paths, glob=glob, ignore=ignore, num_classes=num_classes, images=images, jobs=jobs,
+        **read_options,
     ):
         result.stats.add(report)
         problems = file_problems(report, num_classes=num_classes, ignore=ignore)

@@ -20,6 +20,8 @@ from labelfix.scan import DatasetStats, FileReport, report_to_dict, scan_dataset
 @options.ignore_option
 @options.num_classes_option()
 @options.glob_option
+@options.colormap_options
+@options.artifacts_option
 @options.jobs_option
 @options.json_option
 @click.option(
@@ -29,7 +31,18 @@ from labelfix.scan import DatasetStats, FileReport, report_to_dict, scan_dataset
     help="Also write one row per mask to FILE (.csv, or .jsonl for JSON Lines).",
 )
 @handle_errors
-def stats(paths, ignore, num_classes, glob, jobs, as_json, per_image):
+def stats(
+    paths,
+    ignore,
+    num_classes,
+    glob,
+    colormap,
+    unknown_colour,
+    artifacts,
+    jobs,
+    as_json,
+    per_image,
+):
     """Report sizes, storage kinds, per-value pixel counts, void share and class weights.
 
     \b
@@ -48,7 +61,15 @@ def stats(paths, ignore, num_classes, glob, jobs, as_json, per_image):
                 on_row(report)
 
         result = scan_dataset(
-            paths, glob=glob, ignore=ignore, num_classes=num_classes, jobs=jobs, on_file=on_file
+            paths,
+            glob=glob,
+            ignore=ignore,
+            num_classes=num_classes,
+            jobs=jobs,
+            on_file=on_file,
+            colormap=colormap,
+            unknown_colour=unknown_colour,
+            artifacts=artifacts,
         )
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
@@ -170,6 +191,16 @@ def render(result: DatasetStats) -> str:
         out.append("Suggested class weights (median-frequency balancing):")
         rows = [(c, f"{w:.4f}") for c, w in weights.items()]
         out.append(table(rows, ("class", "weight"), right={0, 1}))
+    if result.suspects or result.specks:
+        out.append("")
+        out.append("Suspected lossy artifacts (values on boundaries between two other values):")
+        rows = [
+            (v, f, f"{p:,}", _pct(fr / p if p else 0.0))
+            for v, (f, p, fr) in sorted(result.suspects.items())
+        ]
+        if rows:
+            out.append(table(rows, ("value", "files", "pixels", "on fringes"), right={0, 1, 2, 3}))
+        out.append(f"Specks (< 3 same-valued neighbours): {result.specks:,} px")
     for path, kind in result.not_labels:
         out.append(f"{os.fspath(path)}: {kind} mask, not counted ({KINDS[kind]})")
     return "\n".join(out)

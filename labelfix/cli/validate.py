@@ -22,10 +22,14 @@ from labelfix.validate import validate as run_validate
     help="Image directory: each mask needs an image of the same relative path and stem and size.",
 )
 @options.glob_option
+@options.colormap_options
+@options.artifacts_option
 @options.jobs_option
 @options.json_option
 @handle_errors
-def validate(paths, num_classes, ignore, images, glob, jobs, as_json):
+def validate(
+    paths, num_classes, ignore, images, glob, colormap, unknown_colour, artifacts, jobs, as_json
+):
     """Check that every mask holds only ids 0..N-1 or an ignore value.
 
     Exit 0 when all masks are clean (warnings allowed), 1 when any file has a problem.
@@ -43,6 +47,9 @@ def validate(paths, num_classes, ignore, images, glob, jobs, as_json):
             glob=glob,
             jobs=jobs,
             on_file=lambda report, problems: advance(1),
+            colormap=colormap,
+            unknown_colour=unknown_colour,
+            artifacts=artifacts,
         )
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))

@@ -1,0 +1,125 @@
+"""Lossy-artifact detection and repair on masks that were resized bilinearly and saved as JPEG."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from conftest import save_png
+from labelfix.artifacts import (
+    equal_neighbours,
+    fringe_mask,
+    repair,
+    stray_mask,
+    suspect_values,
+)
+from labelfix.cli import main
+from labelfix.synthetic import shapes_sample
+
+
+def damaged(seed: int, *, quality: int | None):
+    """(reference, damaged): a clean mask upscaled 2x with nearest vs bilinear (+ JPEG)."""
+    rng = np.random.default_rng(seed)
+    _, clean = shapes_sample(rng, height=64, width=80, num_classes=21, void=255, shapes=6)
+    reference = np.asarray(Image.fromarray(clean).resize((160, 128), Image.NEAREST))
+    bilinear = Image.fromarray(clean).resize((160, 128), Image.BILINEAR)
+    if quality is None:
+        return reference, np.asarray(bilinear)
+    buf = io.BytesIO()
+    bilinear.save(buf, format="JPEG", quality=quality)
+    return reference, np.asarray(Image.open(buf))
+
+
+def test_fringe_and_suspects_golden():
+    a = np.array([[0, 0, 7, 15, 15]] * 3, np.uint8)
+    assert fringe_mask(a).tolist() == [[False, False, True, False, False]] * 3
+    [s] = suspect_values(a, ignore=(255,))
+    assert (s.value, s.pixels, s.fringe, s.share) == (7, 3, 3, 1.0)
+    # a thin void border is never a suspect
+    b = np.array([[0, 0, 255, 15, 15]] * 3, np.uint8)
+    assert suspect_values(b, ignore=(255,)) == []
+    assert [s.value for s in suspect_values(b)] == [255]
+
+
+def test_equal_neighbours_and_specks():
+    a = np.zeros((5, 5), np.uint8)
+    a[2, 2] = 9
+    counts = equal_neighbours(a)
+    assert counts[2, 2] == 0
+    assert counts[0, 0] == 8  # edges are replicated
+    assert counts[1, 1] == 7
+    stray = stray_mask(a, num_classes=21, ignore=(255,))
+    assert stray.sum() == 1 and stray[2, 2]
+    assert stray_mask(a, num_classes=21, min_support=0).sum() == 0
+
+
+def test_repair_nearest_and_ignore_golden():
+    a = np.array([[0, 0, 0, 0], [0, 99, 99, 0], [0, 0, 0, 0]], np.uint8)
+    fixed = repair(a, num_classes=3, ignore=(255,), strategy="nearest")
+    assert fixed.labels.tolist() == [[0] * 4] * 3
+    assert (fixed.stray, fixed.changed, fixed.to_ignore) == (2, 2, 0)
+    voided = repair(a, num_classes=3, ignore=(255,), out=-1, strategy="ignore")
+    assert voided.labels.dtype == np.int8
+    assert voided.labels[1].tolist() == [0, -1, -1, 0]
+    with pytest.raises(ValueError, match="needs an ignore value"):
+        repair(a, num_classes=3, strategy="ignore")
+
+
+def test_repair_of_a_clean_mask_changes_next_to_nothing():
+    rng = np.random.default_rng(0)
+    _, clean = shapes_sample(rng, height=64, width=80, num_classes=5, void=255)
+    result = repair(clean, num_classes=5, ignore=(255,))
+    # only the 1-px tips where a disc's void ring pinches off are specks: 6 of 5,120 pixels
+    assert result.changed == 6
+    without_specks = repair(clean, num_classes=5, ignore=(255,), min_support=0)
+    assert without_specks.changed == 0
+    np.testing.assert_array_equal(without_specks.labels, clean)
+
+
+@pytest.mark.parametrize("seed", [3, 4, 5])
+def test_bilinear_resize_is_detected_and_repaired_to_99_percent(seed):
+    reference, bilinear = damaged(seed, quality=None)
+    before = (bilinear == reference).mean()
+    assert before < 0.9
+    assert suspect_values(bilinear, ignore=(255,))  # interpolated values are found
+    fixed = repair(bilinear, num_classes=21, ignore=(255,)).labels
+    assert (fixed == reference).mean() >= 0.99
+
+
+@pytest.mark.parametrize("seed", [3, 4, 5])
+def test_bilinear_plus_jpeg_is_repaired_to_88_percent(seed):
+    reference, jpeg = damaged(seed, quality=90)
+    before = (jpeg == reference).mean()
+    fixed = repair(jpeg, num_classes=21, ignore=(255,)).labels
+    after = (fixed == reference).mean()
+    assert before < 0.78
+    assert after >= 0.88
+    assert after - before >= 0.12
+    valid = (fixed < 21) | (fixed == 255)
+    assert valid.all()
+
+
+def test_stats_and_validate_report_artifacts(tmp_path):
+    reference, bilinear = damaged(3, quality=None)
+    save_png(tmp_path / "m" / "resized.png", bilinear)
+    save_png(tmp_path / "m" / "clean.png", reference)
+    runner = CliRunner()
+    result = runner.invoke(
+        main, ["stats", str(tmp_path / "m"), "--ignore", "255", "--artifacts", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["suspected_artifacts"]
+    assert all(s["files"] == 1 for s in report["suspected_artifacts"])
+    result = runner.invoke(
+        main, ["validate", str(tmp_path / "m"), "-n", "256", "--ignore", "255", "--artifacts"]
+    )
+    assert result.exit_code == 0  # artifacts are warnings; the values are all in range
+    lines = [line for line in result.stdout.splitlines() if "lossy artifact" in line]
+    assert lines
+    assert all("resized.png" in line for line in lines)
