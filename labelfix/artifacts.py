@@ -210,3 +210,47 @@ def repair(
     result = work.astype(smallest_int_dtype(int(work.min()), int(work.max())))
     changed = int((result.astype(np.int64) != labels.astype(np.int64)).sum())
     return RepairResult(labels=result, stray=n_stray, changed=changed, to_ignore=n_void)
+
+
+@dataclass(frozen=True)
+class RepairSpec:
+    """The repair a command applies to every file (see :func:`repair`).
+
+    >>> spec = RepairSpec(num_classes=21, ignore=(255,))
+    >>> spec.apply(np.array([[0, 0, 7, 15, 15]] * 3, np.uint8)).changed
+    3
+    """
+
+    num_classes: int
+    ignore: tuple[int, ...] = ()
+    out: int | None = None
+    strategy: str = "nearest"
+    threshold: float = FRINGE_THRESHOLD
+    min_support: int = MIN_SUPPORT
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}")
+        if self.strategy == "ignore" and self.out is None and not self.ignore:
+            raise ValueError("--strategy ignore needs an ignore value (--ignore or --out)")
+
+    def apply(self, labels: np.ndarray) -> RepairResult:
+        return repair(
+            labels,
+            num_classes=self.num_classes,
+            ignore=self.ignore,
+            out=self.out,
+            strategy=self.strategy,
+            threshold=self.threshold,
+            min_support=self.min_support,
+        )
+
+    def to_dict(self) -> dict:
+        return {
+            "num_classes": self.num_classes,
+            "ignore": list(self.ignore),
+            "out": self.out,
+            "strategy": self.strategy,
+            "fringe_threshold": self.threshold,
+            "min_support": self.min_support,
+        }

@@ -101,6 +101,18 @@ class LabelMap:
         return None
 
     @property
+    def outputs(self) -> tuple[int, ...]:
+        """The values the rules and the ignore policy produce (kept values not included).
+
+        >>> LabelMap(rules=((7, 0),), ignore=(255,), out=-1).outputs
+        (-1, 0)
+        """
+        values = set(self.rules_dict.values())
+        if self.out_value is not None and (self.ignore or self.unmapped == "ignore"):
+            values.add(self.out_value)
+        return tuple(sorted(values))
+
+    @property
     def idempotent(self) -> bool:
         """True when applying the map twice gives the same result as applying it once."""
         outputs = set(self.rules_dict.values()) | set(v for v in (self.out_value,) if v is not None)
@@ -141,21 +153,33 @@ class LabelMap:
     def apply(self, labels: np.ndarray, *, path: str | None = None) -> np.ndarray:
         """Map a whole label array; raise MappingError (naming ``path``) on unmapped values.
 
-        The result has the smallest integer dtype that holds its values.
+        The result has the smallest integer dtype that holds its values. uint8 and uint16
+        arrays go through a cached lookup table; other integer arrays through a table over the
+        values they hold.
         """
         if labels.dtype in (np.uint8, np.uint16):
             lut, known = self._cached_table(labels.dtype)
             if self.unmapped == "error" and not known.all():
                 self._check_known(labels, known, path)
             return np.take(lut, labels)
-        values, inverse = np.unique(labels, return_inverse=True)
+        from labelfix.scan import value_counts
+
+        if labels.size == 0:
+            return labels.astype(np.int8)
+        values, _ = value_counts(labels)
         outputs = [self.lookup(int(v)) for v in values]
         if any(o is None for o in outputs):
             known = np.array([o is not None for o in outputs])
             self._raise_unmapped(labels, values[~known], path)
         out = np.asarray(outputs, dtype=np.int64)
         lo, hi = (int(out.min()), int(out.max())) if out.size else (0, 0)
-        return out.astype(smallest_int_dtype(lo, hi))[inverse.reshape(labels.shape)]
+        out = out.astype(smallest_int_dtype(lo, hi))
+        first, last = int(values[0]), int(values[-1])
+        if last - first < (1 << 20):
+            lut = np.zeros(last - first + 1, dtype=out.dtype)
+            lut[values - first] = out
+            return lut[labels.astype(np.int64) - first]
+        return out[np.searchsorted(values, labels)]
 
     def _cached_table(self, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
         key = f"_table_{np.dtype(dtype).name}"
@@ -565,12 +589,14 @@ def build_label_map(
     """
     base = preset(preset_name) if preset_name else LabelMap()
     rules = dict(base.rules_dict)
+    for v in ignore:  # an explicit --ignore wins over a preset's rule for that value
+        rules.pop(v, None)
+    # Explicit rules go on top; one that contradicts an explicit --ignore is a MappingError
+    # from LabelMap (it used to be dropped silently).
     if map_file is not None:
         rules.update(read_map_file(map_file))
     rules.update(dict(maps))
     all_ignore = tuple(dict.fromkeys((*base.ignore, *ignore)))
-    for v in ignore:  # an explicit --ignore wins over a preset's rule for that value
-        rules.pop(v, None)
     if num_classes is not None and base.num_classes is not None and num_classes != base.num_classes:
         class_names = None
     else:

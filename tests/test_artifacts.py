@@ -123,3 +123,73 @@ def test_stats_and_validate_report_artifacts(tmp_path):
     lines = [line for line in result.stdout.splitlines() if "lossy artifact" in line]
     assert lines
     assert all("resized.png" in line for line in lines)
+
+
+def test_repair_cli_jpeg_masks_to_output_dir_reports_per_file(tmp_path):
+    reference, jpeg = damaged(4, quality=90)
+    src = tmp_path / "masks"
+    src.mkdir()
+    Image.fromarray(np.asarray(Image.fromarray(jpeg))).save(src / "a.jpg", quality=90)
+    save_png(src / "clean.png", reference)
+    out = tmp_path / "fixed"
+    result = CliRunner().invoke(
+        main, ["repair", str(src), "-n", "21", "--ignore", "255", "--output", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert f"{src / 'a.jpg'}: repaired " in result.stdout
+    assert "clean.png: repaired" not in result.stdout
+    assert "Read 2 of 2 files: 1 changed, 1 unchanged, 0 failed." in result.stdout
+    fixed = np.asarray(Image.open(out / "a.png"))  # a JPEG input becomes a lossless PNG
+    assert (fixed == reference).mean() >= 0.88
+    valid = (fixed < 21) | (fixed == 255)
+    assert valid.all()
+    np.testing.assert_array_equal(np.asarray(Image.open(out / "clean.png")), reference)
+    # the repaired output validates
+    check = CliRunner().invoke(main, ["validate", str(out), "-n", "21", "--ignore", "255"])
+    assert check.exit_code == 0, check.output
+
+
+def test_repair_cli_in_place_ignore_strategy_and_dry_run(tmp_path):
+    a = np.zeros((6, 6), np.uint8)
+    a[2:4, 2:4] = 99
+    path = save_png(tmp_path / "m" / "a.png", a)
+    runner = CliRunner()
+    dry = runner.invoke(main, ["repair", str(tmp_path / "m"), "-n", "3", "--ignore", "255",
+                               "--strategy", "ignore", "--in-place", "--dry-run"])  # fmt: skip
+    assert dry.exit_code == 0, dry.output
+    assert f"{path}: would repair 4 px, 4 of them to ignore" in dry.stdout
+    np.testing.assert_array_equal(np.asarray(Image.open(path)), a)
+    done = runner.invoke(main, ["repair", str(tmp_path / "m"), "-n", "3", "--ignore", "255",
+                                "--strategy", "ignore", "--in-place"])  # fmt: skip
+    assert done.exit_code == 0, done.output
+    fixed = np.asarray(Image.open(path))
+    assert fixed[2:4, 2:4].tolist() == [[255, 255], [255, 255]]
+    assert fixed.sum() == 4 * 255
+    assert sorted(p.name for p in (tmp_path / "m").iterdir() if not p.name.startswith(".")) == [
+        "a.png"
+    ]
+
+
+def test_repair_usage_errors(tmp_path):
+    save_png(tmp_path / "a.png", np.zeros((3, 3), np.uint8))
+    runner = CliRunner()
+    result = runner.invoke(main, ["repair", str(tmp_path), "--strategy", "ignore", "-n", "2"])
+    assert result.exit_code == 2
+    assert "needs an ignore value" in result.output
+    result = runner.invoke(main, ["repair", str(tmp_path), "--ignore", "255"])
+    assert result.exit_code == 2
+    assert "Missing option '--num-classes'" in result.output
+
+
+def test_remap_converts_colour_masks_with_colormap(tmp_path):
+    rgb = np.zeros((2, 3, 3), np.uint8)
+    rgb[0, 0] = (224, 224, 192)
+    rgb[1, 2] = (192, 128, 128)
+    save_png(tmp_path / "c" / "x.png", rgb)
+    result = CliRunner().invoke(
+        main,
+        ["remap", str(tmp_path / "c"), "--colormap", "voc", "--ignore", "255", "--out", "-1",
+         "-o", str(tmp_path / "ids")],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert np.load(tmp_path / "ids" / "x.npy").tolist() == [[-1, 0, 0], [0, 0, 15]]

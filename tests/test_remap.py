@@ -1,0 +1,494 @@
+"""`labelfix remap`: round trips, formats, in-place safety, records, and the CLI's words."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+from test_mapping import cityscapes_train_id
+
+import labelfix.remap as remap_module
+from labelfix.cli import main
+from labelfix.mapping import LabelMap, preset
+from labelfix.masks import atomic_path, read_mask
+from labelfix.remap import (
+    MANIFEST_NAME,
+    AlreadyRemapped,
+    RemapUsageError,
+    encode_label_png,
+    plan_remap,
+    remap,
+    run_remap,
+)
+from labelfix.synthetic import cityscapes_like_mask, voc_palette
+
+from conftest import save_palette_png, save_png, voc_mask
+
+VOC = voc_mask()  # 0 background, 15 person with a 255 border (14 px), 5 bottle
+SIXTEEN = np.array([[0, 255, 20], [300, 20, 255]], np.uint16)
+NPY = np.array([[1, 255], [3, 1]], np.int16)
+
+
+@pytest.fixture
+def masks(tmp_path: Path) -> Path:
+    """palette, 8-bit, 16-bit and npy masks in a two-level tree."""
+    root = tmp_path / "masks"
+    save_palette_png(root / "a" / "0001.png", VOC)
+    save_png(root / "a" / "0002.png", np.full((8, 10), 3, np.uint8))
+    save_png(root / "b" / "0003.png", SIXTEEN)
+    np.save(root / "b" / "0004.npy", NPY)
+    return root
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+def run(*args: str):
+    return CliRunner().invoke(main, ["remap", *args])
+
+
+def minus_one(a: np.ndarray) -> np.ndarray:
+    return np.where(a == 255, -1, a.astype(np.int64))
+
+
+# ----------------------------------------------------------------------------- the short form
+
+
+def test_short_form_writes_signed_npy_to_a_sibling_and_says_so(masks):
+    before = snapshot(masks)
+    result = run("--ignore", "255", "--out", "-1", str(masks))
+    assert result.exit_code == 0, result.output
+    out = masks.parent / "masks-remapped"
+    assert f"Wrote 4 file(s) to {out}/." in result.stdout
+    assert "Read 4 of 4 files: 3 changed, 1 unchanged, 0 failed." in result.stdout
+    assert "the mapping produces -1, which a PNG cannot store" in result.stdout
+    assert "Stored as: npy int16 (1), npy int8 (3)." in result.stdout
+    assert snapshot(masks) == before  # never over the input
+    written = sorted(str(p.relative_to(out)) for p in out.rglob("*.npy"))
+    assert written == ["a/0001.npy", "a/0002.npy", "b/0003.npy", "b/0004.npy"]
+    assert not list(out.rglob("*.png"))  # one format for the whole run
+    for name, src in [("a/0001", VOC), ("a/0002", np.full((8, 10), 3)), ("b/0004", NPY)]:
+        got = np.load(out / f"{name}.npy")
+        assert got.dtype == np.int8 and got.shape == src.shape
+        np.testing.assert_array_equal(got, minus_one(src))
+    sixteen = np.load(out / "b/0003.npy")
+    assert sixteen.dtype == np.int16  # 300 does not fit int8
+    np.testing.assert_array_equal(sixteen, minus_one(SIXTEEN))
+
+
+def test_default_destination_of_a_single_file(masks):
+    result = run("--ignore", "255", "--out", "0", str(masks / "a" / "0001.png"))
+    assert result.exit_code == 0, result.output
+    out = masks / "a-remapped" / "0001.png"
+    np.testing.assert_array_equal(read_mask(out).labels, np.where(VOC == 255, 0, VOC))
+
+
+# ----------------------------------------------------------------------------- round trips
+
+
+def test_png_round_trip_keeps_palette_and_depth(masks, tmp_path):
+    out = tmp_path / "out"
+    result = run("--ignore", "0", "--ignore", "255", "--out", "255", str(masks), "-o", str(out))
+    assert result.exit_code == 0, result.output
+    pal = read_mask(out / "a/0001.png")
+    assert pal.kind == "palette" and pal.palette == voc_palette()
+    np.testing.assert_array_equal(pal.labels, np.where(VOC == 0, 255, VOC))
+    eight = read_mask(out / "a/0002.png")  # unchanged (no 0, no 255): copied as it was
+    assert eight.kind == "8-bit"
+    assert (out / "a/0002.png").read_bytes() == (masks / "a/0002.png").read_bytes()
+    wide = read_mask(out / "b/0003.png")
+    assert wide.kind == "16-bit" and wide.labels.dtype == np.uint16
+    np.testing.assert_array_equal(wide.labels, np.where(SIXTEEN == 0, 255, SIXTEEN))
+    npy = np.load(out / "b/0004.npy")
+    np.testing.assert_array_equal(npy, NPY)
+    assert "Stored as: npy int16 (1), png 16-bit (1), png 8-bit (1), png 8-bit palette (1)." in (
+        result.stdout
+    )
+
+
+def test_no_palette(masks, tmp_path):
+    result = run(
+        "--ignore", "255", "--out", "0", "--no-palette", str(masks), "-o", str(tmp_path / "o")
+    )
+    assert result.exit_code == 0, result.output
+    assert read_mask(tmp_path / "o/a/0001.png").kind == "8-bit"
+
+
+def test_16_bit_input_narrowed_when_the_mapping_is_closed(masks, tmp_path):
+    result = remap([masks / "b"], preset("voc"), output=tmp_path / "o", jobs=1)
+    assert result.ok
+    m = read_mask(tmp_path / "o/0003.png")
+    assert m.kind == "8-bit"  # every value voc can produce fits 8 bits
+    np.testing.assert_array_equal(m.labels, [[0, 255, 20], [255, 20, 255]])
+
+
+def test_16_bit_input_stays_16_bit_in_place(masks):
+    result = remap([masks / "b"], preset("voc"), in_place=True, jobs=1)
+    assert (result.changed, result.unchanged) == (1, 1)
+    m = read_mask(masks / "b/0003.png")
+    assert m.kind == "16-bit"  # like its neighbours, which are not rewritten
+    np.testing.assert_array_equal(m.labels, [[0, 255, 20], [255, 20, 255]])
+
+
+def test_a_rule_above_255_makes_every_png_16_bit(tmp_path):
+    save_png(tmp_path / "in/x.png", np.array([[3, 4]], np.uint8))
+    save_png(tmp_path / "in/y.png", np.array([[4, 4]], np.uint8))  # holds no 3
+    result = remap([tmp_path / "in"], LabelMap(rules=((3, 300),)), output=tmp_path / "o", jobs=1)
+    assert result.stored == (("png 16-bit", 2),)
+    assert read_mask(tmp_path / "o/x.png").labels.tolist() == [[300, 4]]
+    assert read_mask(tmp_path / "o/y.png").kind == "16-bit"
+
+
+def test_cityscapes_preset_round_trip_on_generated_masks(tmp_path):
+    rng = np.random.default_rng(3)
+    ids = [cityscapes_like_mask(rng, height=96, width=160) for _ in range(3)]
+    for i, m in enumerate(ids):
+        save_png(tmp_path / "gtFine" / f"{i}_labelIds.png", m)
+    lut = np.array([cityscapes_train_id(v) for v in range(256)], np.uint8)
+    result = remap([tmp_path / "gtFine"], preset("cityscapes"), jobs=1)
+    assert (result.read, result.changed, result.written) == (3, 3, 3)
+    for i, m in enumerate(ids):
+        got = read_mask(tmp_path / "gtFine-remapped" / f"{i}_labelIds.png")
+        assert got.kind == "8-bit" and got.shape == (96, 160)
+        np.testing.assert_array_equal(got.labels, lut[m])
+
+
+def test_parallel_run_equals_serial_run(tmp_path):
+    rng = np.random.default_rng(1)
+    for i in range(10):
+        save_png(tmp_path / "in" / f"{i:02d}.png", cityscapes_like_mask(rng, height=32, width=64))
+    cs = preset("cityscapes")
+    serial = remap([tmp_path / "in"], cs, output=tmp_path / "one", jobs=1)
+    parallel = remap([tmp_path / "in"], cs, output=tmp_path / "two", jobs=2)
+    assert parallel.values == serial.values and parallel.written == 10
+    [record] = json.loads((tmp_path / "two" / MANIFEST_NAME).read_text())["runs"]
+    assert sorted(record["files"]) == sorted(os.listdir(tmp_path / "in"))  # from both workers
+    assert snapshot(tmp_path / "one").keys() == snapshot(tmp_path / "two").keys()
+    for name in sorted(os.listdir(tmp_path / "in")):
+        a = read_mask(tmp_path / "one" / name).labels
+        np.testing.assert_array_equal(a, read_mask(tmp_path / "two" / name).labels)
+
+
+def test_several_sources_go_to_their_own_subdirectories(masks, tmp_path):
+    result = run(
+        "--ignore",
+        "255",
+        "--out",
+        "0",
+        str(masks / "a"),
+        str(masks / "b"),
+        "-o",
+        str(tmp_path / "o"),
+    )
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "o/a/0001.png").exists() and (tmp_path / "o/b/0003.png").exists()
+
+
+def test_encode_label_png_round_trips():
+    a = (np.arange(600).reshape(20, 30) % 256).astype(np.uint8)
+    for data, kind in [
+        (encode_label_png(a), "8-bit"),
+        (encode_label_png(a, palette=voc_palette()), "palette"),
+        (encode_label_png(a.astype(np.uint16) * 200, bits=16), "16-bit"),
+    ]:
+        im = Image.open(io.BytesIO(data))
+        expected = a.astype(np.uint16) * 200 if kind == "16-bit" else a
+        np.testing.assert_array_equal(np.asarray(im), expected)
+    with pytest.raises(ValueError, match="do not fit a 8-bit PNG"):
+        encode_label_png(np.array([[256]], np.uint16))
+
+
+# ----------------------------------------------------------------------------- formats
+
+
+def test_png_with_a_negative_value_is_a_usage_error(masks):
+    result = run("--ignore", "255", "--out", "-1", "--format", "png", str(masks))
+    assert result.exit_code == 2
+    assert "--format png cannot store -1, which the mapping produces" in result.stderr
+    assert "keep a non-negative ignore on disk (e.g. --out 255)" in result.stderr
+    assert not (masks.parent / "masks-remapped").exists()
+
+
+def test_format_npy_without_negative_values(masks, tmp_path):
+    result = run(
+        "--ignore",
+        "255",
+        "--out",
+        "0",
+        "--format",
+        "npy",
+        str(masks / "a"),
+        "-o",
+        str(tmp_path / "o"),
+    )
+    assert result.exit_code == 0, result.output
+    got = np.load(tmp_path / "o/0001.npy")
+    assert got.dtype == np.uint8
+    np.testing.assert_array_equal(got, np.where(VOC == 255, 0, VOC))
+
+
+def test_npy_with_negative_values_forced_to_png_fails_per_file(tmp_path):
+    np.save(tmp_path / "in.npy", np.array([[-1, 2]], np.int8))
+    save_png(tmp_path / "ok.png", np.array([[2, 2]], np.uint8))
+    args = ["--map", "2:3", "--format", "png", "-o", str(tmp_path / "o")]
+    result = run(*args, str(tmp_path / "in.npy"), str(tmp_path / "ok.png"))
+    assert result.exit_code == 1
+    assert f"{tmp_path / 'in.npy'}: value -1 cannot be stored in a PNG (0..65535)" in result.stderr
+    assert (tmp_path / "o/ok.png").exists() and not (tmp_path / "o/in.png").exists()
+
+
+# ----------------------------------------------------------------------------- checks and errors
+
+
+def test_num_classes_violation_is_reported_like_validate_and_not_written(masks, tmp_path):
+    result = run(
+        "--map", "3:40", "--ignore", "255", "-n", "21", str(masks / "a"), "-o", str(tmp_path / "o")
+    )
+    assert result.exit_code == 1
+    assert (
+        f"labelfix: error: {masks / 'a/0002.png'}: value 40 is not a class id "
+        "(expected 0..20 or ignore 255): 80 px, first at y=0 x=0 (mapped from 3)"
+    ) in result.stderr
+    assert "1 of 2 file(s) could not be remapped and were not written" in result.stderr
+    assert not (tmp_path / "o/0002.png").exists()
+    assert (tmp_path / "o/0001.png").exists()
+
+
+def test_preset_brings_num_classes(tmp_path):
+    save_png(tmp_path / "in/x.png", np.array([[7, 40]], np.uint8))
+    result = run("--preset", "cityscapes", "--unmapped", "keep", str(tmp_path / "in"))
+    assert result.exit_code == 1
+    assert "value 40 is not a class id (expected 0..18 or ignore 255): 1 px" in result.stderr
+
+
+def test_unmapped_error_names_the_file(tmp_path):
+    save_png(tmp_path / "in/x.png", np.array([[1, 9]], np.uint8))
+    result = run("--map", "1:0", "--unmapped", "error", str(tmp_path / "in"))
+    assert result.exit_code == 1
+    assert f"{tmp_path / 'in/x.png'}: value 9 has no mapping rule (--unmapped error)" in (
+        result.stderr
+    )
+
+
+def test_bad_files_one_line_each_others_keep_going(messy_masks, tmp_path):
+    result = run("--ignore", "255", "--out", "0", str(messy_masks), "-o", str(tmp_path / "o"))
+    assert result.exit_code == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("labelfix: error:")]
+    for name in ("colour.png", "jpeg_named_png.png", "truncated.png", "empty.png", "notes.npy"):
+        assert sum(str(messy_masks / name) + ":" in line for line in errors) == 1, name
+    assert "Traceback" not in result.output
+    assert (
+        errors[-1] == "labelfix: error: 5 of 9 file(s) could not be remapped and were not written"
+    )
+    for name in ("good.png", "out_of_range.png", "sixteen.png", "void.png"):
+        assert (tmp_path / "o" / name).exists()
+
+
+def test_usage_errors(masks, tmp_path):
+    both = run("--ignore", "255", "--out", "0", "--in-place", "-o", str(tmp_path), str(masks))
+    assert both.exit_code == 2 and "--in-place and --output exclude each other" in both.stderr
+    nothing = run(str(masks))
+    assert nothing.exit_code == 2 and "the mapping changes no value" in nothing.stderr
+    inside = run("--ignore", "255", "--out", "0", str(masks), "-o", str(masks / "fixed"))
+    assert inside.exit_code == 2 and "is inside the input" in inside.stderr
+    bad_map = run("--map", "7-0", str(masks))
+    assert bad_map.exit_code == 2 and "expected A:B (e.g. 7:0), got '7-0'" in bad_map.stderr
+    conflict = run("--map", "255:0", "--ignore", "255", str(masks))
+    assert conflict.exit_code == 2 and "both an ignore value and mapped to 0" in conflict.stderr
+
+
+def test_no_mask_files(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = run("--ignore", "255", "--out", "0", str(tmp_path / "empty"))
+    assert result.exit_code == 1 and "no mask files found" in result.stderr
+
+
+# ----------------------------------------------------------------------------- dry run, json
+
+
+def test_dry_run_prints_per_value_changes_and_writes_nothing(masks):
+    before = snapshot(masks)
+    result = run("--ignore", "255", "--out", "-1", "--dry-run", str(masks))
+    assert result.exit_code == 0, result.output
+    assert not (masks.parent / "masks-remapped").exists()
+    assert snapshot(masks) == before
+    lines = result.stdout.splitlines()
+    assert "  value  becomes      pixels  files" in lines
+    # 255: 14 px in the VOC mask, 2 in the 16-bit one, 1 in the npy one
+    assert "    255  -1               17      3" in lines
+    assert "      3  (unchanged)      81      2" in lines
+    assert "17 of 170 pixels would change (10.00%)." in lines
+    assert f"Would write 4 file(s) to {masks.parent / 'masks-remapped'}/." in lines
+
+
+def test_json_summary(masks, tmp_path):
+    result = run("--preset", "voc", str(masks), "-o", str(tmp_path / "o"), "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert {k: summary[k] for k in ("files", "read", "changed", "unchanged", "written")} == {
+        "files": 4,
+        "read": 4,
+        "changed": 1,
+        "unchanged": 3,
+        "written": 4,
+    }
+    assert summary["mapping"]["name"] == "voc"
+    assert summary["manifests"] == [str(tmp_path / "o" / MANIFEST_NAME)]
+    assert {"value": 300, "becomes": 255, "pixels": 1, "files": 1} in summary["values"]
+
+
+# ----------------------------------------------------------------------------- in place
+
+
+def labelids(tmp_path: Path) -> Path:
+    """Three Cityscapes labelId masks (road 7, sidewalk 8, sky 23, a 0) and one without 7/8."""
+    root = tmp_path / "gtFine"
+    save_png(root / "x/0.png", np.array([[7, 8], [23, 0]], np.uint8))
+    save_png(root / "x/1.png", np.array([[7, 7], [8, 8]], np.uint8))
+    save_png(root / "y/2.png", np.array([[26, 24], [0, 7]], np.uint8))
+    save_png(root / "y/3.png", np.array([[255, 255], [255, 255]], np.uint8))  # a fixed point
+    return root
+
+
+TRAIN_IDS = {
+    "x/0.png": [[0, 1], [10, 255]],
+    "x/1.png": [[0, 0], [1, 1]],
+    "y/2.png": [[13, 11], [255, 0]],
+    "y/3.png": [[255, 255], [255, 255]],
+}
+
+
+def values(root: Path) -> dict[str, list]:
+    return {
+        str(p.relative_to(root)): read_mask(p).labels.tolist() for p in sorted(root.rglob("*.png"))
+    }
+
+
+def test_in_place_replaces_changed_files_and_refuses_a_second_pass(tmp_path):
+    root = labelids(tmp_path)
+    untouched = (root / "y/3.png").stat().st_mtime_ns
+    first = run("--preset", "cityscapes", "--in-place", str(root))
+    assert first.exit_code == 0, first.output
+    assert f"Replaced 3 file(s) in place in {root}/; 1 unchanged file(s) left as they are." in (
+        first.stdout
+    )
+    assert values(root) == TRAIN_IDS
+    assert (root / "y/3.png").stat().st_mtime_ns == untouched
+    record = json.loads((root / MANIFEST_NAME).read_text())
+    [entry] = record["runs"]
+    assert entry["complete"] and entry["mode"] == "in-place"
+    assert entry["mapping"]["name"] == "cityscapes"
+    assert sorted(entry["files"]) == ["x/0.png", "x/1.png", "y/2.png", "y/3.png"]
+
+    again = run("--preset", "cityscapes", "--in-place", str(root))
+    assert again.exit_code == 1
+    assert "4 file(s), e.g. " in again.stderr
+    assert "were already remapped by this mapping (cityscapes preset" in again.stderr
+    assert "Use --force to apply it anyway." in again.stderr
+    assert values(root) == TRAIN_IDS  # not applied twice
+    also_a_subdir = run("--preset", "cityscapes", "--in-place", str(root / "x"))
+    assert also_a_subdir.exit_code == 1 and "--force" in also_a_subdir.stderr
+
+    forced = run("--preset", "cityscapes", "--in-place", "--force", str(root))
+    assert forced.exit_code == 0, forced.output
+    assert values(root)["x/1.png"] == [[255, 255], [255, 255]]  # trainIds 0, 1 are no labelIds
+
+
+def test_another_non_idempotent_mapping_on_remapped_files_is_flagged(tmp_path):
+    root = labelids(tmp_path)
+    assert run("--preset", "cityscapes", "--in-place", str(root)).exit_code == 0
+    result = run("--preset", "ade20k", "--in-place", "--dry-run", str(root))
+    assert result.exit_code == 0, result.output
+    assert "labelfix: warning: 4 file(s), e.g. " in result.stderr
+    assert "were remapped before with another mapping (cityscapes preset" in result.stderr
+
+
+def test_idempotent_mapping_may_run_twice_in_place(masks):
+    for _ in range(2):
+        result = run("--ignore", "0", "--out", "255", "--in-place", str(masks / "a"))
+        assert result.exit_code == 0, result.output
+    assert read_mask(masks / "a/0001.png").labels.tolist() == np.where(VOC == 0, 255, VOC).tolist()
+    assert len(json.loads((masks / "a" / MANIFEST_NAME).read_text())["runs"]) == 2
+
+
+def test_in_place_never_changes_a_file_name(masks):
+    before = snapshot(masks)
+    result = run("--ignore", "255", "--out", "-1", "--in-place", str(masks))
+    assert result.exit_code == 2
+    assert "--in-place would have to replace" in result.stderr
+    assert "with a .npy file of another name" in result.stderr
+    assert snapshot(masks) == before
+
+
+def test_output_of_a_remap_is_guarded_too(tmp_path):
+    root = labelids(tmp_path)
+    assert run("--preset", "cityscapes", str(root)).exit_code == 0
+    out = tmp_path / "gtFine-remapped"
+    again = run("--preset", "cityscapes", str(out), "-o", str(tmp_path / "twice"))
+    assert again.exit_code == 1
+    assert f"as recorded in {out / MANIFEST_NAME}" in again.stderr
+    assert not (tmp_path / "twice").exists()
+
+
+def test_interrupted_in_place_run_leaves_old_or_new_files_and_resumes(tmp_path, monkeypatch):
+    root = labelids(tmp_path)
+    old = values(root)
+    real_write = remap_module._write_atomic
+    calls = []
+
+    def write_then_ctrl_c(destination, data, *, durable=False):
+        calls.append(destination)
+        if len(calls) == 2:  # Ctrl-C half-way through writing the second file
+            with atomic_path(destination) as tmp, open(tmp, "wb") as fh:
+                fh.write(data[: len(data) // 2])
+                raise KeyboardInterrupt
+        real_write(destination, data, durable=durable)
+
+    monkeypatch.setattr(remap_module, "_write_atomic", write_then_ctrl_c)
+    plan = plan_remap([root], preset("cityscapes"), in_place=True)
+    with pytest.raises(KeyboardInterrupt):
+        run_remap(plan, jobs=1)
+    now = values(root)  # every file still reads
+    assert now["x/0.png"] == TRAIN_IDS["x/0.png"]  # new
+    assert {k: now[k] for k in ("x/1.png", "y/2.png")} == {
+        k: old[k] for k in ("x/1.png", "y/2.png")
+    }
+    assert not [p for p in root.rglob("*") if "labelfix-tmp" in p.name]
+
+    monkeypatch.setattr(remap_module, "_write_atomic", real_write)
+    resumed = remap([root], preset("cityscapes"), in_place=True, jobs=1)
+    assert resumed.skipped == (str(root / "x/0.png"),)  # done before the interruption
+    assert "a run that did not finish" in resumed.skipped_reason
+    assert values(root) == TRAIN_IDS  # each file mapped exactly once
+    with pytest.raises(AlreadyRemapped):
+        plan_remap([root], preset("cityscapes"), in_place=True)
+
+
+def test_ctrl_c_in_the_command_exits_130_without_a_traceback(tmp_path, monkeypatch):
+    root = labelids(tmp_path)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(remap_module, "_write_atomic", interrupted)
+    result = run("--preset", "cityscapes", "--in-place", "-j", "1", str(root))
+    assert result.exit_code == 130
+    assert "run the same command again to finish" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_plan_errors_are_usage_errors(masks, tmp_path):
+    lm = LabelMap(ignore=(255,), out=0)
+    with pytest.raises(RemapUsageError, match="would overwrite an input"):
+        plan_remap([masks / "a" / "0001.png"], lm, output=masks / "a")
+    with pytest.raises(RemapUsageError, match="both go to"):
+        plan_remap([masks / "a", masks / "a"], lm, output=tmp_path / "o")
