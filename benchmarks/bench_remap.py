@@ -36,7 +36,7 @@ from PIL import Image
 from labelfix.mapping import preset
 from labelfix.masks import PNG_COMPRESS_LEVEL, encode_png, iter_mask_files
 from labelfix.parallel import default_jobs
-from labelfix.remap import encode_label_png, remap
+from labelfix.remap import remap
 from labelfix.synthetic import cityscapes_like_mask
 
 HEIGHT, WIDTH = 1024, 2048
@@ -83,6 +83,13 @@ def same_values(a: str, b: str) -> int:
         va, vb = np.asarray(Image.open(pa)), np.asarray(Image.open(pb))
         assert va.shape == vb.shape and np.array_equal(va, vb), f"{pb} differs from {pa}"
     return len(files_a)
+
+
+def pillow_png(array: np.ndarray, *, compress_level: int = PNG_COMPRESS_LEVEL) -> bytes:
+    """Pillow's PNG encoder (adaptive row filters), for comparison."""
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG", compress_level=compress_level)
+    return buf.getvalue()
 
 
 def main() -> None:
@@ -162,8 +169,8 @@ def encoder_table(directory: str, levels: list[int]) -> None:
     print("\nPNG encoders alone, per mask (one process):")
     labels = np.asarray(Image.open(next(iter_mask_files([directory]))[0]))
     encoders = {
-        "Pillow, adaptive filters (masks.encode_png)": encode_png,
-        "unfiltered + zlib RLE (remap.encode_label_png)": encode_label_png,
+        "Pillow, adaptive filters": pillow_png,
+        "unfiltered + zlib RLE (masks.encode_png)": encode_png,
     }
     print(f"  {'encoder':<48}" + "".join(f"  {'level ' + str(lv):>15}" for lv in levels))
     for name, encode in encoders.items():

@@ -10,6 +10,8 @@ import functools
 import itertools
 import multiprocessing
 import os
+import sys
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -25,6 +27,19 @@ def default_jobs() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux
         return max(1, os.cpu_count() or 1)
+
+
+def _context(preload: tuple[str, ...]) -> multiprocessing.context.BaseContext:
+    """``fork`` (fast start) when this process runs one thread, else ``forkserver``.
+
+    Forking a process with threads (TensorFlow's, say) can deadlock the child, so then workers
+    come from a clean server process that preloads ``preload``.
+    """
+    if hasattr(os, "fork") and threading.active_count() == 1 and "tensorflow" not in sys.modules:
+        return multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(list(preload))
+    return ctx
 
 
 def _run_chunk(func: Callable[[T], R], chunk: list[T]) -> list[R]:
@@ -56,8 +71,7 @@ def ordered_map(
         yield from map(func, head)
         return
     iterator = itertools.chain(head, iterator)
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(list(preload))
+    ctx = _context(preload)
     work = functools.partial(_run_chunk, func)
     with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
         pending: deque = deque()

@@ -35,9 +35,7 @@ import io
 import json
 import os
 import shutil
-import struct
 import uuid
-import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -53,6 +51,7 @@ from labelfix.masks import (
     PNG_COMPRESS_LEVEL,
     Mask,
     atomic_path,
+    encode_png,
     iter_mask_files,
     read_mask,
     smallest_int_dtype,
@@ -744,7 +743,7 @@ class _Storage:
             buf = io.BytesIO()
             np.save(buf, array.astype(self.dtype, copy=False), allow_pickle=False)
             return buf.getvalue()
-        return encode_label_png(
+        return encode_png(
             array, bits=self.bits, palette=self.palette, compress_level=compress_level
         )
 
@@ -784,59 +783,6 @@ def _storage(
 
 
 # ----------------------------------------------------------------------------- writing
-
-
-def _chunk(tag: bytes, data: bytes) -> bytes:
-    crc = zlib.crc32(data, zlib.crc32(tag))
-    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", crc)
-
-
-def encode_label_png(
-    array: np.ndarray,
-    *,
-    bits: int = 8,
-    palette: bytes | None = None,
-    compress_level: int = PNG_COMPRESS_LEVEL,
-) -> bytes:
-    """PNG bytes of a 2-D label array: 8-bit grey, 8-bit palette indices, or 16-bit grey.
-
-    Label masks are long horizontal runs, so rows are stored unfiltered and 8-bit data is
-    deflated with zlib's run-length strategy: about 3x faster than Pillow's adaptive filters
-    and smaller too (see benchmarks/bench_remap.py). 16-bit data uses the default strategy
-    (a run of 2-byte values repeats at distance 2, which run-length matching cannot see).
-
-    >>> a = np.array([[0, 1], [255, 3]], np.uint8)
-    >>> from PIL import Image
-    >>> np.asarray(Image.open(io.BytesIO(encode_label_png(a)))).tolist()
-    [[0, 1], [255, 3]]
-    """
-    if array.ndim != 2 or bits not in (8, 16):
-        raise ValueError(f"expected a 2-D array and 8 or 16 bits, got {array.shape}, {bits}")
-    height, width = array.shape
-    if array.size and (int(array.min()) < 0 or int(array.max()) >= 1 << bits):
-        raise ValueError(f"values {array.min()}..{array.max()} do not fit a {bits}-bit PNG")
-    if bits == 8:
-        raw = np.empty((height, width + 1), np.uint8)
-        raw[:, 1:] = array
-        strategy = zlib.Z_RLE
-    else:
-        raw = np.empty((height, 2 * width + 1), np.uint8)
-        raw[:, 1:] = array.astype(">u2").view(np.uint8).reshape(height, 2 * width)
-        strategy = zlib.Z_DEFAULT_STRATEGY
-    raw[:, 0] = 0  # filter type None on every row
-    deflate = zlib.compressobj(compress_level, zlib.DEFLATED, 15, 9, strategy)
-    idat = deflate.compress(raw) + deflate.flush()
-    colour_type = 3 if palette is not None else 0
-    if palette is not None and (bits != 8 or len(palette) % 3 or len(palette) > 768):
-        raise ValueError("a palette needs 8-bit data and at most 256 RGB entries")
-    parts = [
-        b"\x89PNG\r\n\x1a\n",
-        _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, bits, colour_type, 0, 0, 0)),
-    ]
-    if palette is not None:
-        parts.append(_chunk(b"PLTE", bytes(palette)))
-    parts += [_chunk(b"IDAT", idat), _chunk(b"IEND", b"")]
-    return b"".join(parts)
 
 
 def _write_atomic(destination: str, data: bytes, *, durable: bool = False) -> None:

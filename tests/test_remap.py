@@ -16,12 +16,11 @@ from test_mapping import cityscapes_train_id
 import labelfix.remap as remap_module
 from labelfix.cli import main
 from labelfix.mapping import LabelMap, preset
-from labelfix.masks import atomic_path, read_mask
+from labelfix.masks import atomic_path, encode_png, read_mask
 from labelfix.remap import (
     MANIFEST_NAME,
     AlreadyRemapped,
     RemapUsageError,
-    encode_label_png,
     plan_remap,
     remap,
     run_remap,
@@ -193,18 +192,18 @@ def test_several_sources_go_to_their_own_subdirectories(masks, tmp_path):
     assert (tmp_path / "o/a/0001.png").exists() and (tmp_path / "o/b/0003.png").exists()
 
 
-def test_encode_label_png_round_trips():
+def test_encode_png_round_trips():
     a = (np.arange(600).reshape(20, 30) % 256).astype(np.uint8)
     for data, kind in [
-        (encode_label_png(a), "8-bit"),
-        (encode_label_png(a, palette=voc_palette()), "palette"),
-        (encode_label_png(a.astype(np.uint16) * 200, bits=16), "16-bit"),
+        (encode_png(a), "8-bit"),
+        (encode_png(a, palette=voc_palette()), "palette"),
+        (encode_png(a.astype(np.uint16) * 200, bits=16), "16-bit"),
     ]:
         im = Image.open(io.BytesIO(data))
         expected = a.astype(np.uint16) * 200 if kind == "16-bit" else a
         np.testing.assert_array_equal(np.asarray(im), expected)
     with pytest.raises(ValueError, match="do not fit a 8-bit PNG"):
-        encode_label_png(np.array([[256]], np.uint16))
+        encode_png(np.array([[256]], np.uint16), bits=8)
 
 
 # ----------------------------------------------------------------------------- formats
