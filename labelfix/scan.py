@@ -386,7 +386,12 @@ def scan_dataset(
     """
     stats = DatasetStats(ignore=tuple(ignore), num_classes=num_classes)
     for report in iter_reports(
-        paths, glob=glob, ignore=ignore, num_classes=num_classes, images=images, jobs=jobs,
+        paths,
+        glob=glob,
+        ignore=ignore,
+        num_classes=num_classes,
+        images=images,
+        jobs=jobs,
         **read_options,
     ):
         stats.add(report)

@@ -96,20 +96,29 @@ def file_problems(
             )
         )
     for sv in report.suspects:
-        problems.append(Problem(
-            path, "warning", "artifact",
-            f"{path}: value {sv.value} looks like a lossy artifact: {100 * sv.share:.0f}% of its "
-            f"{sv.pixels} px lie on boundaries between two other values "
-            "(bilinear resizing, anti-aliasing or JPEG; see labelfix repair)",
-            value=sv.value, pixels=sv.pixels,
-        ))
+        problems.append(
+            Problem(
+                path,
+                "warning",
+                "artifact",
+                f"{path}: value {sv.value} looks like a lossy artifact: {100 * sv.share:.0f}% of its "
+                f"{sv.pixels} px lie on boundaries between two other values "
+                "(bilinear resizing, anti-aliasing or JPEG; see labelfix repair)",
+                value=sv.value,
+                pixels=sv.pixels,
+            )
+        )
     if report.specks and report.pixels and report.specks / report.pixels > 0.001:
-        problems.append(Problem(
-            path, "warning", "specks",
-            f"{path}: {report.specks} px are specks with fewer than 3 same-valued neighbours "
-            "(JPEG noise? see labelfix repair)",
-            pixels=report.specks,
-        ))
+        problems.append(
+            Problem(
+                path,
+                "warning",
+                "specks",
+                f"{path}: {report.specks} px are specks with fewer than 3 same-valued neighbours "
+                "(JPEG noise? see labelfix repair)",
+                pixels=report.specks,
+            )
+        )
     if ignore and report.all_void:
         problems.append(
             Problem(
@@ -178,7 +187,12 @@ def validate(
     """
     result = ValidationResult(stats=DatasetStats(ignore=tuple(ignore), num_classes=num_classes))
     for report in iter_reports(
-        paths, glob=glob, ignore=ignore, num_classes=num_classes, images=images, jobs=jobs,
+        paths,
+        glob=glob,
+        ignore=ignore,
+        num_classes=num_classes,
+        images=images,
+        jobs=jobs,
         **read_options,
     ):
         result.stats.add(report)

@@ -10,7 +10,6 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from conftest import save_png
 from labelfix.artifacts import (
     equal_neighbours,
     fringe_mask,
@@ -20,6 +19,8 @@ from labelfix.artifacts import (
 )
 from labelfix.cli import main
 from labelfix.synthetic import shapes_sample
+
+from conftest import save_png
 
 
 def damaged(seed: int, *, quality: int | None):

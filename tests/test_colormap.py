@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import save_png
 from labelfix.cli import main
 from labelfix.colormap import UnknownColour, builtin, load_colormap, read_colormap
 from labelfix.errors import MappingError
 from labelfix.masks import read_mask
+
+from conftest import save_png
 
 
 def test_voc_colormap_is_the_standard_palette():

@@ -1,0 +1,101 @@
+"""Mean IoU and pixel accuracy with void excluded: the spec's metric case and its traps."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+
+from labelfix.losses import MaskedSparseCategoricalCrossentropy  # noqa: E402
+from labelfix.metrics import (  # noqa: E402
+    MeanIoU,
+    confusion_matrix,
+    iou_per_class,
+    mean_iou,
+    pixel_accuracy,
+)
+
+Y_TRUE = np.array([0, 1, 255, 1])
+Y_PRED = np.array([0, 0, 1, 1])
+
+
+def test_spec_case_keras_metric():
+    metric = MeanIoU(2, ignore=255, from_logits=False)
+    metric.update_state(Y_TRUE, Y_PRED)
+    assert float(metric.result()) == pytest.approx(0.5)
+    assert float(metric.pixel_accuracy()) == pytest.approx(2 / 3)
+
+
+def test_spec_case_confusion_matrix_route():
+    cm = np.asarray(confusion_matrix(Y_TRUE, Y_PRED, num_classes=2, ignore=255))
+    assert cm.tolist() == [[1, 0], [1, 1]]
+    assert mean_iou(cm) == pytest.approx(0.5)
+    assert pixel_accuracy(cm) == pytest.approx(2 / 3)
+
+
+def test_counting_the_ignored_pixel_would_give_one_third():
+    """The wrong answer the spec names: the void pixel counted (as class 0) gives 0.3333."""
+    counted = np.asarray(confusion_matrix(np.array([0, 1, 0, 1]), Y_PRED, num_classes=2, ignore=-1))
+    assert mean_iou(counted) == pytest.approx(1 / 3)
+
+
+@pytest.mark.parametrize(
+    ("ignore", "dtype"), [(-1, np.int32), (255, np.uint8), (255, np.int64), (65535, np.uint16)]
+)
+def test_ignore_values_and_dtypes(ignore, dtype):
+    y_true = np.array([0, 1, ignore, 1], dtype=dtype)
+    metric = MeanIoU(2, ignore=ignore, from_logits=False)
+    metric.update_state(y_true, Y_PRED)
+    assert float(metric.result()) == pytest.approx(0.5)
+    cm = confusion_matrix(y_true, Y_PRED, num_classes=2, ignore=ignore)
+    assert mean_iou(cm) == pytest.approx(0.5)
+
+
+def test_from_logits_takes_argmax():
+    logits = np.eye(2, dtype=np.float32)[Y_PRED][None] * 5.0  # [1, 4, 2]
+    metric = MeanIoU(2, ignore=255)
+    metric.update_state(Y_TRUE[None], logits)
+    assert float(metric.result()) == pytest.approx(0.5)
+
+
+def test_absent_classes_are_left_out_of_the_mean():
+    cm = np.array([[3, 0, 0], [0, 1, 0], [0, 0, 0]])  # class 2 never occurs
+    np.testing.assert_equal(iou_per_class(cm), [1.0, 1.0, np.nan])
+    assert mean_iou(cm) == 1.0
+    assert mean_iou(np.zeros((3, 3))) == 0.0
+    assert pixel_accuracy(np.zeros((3, 3))) == 0.0
+
+
+def test_confusion_matrix_under_xla_matches_numpy():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(-1, 5, size=(3, 17, 19)).astype(np.int32)
+    preds = rng.integers(0, 5, size=(3, 17, 19)).astype(np.int32)
+    compiled = tf.function(
+        lambda a, b: confusion_matrix(a, b, num_classes=5, ignore=-1), jit_compile=True
+    )
+    cm = compiled(labels, preds).numpy()
+    valid = labels >= 0
+    expected = np.zeros((5, 5), np.int64)
+    np.add.at(expected, (labels[valid], preds[valid]), 1)
+    np.testing.assert_array_equal(cm, expected)
+    assert cm.sum() == valid.sum()
+
+
+def test_ids_that_are_neither_class_nor_ignore_are_dropped():
+    """Validated masks have none; if one slips through it must not crash or land in a cell."""
+    cm = np.asarray(confusion_matrix(np.array([0, 7, 1]), np.array([0, 1, 1]), num_classes=2))
+    assert cm.tolist() == [[1, 0], [0, 1]]
+
+
+def test_metric_config_round_trip_and_compile():
+    metric = MeanIoU(4, ignore=255, from_logits=True, name="miou")
+    clone = MeanIoU.from_config(metric.get_config())
+    assert clone.get_config() == metric.get_config()
+    model = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Conv2D(4, 1)])
+    model.compile(loss=MaskedSparseCategoricalCrossentropy(ignore=255), metrics=[clone])
+    y = np.full((2, 4, 4), 255, np.int32)
+    y[:, 0, 0] = 1
+    result = model.evaluate(np.ones((2, 4, 4, 3), np.float32), y, verbose=0, return_dict=True)
+    assert 0.0 <= result["miou"] <= 1.0
