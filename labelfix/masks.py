@@ -48,13 +48,17 @@ KINDS: dict[str, str | None] = {
     "8-bit": None,
     "16-bit": "tf.io.decode_png needs dtype=tf.uint16, and a uint8 cast wraps ids above 255",
     "1-bit": "tf.io.decode_png expands 1-bit PNGs to 0/255, not 0/1",
+    "2/4-bit": "tf.io.decode_png scales 2- and 4-bit grey to 0..255 (ids x85 or x17)",
     "npy": "tf.io cannot decode .npy; write TFRecords with labelfix to-tfrecord",
     "colour": "colours are not class ids; tf.io.decode_png(channels=1) would give luminance",
     "colormap": "colours converted to class ids with --colormap; TensorFlow would read colours",
     "jpeg": "JPEG is lossy: region edges carry values that are no class",
 }
 
-LABEL_KINDS = frozenset({"palette", "8-bit", "16-bit", "1-bit", "npy", "colormap"})
+LABEL_KINDS = frozenset({"palette", "8-bit", "16-bit", "1-bit", "2/4-bit", "npy", "colormap"})
+
+#: Pillow unpacks 2- and 4-bit grey PNG rows scaled to 0..255; these undo it (exactly).
+_LOW_BIT_SCALE = {"L;2": 85, "L;4": 17}
 
 
 class Mask:
@@ -214,7 +218,12 @@ def _read_image(path: str, *, max_pixels: int) -> Mask:
                 )
             if width == 0 or height == 0:
                 raise UnreadableMask(path, "image has no pixels")
+            rawmode = im.tile[0][3] if im.tile and im.format == "PNG" else None
             im.load()  # single-frame files close their file here; the pixels stay
+            if rawmode in _LOW_BIT_SCALE:
+                scaled = np.asarray(im) // _LOW_BIT_SCALE[rawmode]
+                im.close()
+                return Mask(path=path, kind="2/4-bit", array=scaled.astype(np.uint8))
             mask = _from_pil(path, im, im.format)
             if mask._image is not im:
                 im.close()

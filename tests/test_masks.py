@@ -157,3 +157,25 @@ def test_jpeg_bytes_are_detected_by_content_not_name(tmp_path):
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(buf, format="JPEG")
     (tmp_path / "x.png").write_bytes(buf.getvalue())
     assert read_mask(tmp_path / "x.png").kind == "jpeg"
+
+
+def _grey_png(bits: int, row: bytes, width: int) -> bytes:
+    import struct
+    import zlib
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(data, zlib.crc32(tag))
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", width, 1, bits, 0, 0, 0, 0)
+    idat = zlib.compress(b"\x00" + row)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def test_two_and_four_bit_grey_pngs_give_ids_not_scaled_values(tmp_path):
+    """Regression: Pillow unpacks 2/4-bit grey scaled to 0..255 (0,1,2,3 -> 0,85,170,255)."""
+    (tmp_path / "g2.png").write_bytes(_grey_png(2, bytes([0b00011011]), 4))
+    (tmp_path / "g4.png").write_bytes(_grey_png(4, bytes([0x0F, 0x37]), 4))
+    two, four = read_mask(tmp_path / "g2.png"), read_mask(tmp_path / "g4.png")
+    assert (two.kind, two.labels.tolist()) == ("2/4-bit", [[0, 1, 2, 3]])
+    assert (four.kind, four.labels.tolist()) == ("2/4-bit", [[0, 15, 3, 7]])

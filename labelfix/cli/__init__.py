@@ -17,6 +17,11 @@ from labelfix._version import __version__
 COMMANDS: dict[str, str] = {
     "stats": "labelfix.cli.stats:stats",
     "validate": "labelfix.cli.validate:validate",
+    "remap": "labelfix.cli.remap:remap",
+    "repair": "labelfix.cli.repair:repair",
+    "to-tfrecord": "labelfix.cli.to_tfrecord:to_tfrecord",
+    "verify": "labelfix.cli.verify:verify",
+    "train": "labelfix.cli.train:train",
 }
 
 

@@ -1,0 +1,229 @@
+"""``labelfix to-tfrecord``: check, remap and write (image, mask) pairs as sharded TFRecords."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from labelfix import options
+from labelfix.cli._common import fail, handle_errors, progress, require_tensorflow
+from labelfix.tfrecord import (
+    COMPRESSIONS,
+    DEFAULT_MASK_ENCODING,
+    MASK_ENCODINGS,
+    DatasetProblems,
+    WriteResult,
+    parse_size,
+    read_id_list,
+    write_dataset,
+)
+
+
+def _check_size(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        return parse_size(value)
+    except ValueError as err:
+        raise click.BadParameter(str(err)) from None
+
+
+@click.command("to-tfrecord")
+@click.option(
+    "--images",
+    required=True,
+    type=click.Path(exists=True, file_okay=False),
+    metavar="DIR",
+    help="Image directory; each mask's image has the same relative path and stem.",
+)
+@click.option(
+    "--masks",
+    required=True,
+    type=click.Path(exists=True, file_okay=False),
+    metavar="DIR",
+    help="Mask directory (PNG or .npy label masks).",
+)
+@click.option(
+    "--output",
+    "-o",
+    required=True,
+    type=click.Path(file_okay=False),
+    metavar="DIR",
+    help="Where the shards and the manifest go.",
+)
+@click.option(
+    "--split",
+    default="train",
+    show_default=True,
+    metavar="NAME",
+    help="Split name: shards are NAME-00000-of-0000N.tfrecord.",
+)
+@options.mapping_options
+@options.num_classes_option()
+@click.option(
+    "--image-suffix",
+    default="",
+    metavar="TEXT",
+    help="Stem suffix of the images, e.g. _leftImg8bit (Cityscapes).",
+)
+@click.option(
+    "--mask-suffix",
+    default="",
+    metavar="TEXT",
+    help="Stem suffix of the masks, e.g. _gtFine_labelIds (other masks are not read).",
+)
+@click.option(
+    "--list",
+    "id_list",
+    type=click.Path(exists=True, dir_okay=False),
+    metavar="FILE",
+    help="Only the ids in FILE, in its order (e.g. VOC ImageSets/Segmentation/train.txt).",
+)
+@click.option("--skip-unpaired", is_flag=True, help="Leave out unpaired files instead of failing.")
+@click.option(
+    "--mask-encoding",
+    type=click.Choice(MASK_ENCODINGS),
+    default=DEFAULT_MASK_ENCODING,
+    show_default=True,
+    help="png: 8/16-bit grey PNG, what DeepLab and Model Garden decode. raw: little-endian "
+    "signed integers, -1 fits; with --out -1 it reads 5-15% faster at 2-3x the disk.",
+)
+@click.option("--num-shards", type=click.IntRange(min=1), metavar="N", help="Exactly N shards.")
+@click.option(
+    "--shard-size",
+    callback=_check_size,
+    metavar="SIZE",
+    help="Start a new shard after SIZE of records, e.g. 100MB (the default), 1GiB.",
+)
+@click.option(
+    "--compression",
+    type=click.Choice(COMPRESSIONS),
+    default="none",
+    show_default=True,
+    help="gzip shrinks raw masks to png size but slows reading; JPEGs do not shrink.",
+)
+@click.option("--shuffle", is_flag=True, help="Shuffle the record order (reproducibly, by --seed).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for --shuffle.")
+@options.colormap_options
+@options.jobs_option
+@options.json_option
+@handle_errors
+def to_tfrecord(
+    images,
+    masks,
+    output,
+    split,
+    ignore,
+    out,
+    maps,
+    map_file,
+    preset,
+    unmapped,
+    num_classes,
+    image_suffix,
+    mask_suffix,
+    id_list,
+    skip_unpaired,
+    mask_encoding,
+    num_shards,
+    shard_size,
+    compression,
+    shuffle,
+    seed,
+    colormap,
+    unknown_colour,
+    jobs,
+    as_json,
+):
+    """Write image/mask pairs as TFRecords with DeepLab / Model Garden feature keys.
+
+    Every mask is remapped (same options as remap) and checked against --num-classes and the
+    ignore value before anything is written: one bad mask stops the run and leaves no shard.
+    A manifest NAME.labelfix.json records the encoding, ignore value, counts and checksums.
+
+    \b
+    labelfix to-tfrecord --images JPEGImages --masks SegmentationClass --output tfr \\
+        --preset voc --list ImageSets/Segmentation/train.txt
+    labelfix to-tfrecord --images leftImg8bit/train --masks gtFine/train --output tfr \\
+        --preset cityscapes --image-suffix _leftImg8bit --mask-suffix _gtFine_labelIds
+    """
+    if num_shards is not None and shard_size is not None:
+        raise click.UsageError("give --num-shards or --shard-size, not both")
+    label_map = options.label_map_from_options(
+        ignore=ignore,
+        out=out,
+        maps=maps,
+        map_file=map_file,
+        preset=preset,
+        unmapped=unmapped,
+        num_classes=num_classes,
+    )
+    if label_map.num_classes is None:
+        raise click.UsageError("--num-classes is required (or a --preset that sets it)")
+    require_tensorflow("to-tfrecord")
+    ids = read_id_list(id_list) if id_list is not None else None
+    refused = None
+    with progress("to-tfrecord") as advance:
+        try:
+            result = write_dataset(
+                images=images,
+                masks=masks,
+                output=output,
+                split=split,
+                label_map=label_map,
+                num_classes=label_map.num_classes,
+                mask_encoding=mask_encoding,
+                compression=compression,
+                num_shards=num_shards,
+                shard_size=shard_size,
+                shuffle=shuffle,
+                seed=seed,
+                image_suffix=image_suffix,
+                mask_suffix=mask_suffix,
+                ids=ids,
+                skip_unpaired=skip_unpaired,
+                jobs=jobs,
+                on_record=advance,
+                colormap=colormap,
+                unknown_colour=unknown_colour,
+            )
+        except DatasetProblems as err:
+            refused = err
+    if refused is not None:  # the validate-style report, one line per problem
+        for line in refused.problems:
+            click.echo(line, err=True)
+        if refused.kind == "unpaired":
+            fail(
+                f"{len(refused.problems)} unpaired file(s); nothing was written "
+                "(--skip-unpaired leaves them out, --list picks ids)"
+            )
+        fail(str(refused))
+    for line in result.skipped:
+        click.echo(f"labelfix: skipped: {line}", err=True)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        click.echo(render(result))
+
+
+def render(result: WriteResult) -> str:
+    shards = result.shards
+    names = shards[0].file if len(shards) == 1 else f"{shards[0].file} .. {shards[-1].file}"
+    size = sum(s.bytes for s in shards)
+    lines = [
+        f"Wrote {result.num_records} records ({size / 1e6:.1f} MB) to {result.output} in "
+        f"{len(shards)} shard(s): {names}",
+    ]
+    storage = f"Masks: {result.mask_encoding} {result.mask_dtype}"
+    if result.ignore is not None:
+        storage += (
+            f", void stored as {result.ignore} (labelfix.data reads it as {result.ignore_as})"
+        )
+    if result.passthrough:
+        storage += f"; {result.passthrough} mask(s) kept byte for byte"
+    lines.append(storage)
+    if result.skipped:
+        lines.append(f"Skipped {len(result.skipped)} unpaired file(s)")
+    lines.append(f"Compression: {result.compression}; manifest: {result.manifest}")
+    return "\n".join(lines)
