@@ -407,7 +407,7 @@ def train(
         flip=flip,
         seed=seed,
     )
-    train_iter = iter(strategy.experimental_distribute_dataset(train_batches))
+    train_iter = iter(strategy.experimental_distribute_dataset(_shard_by_data(train_batches)))
     val_batches = None
     if val_dataset is not None:
         val_batches = _validation_pipeline(val_dataset, batch_size=batch_size, ignore=ignore)
@@ -615,13 +615,21 @@ def _validation_pipeline(
     ).prefetch(tf.data.AUTOTUNE)
 
 
+def _shard_by_data(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """Shard by element across workers: the pipelines are not file-shardable (a record count
+    assertion and a zipped random stream sit in them), and TensorFlow says so on every epoch."""
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
+
+
 def _evaluate(
     eval_step: Callable, strategy: tf.distribute.Strategy, batches: tf.data.Dataset, n: int
 ) -> tuple[float, np.ndarray]:
     """``(valid-pixel mean loss, int64 confusion matrix)`` over the whole validation set."""
     loss_sum, count = 0.0, 0.0
     cm = np.zeros((n, n), np.int64)
-    for batch in strategy.experimental_distribute_dataset(batches):
+    for batch in strategy.experimental_distribute_dataset(_shard_by_data(batches)):
         batch_loss, batch_count, batch_cm = eval_step(batch)
         loss_sum += float(batch_loss)
         count += float(batch_count)

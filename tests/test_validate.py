@@ -100,3 +100,14 @@ def test_usage_errors_exit_2(clean_masks):
     result = runner.invoke(main, ["validate", str(clean_masks), "-n", "0"])
     assert result.exit_code == 2
     assert "must be at least 1, got 0" in result.output
+
+
+def test_many_identical_warnings_are_counted_not_repeated(tmp_path):
+    for i in range(5):
+        save_palette_png(tmp_path / f"{i}.png", voc_mask())
+    result = CliRunner().invoke(main, ["validate", str(tmp_path), "-n", "21", "--ignore", "255"])
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert sum(line.startswith("warning: ") and "palette PNG" in line for line in lines) == 3
+    assert "warning: ... and 2 more file(s) with the same palette warning" in result.stdout
+    assert lines[-1] == "OK: 5 files, 0 with problems, 5 warning(s)"

@@ -10,6 +10,9 @@ from labelfix import options
 from labelfix.cli._common import handle_errors, progress
 from labelfix.validate import validate as run_validate
 
+#: Per kind of warning, how many files are named before the rest are counted.
+WARNINGS_SHOWN = 3
+
 
 @click.command()
 @options.paths_argument
@@ -54,9 +57,20 @@ def validate(
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:
+        shown: dict[str, int] = {}
         for problem in result.problems:
-            prefix = "" if problem.level == "error" else "warning: "
-            click.echo(prefix + problem.message)
+            if problem.level == "error":
+                click.echo(problem.message)
+                continue
+            shown[problem.code] = shown.get(problem.code, 0) + 1
+            if shown[problem.code] <= WARNINGS_SHOWN:
+                click.echo("warning: " + problem.message)
+        for code, count in shown.items():
+            if count > WARNINGS_SHOWN:
+                click.echo(
+                    f"warning: ... and {count - WARNINGS_SHOWN} more file(s) with the same "
+                    f"{code} warning (--json lists them all)"
+                )
         verdict = "OK" if result.ok else "FAILED"
         click.echo(
             f"{verdict}: {result.stats.files} files, {len(result.bad_files)} with problems, "
