@@ -23,7 +23,8 @@ labelfix remap --ignore 255 --out -1 "$data/masks" --output "$out/masks-npy"
 for split in train val; do
     echo "== labelfix to-tfrecord --split $split"
     labelfix to-tfrecord --images "$data/images/$split" --masks "$data/masks/$split" \
-        --output "$out/records" --split "$split" --num-classes 6 --ignore 255 --out -1
+        --output "$out/records" --split "$split" --num-classes 6 --ignore 255 --out -1 \
+        --class-names "$data/classes.txt"
     echo "== labelfix verify --split $split"
     labelfix verify "$out/records" --split "$split"
 done

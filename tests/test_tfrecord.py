@@ -784,3 +784,21 @@ def test_colour_masks_are_written_through_a_colormap(tmp_path):
     expected[1, 1] = 15
     np.testing.assert_array_equal(mask.numpy(), expected)
     assert tf.is_tensor(mask)
+
+
+def test_class_names_file_is_recorded_and_checked(tmp_path):
+    (tmp_path / "img").mkdir()
+    (tmp_path / "gt").mkdir()
+    Image.fromarray(np.zeros((4, 5, 3), np.uint8)).save(tmp_path / "img" / "a.png")
+    Image.fromarray(np.ones((4, 5), np.uint8)).save(tmp_path / "gt" / "a.png")
+    names = tmp_path / "classes.txt"
+    names.write_text("background\nthing\n")
+    args = ["to-tfrecord", "--images", str(tmp_path / "img"), "--masks", str(tmp_path / "gt"),
+            "--output", str(tmp_path / "tfr"), "--class-names", str(names)]  # fmt: skip
+    result = CliRunner().invoke(main, [*args, "-n", "2"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "tfr" / "train.labelfix.json").read_text())
+    assert manifest["class_names"] == ["background", "thing"]
+    result = CliRunner().invoke(main, [*args, "-n", "3"])
+    assert result.exit_code == 2
+    assert "--class-names lists 2 names for 3 classes" in result.output

@@ -155,7 +155,7 @@ def _display(path: str) -> str:
 
 def render(result: RemapResult) -> str:
     """The human summary: what was read, what changed, what was written where."""
-    lines = [f"Mapping: {result.label_map.describe()}"]
+    lines = [] if result.label_map.is_identity else [f"Mapping: {result.label_map.describe()}"]
     if result.dry_run:
         lines.append("")
         lines.append("Dry run, nothing written. Per value, what the pixels would become:")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import click
@@ -27,6 +28,16 @@ def _check_size(ctx, param, value):
         return parse_size(value)
     except ValueError as err:
         raise click.BadParameter(str(err)) from None
+
+
+def _read_class_names(ctx, param, value):
+    if value is None:
+        return None
+    with open(value, encoding="utf-8") as fh:
+        names = tuple(line.strip() for line in fh if line.strip())
+    if not names:
+        raise click.BadParameter(f"{value}: no class names in it")
+    return names
 
 
 @click.command("to-tfrecord")
@@ -106,6 +117,13 @@ def _check_size(ctx, param, value):
 @click.option("--shuffle", is_flag=True, help="Shuffle the record order (reproducibly, by --seed).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for --shuffle.")
 @options.colormap_options
+@click.option(
+    "--class-names",
+    type=click.Path(exists=True, dir_okay=False),
+    callback=_read_class_names,
+    metavar="FILE",
+    help="Class names, one per line in id order (recorded in the manifest).",
+)
 @options.jobs_option
 @options.json_option
 @handle_errors
@@ -133,6 +151,7 @@ def to_tfrecord(
     seed,
     colormap,
     unknown_colour,
+    class_names,
     jobs,
     as_json,
 ):
@@ -161,6 +180,12 @@ def to_tfrecord(
     )
     if label_map.num_classes is None:
         raise click.UsageError("--num-classes is required (or a --preset that sets it)")
+    if class_names is not None:
+        if len(class_names) != label_map.num_classes:
+            raise click.UsageError(
+                f"--class-names lists {len(class_names)} names for {label_map.num_classes} classes"
+            )
+        label_map = dataclasses.replace(label_map, class_names=class_names)
     require_tensorflow("to-tfrecord")
     ids = read_id_list(id_list) if id_list is not None else None
     refused = None
