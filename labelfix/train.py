@@ -47,6 +47,8 @@ from labelfix.model import build_model
 
 __all__ = [
     "PRECISIONS",
+    "training_pipeline",
+    "validation_pipeline",
     "EpochStats",
     "Progress",
     "TrainResult",
@@ -398,7 +400,7 @@ def train(
             raise LabelfixError(
                 f"the {split!r} split has fewer examples than one batch of {batch_size}"
             )
-    train_batches = _training_pipeline(
+    train_batches = training_pipeline(
         dataset,
         batch_size=batch_size,
         crop_size=crop_size,
@@ -410,7 +412,7 @@ def train(
     train_iter = iter(strategy.experimental_distribute_dataset(_shard_by_data(train_batches)))
     val_batches = None
     if val_dataset is not None:
-        val_batches = _validation_pipeline(val_dataset, batch_size=batch_size, ignore=ignore)
+        val_batches = validation_pipeline(val_dataset, batch_size=batch_size, ignore=ignore)
 
     # --- Model, optimizer, steps ---------------------------------------------------------------
     precision = resolve_precision(precision)
@@ -566,17 +568,24 @@ def _count_examples(dataset: tf.data.Dataset, manifest: Mapping[str, Any] | None
     return int(dataset.reduce(np.int64(0), lambda n, _: n + 1))
 
 
-def _training_pipeline(
+def training_pipeline(
     dataset: tf.data.Dataset,
     *,
     batch_size: int,
     crop_size: tuple[int, int],
-    ignore: int,
-    scale_range: Sequence[float] | None,
-    flip: bool,
-    seed: int | None,
+    ignore: int = -1,
+    scale_range: Sequence[float] | None = (0.5, 2.0),
+    flip: bool = True,
+    seed: int | None = None,
 ) -> tf.data.Dataset:
-    """Shuffle, repeat, augment (one stateless seed per example), batch with static shapes."""
+    """Shuffle, repeat, augment (one stateless seed per example), batch with static shapes.
+
+    Random scale, crop to ``crop_size`` (padding masks with ``ignore``) and flip, applied alike
+    to image and mask; the batches have static shapes, as Keras' ``fit`` needs for this model.
+
+    >>> batches = training_pipeline(load("records", "train"), batch_size=8,
+    ...                             crop_size=(512, 512))           # doctest: +SKIP
+    """
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
     dataset = dataset.shuffle(256, seed=seed, reshuffle_each_iteration=True).repeat()
 
@@ -598,7 +607,7 @@ def _training_pipeline(
     return dataset.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
-def _validation_pipeline(
+def validation_pipeline(
     dataset: tf.data.Dataset, *, batch_size: int, ignore: int
 ) -> tf.data.Dataset:
     """Full images, padded (mask with ``ignore``) to multiples of the model stride; no resizing."""
