@@ -47,8 +47,6 @@ from labelfix.model import build_model
 
 __all__ = [
     "PRECISIONS",
-    "training_pipeline",
-    "validation_pipeline",
     "EpochStats",
     "Progress",
     "TrainResult",
@@ -58,6 +56,8 @@ __all__ = [
     "median_frequency_weights",
     "resolve_precision",
     "train",
+    "training_pipeline",
+    "validation_pipeline",
 ]
 
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
