@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import struct
 import tempfile
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
+from labelfix import fs
 from labelfix.errors import NotALabelMask, UnreadableMask
 
 if TYPE_CHECKING:
@@ -185,7 +187,8 @@ def read_mask(
 
 def _read_npy(path: str, *, max_pixels: int) -> Mask:
     try:
-        array = np.load(path, allow_pickle=False)
+        source = path if not fs.is_url(path) else io.BytesIO(fs.read_bytes(path))
+        array = np.load(source, allow_pickle=False)
     except (ValueError, OSError, EOFError) as err:
         raise UnreadableMask(path, f"not a readable .npy array ({_short(err)})") from None
     if array.ndim == 3 and array.shape[2] == 1:
@@ -208,7 +211,7 @@ def _read_image(path: str, *, max_pixels: int) -> Mask:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(path)
+            im = Image.open(path if not fs.is_url(path) else io.BytesIO(fs.read_bytes(path)))
             width, height = im.size
             if width * height > max_pixels:
                 raise UnreadableMask(
@@ -276,7 +279,7 @@ def _from_pil(path: str, im: Image.Image, fmt: str | None) -> Mask:
 
 def _size_or_none(path: str) -> int | None:
     try:
-        return os.path.getsize(path)
+        return fs.getsize(path)
     except OSError:
         return None
 
@@ -295,7 +298,8 @@ def iter_mask_files(
     """Yield ``(path, relative path)`` of every mask under ``paths``, sorted, lazily.
 
     Directories are walked recursively; files named directly are always yielded. ``glob``
-    (e.g. ``"*.png"``) replaces the default ``suffixes`` (``.png`` and ``.npy``).
+    (e.g. ``"*.png"``) replaces the default ``suffixes`` (``.png`` and ``.npy``). Remote
+    directories (``gs://...``) are walked through :mod:`labelfix.fs`, in the same order.
     """
     from fnmatch import fnmatch
 
@@ -306,16 +310,16 @@ def iter_mask_files(
 
     for top in paths:
         top = os.fspath(top)
-        if not os.path.isdir(top):
-            yield top, os.path.basename(top)
+        if not fs.isdir(top):
+            yield top, fs.basename(top)
             continue
-        for root, dirs, files in os.walk(top):
+        for root, dirs, files in fs.walk(top):
             dirs.sort()
             dirs[:] = [d for d in dirs if not d.startswith(".")]
             for name in sorted(files):
                 if wanted(name) and not name.startswith("."):
-                    full = os.path.join(root, name)
-                    yield full, os.path.relpath(full, top)
+                    full = fs.join(root, name)
+                    yield full, fs.relpath(full, top)
 
 
 # ----------------------------------------------------------------------------- writing

@@ -209,3 +209,75 @@ artifacts_option = click.option(
     help="Also look for lossy artifacts: values that lie only on boundaries between two other"
     " values, and specks (slower).",
 )
+
+
+# ----------------------------------------------------------------------------- storage, runners
+
+
+class StoragePath(click.ParamType):
+    """A local path (checked like ``click.Path``) or a URL such as ``gs://bucket/masks``.
+
+    URLs go through :mod:`labelfix.fs` (fsspec); with ``exists=True`` they are checked there.
+    """
+
+    name = "path"
+
+    def __init__(self, *, exists: bool = False, file_okay: bool = True, dir_okay: bool = True):
+        self.exists = exists
+        self.local = click.Path(exists=exists, file_okay=file_okay, dir_okay=dir_okay)
+
+    def convert(self, value, param, ctx):
+        from labelfix import fs
+
+        if not fs.is_url(value):
+            return self.local.convert(value, param, ctx)
+        if self.exists:
+            from labelfix.errors import MissingExtra
+
+            try:
+                found = fs.exists(value)
+            except MissingExtra as err:
+                self.fail(str(err), param, ctx)
+            if not found:
+                self.fail(f"{value!r} does not exist.", param, ctx)
+        return value
+
+
+storage_paths_argument = click.argument(
+    "paths", nargs=-1, required=True, type=StoragePath(exists=True), metavar="PATH..."
+)
+
+RUNNERS = ("local", "beam")
+
+runner_option = click.option(
+    "--runner",
+    type=click.Choice(RUNNERS),
+    default="local",
+    show_default=True,
+    help="local: worker processes on this machine. beam: an Apache Beam pipeline (pip install "
+    "'labelfix[beam]'); Beam's own options, e.g. --runner=DataflowRunner, go after --.",
+)
+
+
+class PipelineCommand(click.Command):
+    """A command whose arguments after ``--`` are Beam pipeline options, passed unparsed.
+
+    They reach the callback as ``pipeline_args`` (a tuple); with ``--runner local`` they are a
+    usage error.
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        pipeline_args: tuple[str, ...] = ()
+        if "--" in args:
+            at = args.index("--")
+            args, pipeline_args = args[:at], tuple(args[at + 1 :])
+        rest = super().parse_args(ctx, args)
+        if pipeline_args and ctx.params.get("runner") != "beam":
+            raise click.UsageError(
+                f"pipeline options after -- ({' '.join(pipeline_args)}) need --runner beam", ctx
+            )
+        ctx.params["pipeline_args"] = pipeline_args
+        return rest
+
+    def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
+        return [*super().collect_usage_pieces(ctx), "[-- BEAM_OPTION...]"]

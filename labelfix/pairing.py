@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 
+from labelfix import fs
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
@@ -30,11 +32,11 @@ def find_image(
     image_suffix: str = "",
 ) -> str | None:
     """Path of the image paired with the mask at ``mask_relpath``, or None when there is none."""
-    base = os.path.join(os.fspath(images_dir), mask_stem(mask_relpath, mask_suffix=mask_suffix))
-    base += image_suffix
+    stem = mask_stem(mask_relpath, mask_suffix=mask_suffix)
+    base = fs.join(os.fspath(images_dir), stem) + image_suffix
     for ext in IMAGE_EXTENSIONS:
         for candidate in (base + ext, base + ext.upper()):
-            if os.path.isfile(candidate):
+            if fs.isfile(candidate):
                 return candidate
     return None
 
@@ -43,6 +45,6 @@ def image_size(path: str) -> tuple[int, int]:
     """``(height, width)`` from the image header alone; OSError/ValueError when unreadable."""
     from PIL import Image
 
-    with Image.open(path) as im:
+    with fs.open(path, "rb") as fh, Image.open(fh) as im:
         width, height = im.size
     return height, width

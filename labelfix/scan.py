@@ -246,6 +246,39 @@ class DatasetStats:
             entry[2] += sv.fringe
         self.specks += report.specks
 
+    def merge(self, other: DatasetStats) -> None:
+        """Fold another partial result (same ignore/num_classes) into this one.
+
+        Totals add up; ``other``'s file lists are appended after this one's, and its sizes
+        and values not seen here are added after those that are (first-seen order).
+        """
+        self.files += other.files
+        self.label_files += other.label_files
+        self.total_pixels += other.total_pixels
+        self.void_pixels += other.void_pixels
+        for kind, n in other.kinds.items():
+            self.kinds[kind] = self.kinds.get(kind, 0) + n
+        for size, n in other.sizes.items():
+            self.sizes[size] = self.sizes.get(size, 0) + n
+        for v, theirs in other.values.items():
+            vs = self.values.get(v)
+            if vs is None:
+                vs = self.values[v] = ValueStats()
+            vs.pixels += theirs.pixels
+            vs.images += theirs.images
+            vs.image_pixels += theirs.image_pixels
+        self.unreadable.extend(other.unreadable)
+        self.not_labels.extend(other.not_labels)
+        self.all_void.extend(other.all_void)
+        for v, files in other.out_of_range.items():
+            self.out_of_range.setdefault(v, []).extend(files)
+        for v, (f, p, fr) in other.suspects.items():
+            entry = self.suspects.setdefault(v, [0, 0, 0])
+            entry[0] += f
+            entry[1] += p
+            entry[2] += fr
+        self.specks += other.specks
+
     @property
     def void_share(self) -> float:
         return self.void_pixels / self.total_pixels if self.total_pixels else 0.0

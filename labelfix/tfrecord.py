@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
+from labelfix import fs
 from labelfix._version import __version__
 from labelfix.errors import LabelfixError, MappingError, MissingExtra, UnreadableMask
 from labelfix.mapping import LabelMap
@@ -306,15 +307,15 @@ def _posix(relpath: str) -> str:
 
 
 def _image_files(images: str, exclude: set[str]) -> Iterator[tuple[str, str]]:
-    for root, dirs, files in os.walk(images):
+    for root, dirs, files in fs.walk(images):
         dirs.sort()
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         for name in sorted(files):
             if name.startswith(".") or not name.lower().endswith(IMAGE_EXTENSIONS):
                 continue
-            full = os.path.join(root, name)
-            if os.path.normpath(full) not in exclude:
-                yield full, os.path.relpath(full, images)
+            full = fs.join(root, name)
+            if fs.normpath(full) not in exclude:
+                yield full, fs.relpath(full, images)
 
 
 def find_pairs(
@@ -335,7 +336,7 @@ def find_pairs(
     """
     images, masks = os.fspath(images), os.fspath(masks)
     for what, top in (("images", images), ("masks", masks)):
-        if not os.path.isdir(top):
+        if not fs.isdir(top):
             raise LabelfixError(f"{top}: the {what} directory does not exist")
     problems: list[str] = []
     mask_by_key: dict[str, tuple[str, str]] = {}
@@ -349,7 +350,7 @@ def find_pairs(
             mask_by_key[key] = (path, rel)
     rank = {ext: i for i, ext in enumerate(IMAGE_EXTENSIONS)}
     image_by_key: dict[str, tuple[str, str]] = {}
-    exclude = {os.path.normpath(p) for p, _ in mask_by_key.values()}
+    exclude = {fs.normpath(p) for p, _ in mask_by_key.values()}
     for path, rel in _image_files(images, exclude):
         stem, ext = os.path.splitext(rel)
         if image_suffix and not stem.endswith(image_suffix):
@@ -688,8 +689,10 @@ def _quick_header(data: bytes) -> tuple[str, int, int, int] | None:
 
 def _read_image_header(path: str) -> tuple[str, int, int, int]:
     """``(format, height, width, channels)`` of an image file, from its first bytes if possible."""
-    with open(path, "rb") as fh:
+    with fs.open(path, "rb") as fh:
         head = fh.read(1 << 16)
+    if fs.is_url(path):
+        return _quick_header(head) or _image_header(fs.read_bytes(path))
     return _quick_header(head) or _image_header(path)
 
 
@@ -803,8 +806,7 @@ def _read_mask_data(
     through :func:`labelfix.masks.read_mask`, which says what is wrong.
     """
     try:
-        with open(path, "rb") as fh:
-            data = fh.read()
+        data = fs.read_bytes(path)
     except OSError:
         data = b""
     header = _png_header(data)
@@ -915,8 +917,7 @@ def prepare_pair(pair: Pair, plan: _Plan) -> _Prepared | _Rejected:
 
 def _example(pair: Pair, prepared: _Prepared, encoding: str) -> bytes:
     """The serialised Example of a prepared pair, with the image's original bytes."""
-    with open(pair.image, "rb") as fh:
-        image_bytes = fh.read()
+    image_bytes = fs.read_bytes(pair.image)
     return serialize_example(
         {
             feature_key("image"): image_bytes,
@@ -1087,7 +1088,12 @@ class _Pipeline:
 
 
 class _ShardSet:
-    """Shards under temporary names in ``output``; renamed only by :meth:`finish`."""
+    """Shards under temporary names; moved to their final names only by :meth:`finish`.
+
+    Local output: the temporary files live in ``output`` (so the rename is atomic). Remote output
+    (``gs://...``): they are written to a local temporary directory and uploaded by
+    :func:`_publish` once every record is in.
+    """
 
     def __init__(self, output: str, split: str, compression: str):
         import tensorflow as tf
@@ -1097,6 +1103,7 @@ class _ShardSet:
         self.options = tf.io.TFRecordOptions(
             compression_type="GZIP" if compression == "gzip" else ""
         )
+        self.directory = tempfile.mkdtemp(prefix="labelfix-") if fs.is_url(output) else output
         self.temps: list[str] = []
         self.records: list[int] = []
         self.sizes: list[int] = []
@@ -1105,7 +1112,7 @@ class _ShardSet:
     def open_next(self) -> None:
         self.close()
         fd, tmp = tempfile.mkstemp(
-            dir=self.output,
+            dir=self.directory,
             prefix=f".{self.split}-{len(self.temps):05d}-",
             suffix=".tfrecord.labelfix-tmp",
         )
@@ -1131,9 +1138,12 @@ class _ShardSet:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
         self.temps = []
+        if self.directory != self.output:
+            with contextlib.suppress(OSError):
+                os.rmdir(self.directory)
 
     def finish(self, manifest: dict) -> tuple[ShardInfo, ...]:
-        """Hash the shards, rename them to their final names, write the manifest last."""
+        """Hash the shards, move them to their final names, write the manifest last."""
         self.close()
         count = len(self.temps)
         shards = []
@@ -1148,36 +1158,167 @@ class _ShardSet:
                     sha256=digest,
                 )
             )
-        manifest["shards"] = [s.__dict__ for s in shards]
-        final_manifest = manifest_path(self.output, self.split)
-        # From here the directory stops looking finished until the new manifest is in place.
-        if os.path.exists(final_manifest):
-            os.unlink(final_manifest)
-        keep = {s.file for s in shards}
-        pattern = _shard_pattern(self.split)
-        for name in os.listdir(self.output):
-            if pattern.fullmatch(name) and name not in keep:
-                os.unlink(os.path.join(self.output, name))
-        for tmp, shard in zip(self.temps, shards, strict=True):
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, os.path.join(self.output, shard.file))
+        _publish(self.output, self.split, list(zip(self.temps, shards, strict=True)), manifest)
         self.temps = []
-        fd, tmp = tempfile.mkstemp(
-            dir=self.output, prefix=f".{self.split}.", suffix=".labelfix-tmp"
-        )
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(manifest, fh, indent=2)
-                fh.write("\n")
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, final_manifest)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        self.discard()
         return tuple(shards)
 
 
-def write_dataset(
+def _publish(
+    output: str, split: str, staged: Sequence[tuple[str, ShardInfo]], manifest: dict
+) -> None:
+    """Move finished shards (``(staged path, info)``) to their names in ``output``, then write
+    the manifest listing them; shards of ``split`` from an earlier run are removed.
+
+    Shared by the local writer and the Beam runner; ``output`` and the staged paths may be local
+    or remote (:mod:`labelfix.fs`).
+    """
+    manifest["shards"] = [s.__dict__ for _, s in staged]
+    final_manifest = manifest_path(output, split)
+    local = not fs.is_url(output)
+    # From here the directory stops looking finished until the new manifest is in place.
+    with contextlib.suppress(FileNotFoundError):
+        fs.remove(final_manifest)
+    keep = {s.file for _, s in staged}
+    pattern = _shard_pattern(split)
+    for name in fs.listdir(output):
+        if pattern.fullmatch(name) and name not in keep:
+            fs.remove(fs.join(output, name))
+    for tmp, shard in staged:
+        if local:
+            os.chmod(tmp, 0o644)
+        fs.replace(tmp, fs.join(output, shard.file))
+    text = json.dumps(manifest, indent=2) + "\n"
+    if not local:
+        fs.write_bytes_atomic(final_manifest, text.encode("utf-8"))
+        return
+    fd, tmp = tempfile.mkstemp(dir=output, prefix=f".{split}.", suffix=".labelfix-tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, final_manifest)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+@dataclass
+class _Tally:
+    """Per-class pixel and image counts over the written records (folded, or merged)."""
+
+    num_classes: int
+    records: int = 0
+    class_pixels: list[int] = field(default_factory=list)
+    class_images: list[int] = field(default_factory=list)
+    class_image_pixels: list[int] = field(default_factory=list)
+    ignore_pixels: int = 0
+    passthrough: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("class_pixels", "class_images", "class_image_pixels"):
+            if not getattr(self, name):
+                setattr(self, name, [0] * self.num_classes)
+
+    def add(self, result: _Prepared) -> None:
+        self.records += 1
+        for c, n in zip(result.classes, result.counts, strict=True):
+            self.class_pixels[c] += n
+        for c in set(result.classes):
+            self.class_images[c] += 1
+            self.class_image_pixels[c] += result.height * result.width
+        self.ignore_pixels += result.ignore_pixels
+        self.passthrough += result.passthrough
+
+    def merge(self, other: _Tally) -> None:
+        self.records += other.records
+        for name in ("class_pixels", "class_images", "class_image_pixels"):
+            mine, theirs = getattr(self, name), getattr(other, name)
+            for c in range(self.num_classes):
+                mine[c] += theirs[c]
+        self.ignore_pixels += other.ignore_pixels
+        self.passthrough += other.passthrough
+
+
+@dataclass(frozen=True)
+class _WriteJob:
+    """A checked ``write_dataset`` call: the pairs in record order and the per-pair plan."""
+
+    output: str
+    split: str
+    pairs: tuple[Pair, ...]
+    skipped: tuple[str, ...]
+    plan: _Plan
+    label_map: LabelMap
+    num_classes: int
+    compression: str
+    num_shards: int | None
+    size_limit: int
+    shuffle: bool
+    seed: int
+
+    def invalid(self, problems: Sequence[str], bad_files: int) -> DatasetProblems:
+        """The error a run with bad pairs ends with (the same for every runner)."""
+        shown = _ignore_shown(self.label_map)
+        return DatasetProblems(
+            f"{bad_files} of {len(self.pairs)} pair(s) cannot be written "
+            f"({expected_text(self.num_classes, shown)}); no shard was written",
+            problems,
+            kind="invalid",
+            files=bad_files,
+        )
+
+    def manifest(self, tally: _Tally) -> dict:
+        """The manifest of a finished run (its ``shards`` are filled in by :func:`_publish`)."""
+        label_map, plan = self.label_map, self.plan
+        return {
+            "format": MANIFEST_FORMAT,
+            "format_version": MANIFEST_VERSION,
+            "labelfix_version": __version__,
+            "split": self.split,
+            "num_records": tally.records,
+            "num_classes": self.num_classes,
+            "class_names": list(label_map.class_names)
+            if label_map.class_names and len(label_map.class_names) == self.num_classes
+            else None,
+            "ignore": plan.stored_ignore,
+            "ignore_as": -1 if plan.stored_ignore is not None else None,
+            "mask_encoding": plan.encoding,
+            "mask_dtype": plan.mask_dtype,
+            "compression": self.compression,
+            "feature_keys": {name: k for name, (k, _) in FEATURES.items()},
+            "class_pixel_counts": tally.class_pixels,
+            "class_image_counts": tally.class_images,
+            "class_image_pixels": tally.class_image_pixels,
+            "ignore_pixels": tally.ignore_pixels,
+            "mapping": label_map.to_dict(),
+            "shuffle": bool(self.shuffle),
+            "seed": self.seed if self.shuffle else None,
+            "shards": [],
+        }
+
+    def result(self, infos: Sequence[ShardInfo], tally: _Tally) -> WriteResult:
+        plan = self.plan
+        return WriteResult(
+            output=self.output,
+            split=self.split,
+            manifest=manifest_path(self.output, self.split),
+            shards=tuple(infos),
+            num_records=tally.records,
+            num_classes=self.num_classes,
+            mask_encoding=plan.encoding,
+            mask_dtype=plan.mask_dtype,
+            compression=self.compression,
+            ignore=plan.stored_ignore,
+            ignore_as=-1 if plan.stored_ignore is not None else None,
+            class_pixel_counts=tuple(tally.class_pixels),
+            ignore_pixels=tally.ignore_pixels,
+            passthrough=tally.passthrough,
+            skipped=self.skipped,
+        )
+
+
+def _write_job(
     *,
     images: str | os.PathLike,
     masks: str | os.PathLike,
@@ -1195,25 +1336,10 @@ def write_dataset(
     mask_suffix: str = "",
     ids: Iterable[str] | None = None,
     skip_unpaired: bool = False,
-    jobs: int | None = None,
-    on_record: Callable[[int], None] | None = None,
     colormap: Colormap | None = None,
     unknown_colour: str = "error",
-) -> WriteResult:
-    """Write every (image, mask) pair as TFRecord shards plus a manifest; see the module doc.
-
-    ``label_map`` (default: none, values kept) is applied to every mask, and every result must be
-    a class id ``0..num_classes-1`` or the label map's canonical ignore ``out``; one bad mask
-    raises :class:`DatasetProblems` listing every problem, and no shard is left behind.
-    ``num_shards`` or ``shard_size`` (bytes or ``"100MB"``, default 100 MB) set the sharding;
-    the order is the sorted mask order (or ``ids`` order), permuted by ``seed`` when ``shuffle``.
-    With a ``colormap``, colour masks are converted to class ids first.
-
-    >>> from labelfix.mapping import LabelMap
-    >>> write_dataset(images="img", masks="gt", output="tfr", num_classes=3,
-    ...               label_map=LabelMap(ignore=(255,)))                   # doctest: +SKIP
-    WriteResult(output='tfr', split='train', ..., num_records=8, ...)
-    """
+) -> _WriteJob:
+    """Check the options of :func:`write_dataset`, pair the files and plan the per-pair work."""
     label_map = label_map if label_map is not None else LabelMap()
     num_classes = num_classes if num_classes is not None else label_map.num_classes
     if num_classes is None or num_classes < 1:
@@ -1253,9 +1379,6 @@ def write_dataset(
     if shuffle:
         order = np.random.default_rng(seed).permutation(len(pairs))
         pairs = [pairs[i] for i in order]
-    output = os.fspath(output)
-    os.makedirs(output, exist_ok=True)
-
     plan = _Plan(
         label_map=label_map,
         num_classes=num_classes,
@@ -1266,10 +1389,86 @@ def write_dataset(
         colormap=colormap,
         unknown_colour=unknown_colour,
     )
-    class_pixels = [0] * num_classes
-    class_images = [0] * num_classes
-    class_image_pixels = [0] * num_classes
-    ignore_pixels = passthrough = 0
+    return _WriteJob(
+        output=os.fspath(output),
+        split=split,
+        pairs=tuple(pairs),
+        skipped=tuple(skipped),
+        plan=plan,
+        label_map=label_map,
+        num_classes=num_classes,
+        compression=compression,
+        num_shards=num_shards,
+        size_limit=size_limit,
+        shuffle=shuffle,
+        seed=seed,
+    )
+
+
+def write_dataset(
+    *,
+    images: str | os.PathLike,
+    masks: str | os.PathLike,
+    output: str | os.PathLike,
+    split: str = "train",
+    label_map: LabelMap | None = None,
+    num_classes: int | None = None,
+    mask_encoding: str = DEFAULT_MASK_ENCODING,
+    compression: str = "none",
+    num_shards: int | None = None,
+    shard_size: int | str | None = None,
+    shuffle: bool = False,
+    seed: int = 0,
+    image_suffix: str = "",
+    mask_suffix: str = "",
+    ids: Iterable[str] | None = None,
+    skip_unpaired: bool = False,
+    jobs: int | None = None,
+    on_record: Callable[[int], None] | None = None,
+    colormap: Colormap | None = None,
+    unknown_colour: str = "error",
+) -> WriteResult:
+    """Write every (image, mask) pair as TFRecord shards plus a manifest; see the module doc.
+
+    ``label_map`` (default: none, values kept) is applied to every mask, and every result must be
+    a class id ``0..num_classes-1`` or the label map's canonical ignore ``out``; one bad mask
+    raises :class:`DatasetProblems` listing every problem, and no shard is left behind.
+    ``num_shards`` or ``shard_size`` (bytes or ``"100MB"``, default 100 MB) set the sharding;
+    the order is the sorted mask order (or ``ids`` order), permuted by ``seed`` when ``shuffle``.
+    With a ``colormap``, colour masks are converted to class ids first. ``images``, ``masks``
+    and ``output`` may be remote (``gs://...``, see :mod:`labelfix.fs`); the same job runs on
+    Apache Beam with :func:`labelfix.beam.write_dataset_beam`.
+
+    >>> from labelfix.mapping import LabelMap
+    >>> write_dataset(images="img", masks="gt", output="tfr", num_classes=3,
+    ...               label_map=LabelMap(ignore=(255,)))                   # doctest: +SKIP
+    WriteResult(output='tfr', split='train', ..., num_records=8, ...)
+    """
+    job = _write_job(
+        images=images,
+        masks=masks,
+        output=output,
+        split=split,
+        label_map=label_map,
+        num_classes=num_classes,
+        mask_encoding=mask_encoding,
+        compression=compression,
+        num_shards=num_shards,
+        shard_size=shard_size,
+        shuffle=shuffle,
+        seed=seed,
+        image_suffix=image_suffix,
+        mask_suffix=mask_suffix,
+        ids=ids,
+        skip_unpaired=skip_unpaired,
+        colormap=colormap,
+        unknown_colour=unknown_colour,
+    )
+    output, pairs, plan = job.output, job.pairs, job.plan
+    num_shards = job.num_shards
+    fs.makedirs(output)
+
+    tally = _Tally(job.num_classes)
     problems: list[str] = []
     bad_files = 0
     total = len(pairs)
@@ -1278,7 +1477,7 @@ def write_dataset(
     results = None
     if jobs > 1 and total > 16:
         # the workers get a label map whose lookup tables are not cached yet (smaller pickles)
-        local_plan = dataclasses.replace(plan, label_map=dataclasses.replace(label_map))
+        local_plan = dataclasses.replace(plan, label_map=dataclasses.replace(plan.label_map))
         local = functools.partial(prepare_pair, plan=local_plan)
         results = _Pipeline(work, pairs, jobs=jobs, local=local)
     shards = None
@@ -1296,58 +1495,21 @@ def write_dataset(
                 continue
             if problems:
                 continue
-            record = _example(pairs[i], result, mask_encoding)
+            record = _example(pairs[i], result, plan.encoding)
             if num_shards is not None:
                 while len(shards.temps) <= i * num_shards // total:
                     shards.open_next()
             elif shards.writer is None or (
-                shards.sizes[-1] and shards.sizes[-1] + len(record) > size_limit
+                shards.sizes[-1] and shards.sizes[-1] + len(record) > job.size_limit
             ):
                 shards.open_next()
             shards.write(record)
-            for c, n in zip(result.classes, result.counts, strict=True):
-                class_pixels[c] += n
-            for c in set(result.classes):
-                class_images[c] += 1
-                class_image_pixels[c] += result.height * result.width
-            ignore_pixels += result.ignore_pixels
-            passthrough += result.passthrough
+            tally.add(result)
         if problems:
-            raise DatasetProblems(
-                f"{bad_files} of {total} pair(s) cannot be written "
-                f"({expected_text(num_classes, _ignore_shown(label_map))}); no shard was written",
-                problems,
-                kind="invalid",
-                files=bad_files,
-            )
+            raise job.invalid(problems, bad_files)
         while num_shards is not None and len(shards.temps) < num_shards:
             shards.open_next()  # more shards than records: empty shards keep the -of-N names true
-        manifest = {
-            "format": MANIFEST_FORMAT,
-            "format_version": MANIFEST_VERSION,
-            "labelfix_version": __version__,
-            "split": split,
-            "num_records": total,
-            "num_classes": num_classes,
-            "class_names": list(label_map.class_names)
-            if label_map.class_names and len(label_map.class_names) == num_classes
-            else None,
-            "ignore": stored_ignore,
-            "ignore_as": -1 if stored_ignore is not None else None,
-            "mask_encoding": mask_encoding,
-            "mask_dtype": mask_dtype,
-            "compression": compression,
-            "feature_keys": {name: k for name, (k, _) in FEATURES.items()},
-            "class_pixel_counts": class_pixels,
-            "class_image_counts": class_images,
-            "class_image_pixels": class_image_pixels,
-            "ignore_pixels": ignore_pixels,
-            "mapping": label_map.to_dict(),
-            "shuffle": bool(shuffle),
-            "seed": seed if shuffle else None,
-            "shards": [],
-        }
-        infos = shards.finish(manifest)
+        infos = shards.finish(job.manifest(tally))
     except BaseException:
         if shards is not None:
             shards.discard()
@@ -1355,29 +1517,62 @@ def write_dataset(
     finally:
         if results is not None:
             results.close()
-    return WriteResult(
-        output=output,
-        split=split,
-        manifest=manifest_path(output, split),
-        shards=infos,
-        num_records=total,
-        num_classes=num_classes,
-        mask_encoding=mask_encoding,
-        mask_dtype=mask_dtype,
-        compression=compression,
-        ignore=stored_ignore,
-        ignore_as=manifest["ignore_as"],
-        class_pixel_counts=tuple(class_pixels),
-        ignore_pixels=ignore_pixels,
-        passthrough=passthrough,
-        skipped=tuple(skipped),
-    )
+    return job.result(infos, tally)
 
 
 def _ignore_shown(label_map: LabelMap) -> tuple[int, ...]:
     if label_map.ignore:
         return label_map.ignore
     return (label_map.out_value,) if label_map.out_value is not None else ()
+
+
+def count_records(chunks: Iterable[bytes], *, compression: str = "none") -> int:
+    """Number of records in a TFRecord file given as byte chunks (framing only, no CRC check).
+
+    A record is ``uint64 length, uint32 crc, data, uint32 crc``; ``compression="gzip"`` files are
+    inflated on the fly. ValueError when the file ends inside a record.
+    """
+    inflate = zlib.decompressobj(wbits=31) if compression == "gzip" else None
+    records, skip, head = 0, 0, b""
+    for chunk in chunks:
+        if inflate is not None:
+            chunk = inflate.decompress(chunk)
+        pos = 0
+        while pos < len(chunk):
+            if skip:
+                step = min(skip, len(chunk) - pos)
+                skip -= step
+                pos += step
+                continue
+            need = 12 - len(head)
+            head += chunk[pos : pos + need]
+            pos += min(need, len(chunk) - pos)
+            if len(head) == 12:
+                (length,) = struct.unpack("<Q", head[:8])
+                skip, head = length + 4, b""
+                records += 1
+    if skip or head:
+        raise ValueError("the file ends inside a record")
+    return records
+
+
+def shard_info(path: str, *, compression: str = "none", name: str | None = None) -> ShardInfo:
+    """Records, bytes and sha256 of a written shard, read back from ``path`` (local or remote)."""
+    digest = hashlib.sha256()
+    size = 0
+
+    def chunks() -> Iterator[bytes]:
+        nonlocal size
+        with fs.open(path, "rb") as fh:
+            while chunk := fh.read(1 << 22):
+                digest.update(chunk)
+                size += len(chunk)
+                yield chunk
+
+    records = count_records(chunks(), compression=compression)
+    return ShardInfo(
+        file=name or fs.basename(path), records=records, bytes=size, sha256=digest.hexdigest()
+    )
 
 
 # ----------------------------------------------------------------------------- manifest

@@ -101,8 +101,9 @@ def file_problems(
                 path,
                 "warning",
                 "artifact",
-                f"{path}: value {sv.value} looks like a lossy artifact: {100 * sv.share:.0f}% of its "
-                f"{sv.pixels} px lie on boundaries between two other values "
+                f"{path}: value {sv.value} looks like a lossy artifact: "
+                f"{100 * sv.share:.0f}% of its {sv.pixels} px lie on boundaries between two "
+                "other values "
                 "(bilinear resizing, anti-aliasing or JPEG; see labelfix repair)",
                 value=sv.value,
                 pixels=sv.pixels,

@@ -15,14 +15,15 @@ from labelfix.masks import KINDS, atomic_path
 from labelfix.scan import DatasetStats, FileReport, report_to_dict, scan_dataset
 
 
-@click.command()
-@options.paths_argument
+@click.command(cls=options.PipelineCommand)
+@options.storage_paths_argument
 @options.ignore_option
 @options.num_classes_option()
 @options.glob_option
 @options.colormap_options
 @options.artifacts_option
 @options.jobs_option
+@options.runner_option
 @options.json_option
 @click.option(
     "--per-image",
@@ -40,15 +41,34 @@ def stats(
     unknown_colour,
     artifacts,
     jobs,
+    runner,
     as_json,
     per_image,
+    pipeline_args,
 ):
     """Report sizes, storage kinds, per-value pixel counts, void share and class weights.
 
     \b
     labelfix stats masks/
     labelfix stats masks/ --ignore 255 --num-classes 21 --per-image rows.csv
+    labelfix stats gs://bucket/masks --runner beam -- --runner=DataflowRunner ...
     """
+    if runner == "beam":
+        if per_image is not None:
+            raise click.UsageError("--per-image needs --runner local")
+        from labelfix.beam import scan_dataset_beam
+
+        result = scan_dataset_beam(
+            paths,
+            glob=glob,
+            ignore=ignore,
+            num_classes=num_classes,
+            pipeline_args=pipeline_args,
+            colormap=colormap,
+            unknown_colour=unknown_colour,
+            artifacts=artifacts,
+        )
+        return _report(result, as_json)
     with contextlib.ExitStack() as stack:
         on_row = None
         if per_image is not None:
@@ -71,6 +91,11 @@ def stats(
             unknown_colour=unknown_colour,
             artifacts=artifacts,
         )
+    _report(result, as_json)
+
+
+def _report(result: DatasetStats, as_json: bool) -> None:
+    """Print the report; exit 1 when a file is unreadable or there are none."""
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:

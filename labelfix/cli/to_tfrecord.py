@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 
 import click
@@ -40,18 +41,18 @@ def _read_class_names(ctx, param, value):
     return names
 
 
-@click.command("to-tfrecord")
+@click.command("to-tfrecord", cls=options.PipelineCommand)
 @click.option(
     "--images",
     required=True,
-    type=click.Path(exists=True, file_okay=False),
+    type=options.StoragePath(exists=True, file_okay=False),
     metavar="DIR",
     help="Image directory; each mask's image has the same relative path and stem.",
 )
 @click.option(
     "--masks",
     required=True,
-    type=click.Path(exists=True, file_okay=False),
+    type=options.StoragePath(exists=True, file_okay=False),
     metavar="DIR",
     help="Mask directory (PNG or .npy label masks).",
 )
@@ -59,7 +60,7 @@ def _read_class_names(ctx, param, value):
     "--output",
     "-o",
     required=True,
-    type=click.Path(file_okay=False),
+    type=options.StoragePath(file_okay=False),
     metavar="DIR",
     help="Where the shards and the manifest go.",
 )
@@ -125,6 +126,7 @@ def _read_class_names(ctx, param, value):
     help="Class names, one per line in id order (recorded in the manifest).",
 )
 @options.jobs_option
+@options.runner_option
 @options.json_option
 @handle_errors
 def to_tfrecord(
@@ -153,7 +155,9 @@ def to_tfrecord(
     unknown_colour,
     class_names,
     jobs,
+    runner,
     as_json,
+    pipeline_args,
 ):
     """Write image/mask pairs as TFRecords with DeepLab / Model Garden feature keys.
 
@@ -166,6 +170,9 @@ def to_tfrecord(
         --preset voc --list ImageSets/Segmentation/train.txt
     labelfix to-tfrecord --images leftImg8bit/train --masks gtFine/train --output tfr \\
         --preset cityscapes --image-suffix _leftImg8bit --mask-suffix _gtFine_labelIds
+    labelfix to-tfrecord --images gs://b/img --masks gs://b/gt --output gs://b/tfr -n 21 \\
+        --runner beam -- --runner=DataflowRunner --project=P --region=R \\
+        --temp_location=gs://b/tmp
     """
     if num_shards is not None and shard_size is not None:
         raise click.UsageError("give --num-shards or --shard-size, not both")
@@ -186,12 +193,19 @@ def to_tfrecord(
                 f"--class-names lists {len(class_names)} names for {label_map.num_classes} classes"
             )
         label_map = dataclasses.replace(label_map, class_names=class_names)
-    require_tensorflow("to-tfrecord")
+    if runner == "local":
+        require_tensorflow("to-tfrecord")  # Beam frames records itself
     ids = read_id_list(id_list) if id_list is not None else None
     refused = None
-    with progress("to-tfrecord") as advance:
+    if runner == "beam":
+        from labelfix.beam import write_dataset_beam
+
+        write = functools.partial(write_dataset_beam, pipeline_args=pipeline_args)
+    else:
+        write = functools.partial(write_dataset, jobs=jobs)
+    with progress("to-tfrecord", enabled=runner == "local") as advance:
         try:
-            result = write_dataset(
+            result = write(
                 images=images,
                 masks=masks,
                 output=output,
@@ -208,7 +222,6 @@ def to_tfrecord(
                 mask_suffix=mask_suffix,
                 ids=ids,
                 skip_unpaired=skip_unpaired,
-                jobs=jobs,
                 on_record=advance,
                 colormap=colormap,
                 unknown_colour=unknown_colour,

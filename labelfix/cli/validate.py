@@ -15,7 +15,7 @@ WARNINGS_SHOWN = 3
 
 
 @click.command()
-@options.paths_argument
+@options.storage_paths_argument
 @options.num_classes_option(required=True)
 @options.ignore_option
 @click.option(

@@ -1,0 +1,267 @@
+"""One filesystem layer for every command: local paths through ``os``, URLs through fsspec.
+
+A path with a scheme (``gs://bucket/masks``, ``s3://bucket/masks``, ``memory://masks``) goes to
+`fsspec <https://filesystem-spec.readthedocs.io>`_, imported only when such a path is seen
+(``pip install 'labelfix[remote]'``, plus ``gcsfs`` for ``gs://`` or ``s3fs`` for ``s3://``).
+Every other path is a local path and goes straight to ``os``, exactly as before this module.
+Paths keep the caller's spelling: ``walk("gs://b/masks")`` yields ``gs://b/masks/a``, never a
+stripped ``b/masks/a``.
+
+Writes to remote storage go under a temporary name and are moved into place when complete
+(:func:`replace`). On object stores (GCS, S3) an object is all-or-nothing anyway: it becomes
+visible only when its upload completes; the temporary name also keeps half-written files out of
+the final names on filesystems where writes are not atomic (HDFS, SFTP, mounted volumes).
+
+>>> join("gs://bucket/masks", "a", "0001.png")
+'gs://bucket/masks/a/0001.png'
+>>> relpath("gs://bucket/masks/a/0001.png", "gs://bucket/masks")
+'a/0001.png'
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import os
+import posixpath
+import re
+import shutil
+import uuid
+from collections.abc import Iterator
+from typing import IO
+
+from labelfix.errors import MissingExtra
+
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def is_url(path: str | os.PathLike) -> bool:
+    """True for ``scheme://...`` paths (handled by fsspec), False for local paths."""
+    return isinstance(path, str) and _SCHEME.match(path) is not None
+
+
+def _split(path: str) -> tuple[object, str]:
+    """``(fsspec filesystem, path without the scheme)`` of a URL."""
+    try:
+        import fsspec
+    except ImportError:
+        raise MissingExtra(
+            f"{path}: remote paths need fsspec: pip install 'labelfix[remote]'"
+        ) from None
+    try:
+        return fsspec.core.url_to_fs(path)
+    except (ImportError, ValueError) as err:
+        raise MissingExtra(f"{path}: no filesystem for this scheme ({err})") from None
+
+
+def _scheme(path: str) -> str:
+    return _SCHEME.match(path).group(0)
+
+
+# ----------------------------------------------------------------------------- paths
+
+
+def join(path: str | os.PathLike, *parts: str) -> str:
+    path = os.fspath(path)
+    if not is_url(path):
+        return os.path.join(path, *parts)
+    return "/".join([path.rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+def dirname(path: str) -> str:
+    if not is_url(path):
+        return os.path.dirname(path)
+    scheme = _scheme(path)
+    rest = path[len(scheme) :].rstrip("/")
+    return scheme + posixpath.dirname(rest)
+
+
+def basename(path: str) -> str:
+    return os.path.basename(path) if not is_url(path) else posixpath.basename(path.rstrip("/"))
+
+
+def normpath(path: str) -> str:
+    if not is_url(path):
+        return os.path.normpath(path)
+    scheme = _scheme(path)
+    return scheme + posixpath.normpath(path[len(scheme) :])
+
+
+def relpath(path: str, start: str) -> str:
+    if not is_url(path):
+        return os.path.relpath(path, start)
+    scheme = _scheme(path)
+    return posixpath.relpath(path[len(scheme) :], start[len(_scheme(start)) :])
+
+
+# ----------------------------------------------------------------------------- queries
+
+
+def exists(path: str) -> bool:
+    if not is_url(path):
+        return os.path.exists(path)
+    fs, p = _split(path)
+    return fs.exists(p)
+
+
+def isdir(path: str) -> bool:
+    if not is_url(path):
+        return os.path.isdir(path)
+    fs, p = _split(path)
+    return fs.isdir(p)
+
+
+def isfile(path: str) -> bool:
+    if not is_url(path):
+        return os.path.isfile(path)
+    fs, p = _split(path)
+    return fs.isfile(p)
+
+
+def getsize(path: str) -> int:
+    if not is_url(path):
+        return os.path.getsize(path)
+    fs, p = _split(path)
+    return int(fs.size(p))
+
+
+def listdir(path: str) -> list[str]:
+    """Names in a directory (not full paths)."""
+    if not is_url(path):
+        return os.listdir(path)
+    fs, p = _split(path)
+    root = p.rstrip("/")
+    return [
+        posixpath.basename(e.rstrip("/")) for e in fs.ls(p, detail=False) if e.rstrip("/") != root
+    ]
+
+
+def walk(top: str) -> Iterator[tuple[str, list[str], list[str]]]:
+    """``os.walk`` for local and remote directories; sorting ``dirs`` in place prunes/orders."""
+    if not is_url(top):
+        yield from os.walk(top)
+        return
+    fs, p = _split(top)
+    yield from _walk_remote(fs, p.rstrip("/"), top.rstrip("/"))
+
+
+def _walk_remote(fs, root: str, shown: str) -> Iterator[tuple[str, list[str], list[str]]]:
+    dirs, files = [], []
+    for entry in fs.ls(root, detail=True):
+        name = entry["name"].rstrip("/")
+        if name == root:  # object stores may list a directory's placeholder object
+            continue
+        (dirs if entry["type"] == "directory" else files).append(posixpath.basename(name))
+    yield shown, dirs, files
+    for d in dirs:
+        yield from _walk_remote(fs, f"{root}/{d}", f"{shown}/{d}")
+
+
+def file_sizes(top: str) -> dict[str, int]:
+    """``{path: bytes}`` of every file under ``top`` (remote: from the listing, no extra calls)."""
+    if not is_url(top):
+        return {
+            os.path.join(root, name): os.path.getsize(os.path.join(root, name))
+            for root, _, files in os.walk(top)
+            for name in files
+        }
+    fs, p = _split(top)
+    found = fs.find(p, detail=True)
+    stripped = p.rstrip("/")
+    shown = top.rstrip("/")
+    return {
+        shown + name[len(stripped) :]: int(info.get("size") or 0)
+        for name, info in found.items()
+        if info.get("type") != "directory"
+    }
+
+
+# ----------------------------------------------------------------------------- reading, writing
+
+
+def open(path: str, mode: str = "rb") -> IO:
+    """A file object for ``path``: ``builtins.open`` locally, fsspec's for URLs."""
+    if not is_url(path):
+        return builtins.open(path, mode)
+    fs, p = _split(path)
+    return fs.open(p, mode)
+
+
+def read_bytes(path: str) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read()
+
+
+def makedirs(path: str) -> None:
+    if not is_url(path):
+        os.makedirs(path, exist_ok=True)
+        return
+    fs, p = _split(path)
+    fs.makedirs(p, exist_ok=True)
+
+
+def remove(path: str) -> None:
+    """Delete a file; FileNotFoundError when it is not there."""
+    if not is_url(path):
+        os.unlink(path)
+        return
+    fs, p = _split(path)
+    if not fs.exists(p):
+        raise FileNotFoundError(path)
+    fs.rm_file(p)
+
+
+def rmtree(path: str) -> None:
+    """Delete a directory and everything under it; quietly when it is not there."""
+    if not is_url(path):
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    fs, p = _split(path)
+    with contextlib.suppress(FileNotFoundError):
+        fs.rm(p, recursive=True)
+
+
+def temporary_name(final: str) -> str:
+    """A hidden name beside ``final`` that no ``{split}-*`` glob matches."""
+    return join(dirname(final), f".{basename(final)}.{uuid.uuid4().hex[:12]}.labelfix-tmp")
+
+
+def replace(src: str, dst: str) -> None:
+    """Move ``src`` to ``dst`` (overwriting it); the finished file appears under ``dst`` whole.
+
+    Local to local is ``os.replace`` (atomic). A local file going to remote storage is uploaded
+    under a temporary name beside ``dst`` and then moved; remote to remote is fsspec's move.
+    """
+    if not is_url(dst):
+        if is_url(src):
+            raise ValueError(f"cannot move {src} to the local path {dst}")
+        os.replace(src, dst)
+        return
+    fs, d = _split(dst)
+    if is_url(src):
+        _, s = _split(src)
+        fs.mv(s, d)
+        return
+    tmp = temporary_name(dst)
+    _, t = _split(tmp)
+    try:
+        fs.put_file(src, t)
+        fs.mv(t, d)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            fs.rm_file(t)
+        raise
+    os.unlink(src)
+
+
+def write_bytes_atomic(path: str, data: bytes) -> None:
+    """Write ``data`` to a temporary name beside ``path``, then move it into place."""
+    tmp = temporary_name(path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            remove(tmp)
+        raise

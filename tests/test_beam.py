@@ -1,0 +1,223 @@
+"""``--runner beam`` on the DirectRunner: the same reports and records as the local runner."""
+
+from __future__ import annotations
+
+import io
+import json
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from labelfix.cli import main
+from labelfix.mapping import LabelMap
+from labelfix.scan import scan_dataset
+from labelfix.tfrecord import (
+    DatasetProblems,
+    feature_key,
+    parse_example,
+    shard_name,
+    verify_dataset,
+    write_dataset,
+)
+
+pytest.importorskip("apache_beam")
+tf = pytest.importorskip("tensorflow")
+
+from test_tfrecord import make_pairs, save_mask, voc_mask  # noqa: E402
+
+from labelfix.beam import scan_dataset_beam, write_dataset_beam  # noqa: E402
+
+#: Beam's own flags for a test run: one in-process worker, nothing left to chance.
+DIRECT = ("--runner=DirectRunner", "--direct_num_workers=1")
+
+
+@pytest.fixture
+def pairs(tmp_path: Path) -> tuple[Path, Path]:
+    """12 image/mask pairs, VOC-style, classes 1..12 with a 255 border."""
+    masks = {f"2007_{i:06d}": voc_mask(cls=1 + i) for i in range(12)}
+    return make_pairs(tmp_path / "data", masks)
+
+
+def write_local(images: Path, masks: Path, output: Path, **kwargs):
+    kwargs.setdefault("num_classes", 21)
+    kwargs.setdefault("label_map", LabelMap(ignore=(255,)))
+    return write_dataset(images=images, masks=masks, output=output, jobs=1, **kwargs)
+
+
+def write_beam(images: Path, masks: Path, output: Path, **kwargs):
+    kwargs.setdefault("num_classes", 21)
+    kwargs.setdefault("label_map", LabelMap(ignore=(255,)))
+    return write_dataset_beam(
+        images=images, masks=masks, output=output, pipeline_args=DIRECT, **kwargs
+    )
+
+
+def masks_by_id(result) -> dict[str, list]:
+    """source_id -> decoded mask, over every record of every shard."""
+    compression = "GZIP" if result.compression == "gzip" else ""
+    found = {}
+    for path in result.paths:
+        for record in tf.data.TFRecordDataset(path, compression_type=compression):
+            features = parse_example(record.numpy())
+            png = features[feature_key("mask")][0]
+            found[features[feature_key("source_id")][0].decode()] = np.asarray(
+                Image.open(io.BytesIO(png))
+            ).tolist()
+    return found
+
+
+def names(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir())
+
+
+# ----------------------------------------------------------------------------- stats
+
+
+@pytest.mark.parametrize("artifacts", [False, True])
+def test_beam_stats_equal_local_stats(messy_masks: Path, clean_masks: Path, artifacts: bool):
+    paths = [messy_masks, clean_masks]
+    options = dict(ignore=(255,), num_classes=21, artifacts=artifacts)
+    local = scan_dataset(paths, jobs=1, **options)
+    beam = scan_dataset_beam(paths, pipeline_args=DIRECT, **options)
+    assert beam.to_dict() == local.to_dict()
+    assert beam.class_weights() == local.class_weights()
+    assert beam.unreadable and beam.out_of_range  # the lists whose order had to be restored
+
+
+def test_stats_combine_restores_listing_order_whatever_the_arrival_order(
+    messy_masks: Path, clean_masks: Path
+):
+    """The DirectRunner happens to keep the order; Dataflow does not. Fold shuffled input."""
+    from labelfix.beam import _stats_from_json, _StatsFn
+    from labelfix.scan import iter_reports
+
+    options = dict(ignore=(255,), num_classes=21)
+    reports = list(enumerate(iter_reports([messy_masks, clean_masks], jobs=1, **options)))
+    local = scan_dataset([messy_masks, clean_masks], jobs=1, **options).to_dict()
+    combine = _StatsFn((255,), 21)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        order = rng.permutation(len(reports))
+        parts = [combine.create_accumulator() for _ in range(3)]
+        for k, i in enumerate(order):
+            combine.add_input(parts[k % 3], reports[i])
+        merged = combine.merge_accumulators(reversed(parts))
+        assert _stats_from_json(combine.extract_output(merged)).to_dict() == local
+
+
+def test_beam_stats_read_remote_paths(clean_masks: Path):
+    pytest.importorskip("fsspec")
+    from test_fs import upload
+
+    from labelfix import fs
+
+    root = f"memory://labelfix-{uuid.uuid4().hex[:8]}"
+    upload(clean_masks, root)
+    try:
+        beam = scan_dataset_beam([root], ignore=(255,), num_classes=21, pipeline_args=DIRECT)
+    finally:
+        fs.rmtree(root)
+    local = scan_dataset([clean_masks], ignore=(255,), num_classes=21, jobs=1)
+    assert beam.to_dict() == local.to_dict()
+
+
+def test_cli_stats_beam_json_equals_local(messy_masks: Path):
+    args = ["stats", str(messy_masks), "--ignore", "255", "-n", "21", "--json"]
+    local = CliRunner().invoke(main, [*args, "-j", "1"])
+    beam = CliRunner().invoke(main, [*args, "--runner", "beam", "--", *DIRECT])
+    assert beam.exit_code == local.exit_code == 1  # messy_masks has unreadable files
+    assert json.loads(beam.stdout) == json.loads(local.stdout)
+    assert beam.stderr == local.stderr
+
+
+def test_cli_pipeline_options_need_the_beam_runner(clean_masks: Path, tmp_path: Path):
+    result = CliRunner().invoke(main, ["stats", str(clean_masks), "--", "--runner=DirectRunner"])
+    assert result.exit_code == 2
+    assert "pipeline options after -- (--runner=DirectRunner) need --runner beam" in result.output
+    result = CliRunner().invoke(
+        main, ["stats", str(clean_masks), "--runner", "beam", "--per-image", "x.csv"]
+    )
+    assert result.exit_code == 2 and "--per-image needs --runner local" in result.output
+    assert "[-- BEAM_OPTION...]" in CliRunner().invoke(main, ["to-tfrecord", "--help"]).output
+
+
+# ----------------------------------------------------------------------------- to-tfrecord
+
+
+@pytest.mark.parametrize("compression", ["none", "gzip"])
+def test_beam_records_decode_to_the_local_masks(pairs, tmp_path: Path, compression: str):
+    images, masks = pairs
+    local = write_local(images, masks, tmp_path / "local", num_shards=3, compression=compression)
+    beam = write_beam(images, masks, tmp_path / "beam", num_shards=3, compression=compression)
+    assert [s.file for s in beam.shards] == [shard_name("train", i, 3) for i in range(3)]
+    assert names(tmp_path / "beam") == names(tmp_path / "local")  # no staging directory left
+    assert masks_by_id(beam) == masks_by_id(local)
+    assert sum(s.records for s in beam.shards) == 12
+    manifests = [
+        json.loads((tmp_path / d / "train.labelfix.json").read_text()) for d in ("local", "beam")
+    ]
+    for m in manifests:
+        m.pop("shards")
+    assert manifests[0] == manifests[1]
+    # counts, sizes and checksums in the manifest are those of the files Beam wrote
+    assert verify_dataset(tmp_path / "beam", jobs=1).problems == ()
+    assert beam.to_dict() | {"output": "", "manifest": "", "shards": []} == local.to_dict() | {
+        "output": "",
+        "manifest": "",
+        "shards": [],
+    }
+
+
+def test_beam_writes_empty_shards_and_estimates_the_count(pairs, tmp_path: Path):
+    images, masks = pairs
+    beam = write_beam(images, masks, tmp_path / "many", num_shards=15, split="val")
+    assert [s.file for s in beam.shards] == [shard_name("val", i, 15) for i in range(15)]
+    assert sorted(s.records for s in beam.shards)[:3] == [0, 0, 0]
+    one_pair = (images / "2007_000000.jpg").stat().st_size + (
+        masks / "2007_000000.png"
+    ).stat().st_size
+    beam = write_beam(images, masks, tmp_path / "sized", shard_size=one_pair * 4)
+    assert 3 <= len(beam.shards) <= 4
+    assert beam.shards[0].file.endswith(f"-of-{len(beam.shards):05d}.tfrecord")
+
+
+def test_beam_bad_mask_fails_with_the_local_report(pairs, tmp_path: Path):
+    images, masks = pairs
+    out = tmp_path / "tfr"
+    write_beam(images, masks, out, num_shards=2)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    for name, value in (("2007_000003.png", 37), ("2007_000008.png", 40)):
+        bad = voc_mask(cls=4)
+        bad[0, 7] = value
+        save_mask(masks / name, bad)
+    with pytest.raises(DatasetProblems) as local:
+        write_local(images, masks, tmp_path / "local")
+    with pytest.raises(DatasetProblems) as beam:
+        write_beam(images, masks, out, num_shards=2)
+    assert str(beam.value) == str(local.value)
+    assert beam.value.problems == local.value.problems
+    assert len(beam.value.problems) == 2 and "value 37 is not a class id" in beam.value.problems[0]
+    # the earlier dataset is untouched, and no staging directory is left
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_cli_to_tfrecord_beam_same_exit_and_message(pairs, tmp_path: Path):
+    images, masks = pairs
+    args = ["to-tfrecord", "--images", str(images), "--masks", str(masks), "-n", "21"]
+    args += ["--ignore", "255", "--num-shards", "2"]
+    beam_args = ["--runner", "beam", "--", *DIRECT]
+    ok = CliRunner().invoke(main, [*args, "-o", str(tmp_path / "b"), *beam_args])
+    assert ok.exit_code == 0, ok.output
+    assert "Wrote 12 records" in ok.stdout and "in 2 shard(s)" in ok.stdout
+    bad = voc_mask()
+    bad[2, 3] = 99
+    save_mask(masks / "2007_000005.png", bad)
+    local = CliRunner().invoke(main, [*args, "-o", str(tmp_path / "l"), "-j", "1"])
+    beam = CliRunner().invoke(main, [*args, "-o", str(tmp_path / "b"), *beam_args])
+    assert beam.exit_code == local.exit_code == 1
+    assert beam.stderr == local.stderr
+    assert "value 99 is not a class id" in beam.stderr

@@ -1,0 +1,176 @@
+"""labelfix.fs: one filesystem layer; remote paths tested on fsspec's in-memory filesystem."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from labelfix import fs
+from labelfix.cli import main
+from labelfix.errors import MissingExtra, UnreadableMask
+from labelfix.masks import iter_mask_files, read_mask
+from labelfix.scan import scan_dataset
+
+from conftest import save_palette_png, save_png, voc_mask
+
+fsspec = pytest.importorskip("fsspec")
+
+
+@pytest.fixture
+def memory_root():
+    """A fresh ``memory://`` directory, removed afterwards (the filesystem is process-wide)."""
+    root = f"memory://labelfix-{uuid.uuid4().hex[:8]}"
+    yield root
+    fs.rmtree(root)
+
+
+def upload(local: Path, remote: str) -> None:
+    """Copy a local directory tree to ``remote``, file by file."""
+    for path in sorted(local.rglob("*")):
+        if path.is_file():
+            with fs.open(fs.join(remote, path.relative_to(local).as_posix()), "wb") as fh:
+                fh.write(path.read_bytes())
+
+
+# ----------------------------------------------------------------------------- paths
+
+
+def test_url_paths_keep_their_scheme():
+    assert fs.is_url("gs://b/m") and fs.is_url("memory://x") and not fs.is_url("/data/gs://x")
+    assert not fs.is_url("masks/a.png")
+    assert fs.join("gs://b/masks/", "a", "0001.png") == "gs://b/masks/a/0001.png"
+    assert fs.dirname("gs://b/masks/a/0001.png") == "gs://b/masks/a"
+    assert fs.basename("s3://b/masks/") == "masks"
+    assert fs.normpath("gs://b/masks/./a/../0001.png") == "gs://b/masks/0001.png"
+    assert fs.relpath("gs://b/masks/a/0001.png", "gs://b/masks") == "a/0001.png"
+    assert fs.join("masks", "a") == str(Path("masks") / "a")
+
+
+def test_missing_fsspec_names_the_extra(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "fsspec", None)
+    with pytest.raises(
+        MissingExtra, match=r"gs://b/m: remote paths need fsspec.*labelfix\[remote\]"
+    ):
+        fs.exists("gs://b/m")
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def test_remote_listing_and_reads_equal_local(clean_masks: Path, memory_root: str):
+    upload(clean_masks, memory_root)
+    local = [(rel, read_mask(p).array.tolist()) for p, rel in iter_mask_files([clean_masks])]
+    remote = [(rel, read_mask(p).array.tolist()) for p, rel in iter_mask_files([memory_root])]
+    assert remote == local
+    assert next(p for p, _ in iter_mask_files([memory_root])) == f"{memory_root}/a/0001.png"
+    first = read_mask(f"{memory_root}/a/0001.png")
+    assert first.kind == "palette" and first.palette is not None
+
+
+def test_remote_unreadable_masks_name_the_url(memory_root: str):
+    with fs.open(f"{memory_root}/empty.png", "wb"):
+        pass
+    with pytest.raises(UnreadableMask, match=r"^memory://.*/empty.png: empty file$"):
+        read_mask(f"{memory_root}/empty.png")
+    with pytest.raises(UnreadableMask, match="no such file"):
+        read_mask(f"{memory_root}/missing.png")
+    with pytest.raises(UnreadableMask, match=r"not a readable \.npy"):
+        read_mask(f"{memory_root}/missing.npy")
+
+
+def test_remote_stats_equal_local_stats(messy_masks: Path, memory_root: str):
+    upload(messy_masks, memory_root)
+    local = scan_dataset([messy_masks], ignore=(255,), num_classes=21, jobs=1).to_dict()
+    remote = scan_dataset([memory_root], ignore=(255,), num_classes=21, jobs=1).to_dict()
+    as_text = json.dumps(remote).replace(memory_root, str(messy_masks))
+    assert json.loads(as_text) == local
+
+
+def test_cli_stats_reads_a_url_and_checks_that_it_exists(clean_masks: Path, memory_root: str):
+    upload(clean_masks, memory_root)
+    result = CliRunner().invoke(main, ["stats", memory_root, "--json", "-j", "1"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["files"] == 4
+    result = CliRunner().invoke(main, ["stats", f"{memory_root}/nothing"])
+    assert result.exit_code == 2
+    assert "does not exist" in result.output
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def test_replace_uploads_under_a_temporary_name_then_moves(tmp_path: Path, memory_root: str):
+    src = tmp_path / "shard"
+    src.write_bytes(b"records")
+    fs.replace(str(src), f"{memory_root}/out/train-00000-of-00001.tfrecord")
+    assert not src.exists()
+    assert fs.listdir(f"{memory_root}/out") == ["train-00000-of-00001.tfrecord"]
+    fs.write_bytes_atomic(f"{memory_root}/out/m.json", b"{}")
+    assert sorted(fs.listdir(f"{memory_root}/out")) == ["m.json", "train-00000-of-00001.tfrecord"]
+
+
+def test_to_tfrecord_reads_and_writes_remote_paths(tmp_path: Path, memory_root: str):
+    pytest.importorskip("tensorflow")
+    from labelfix.mapping import LabelMap
+    from labelfix.tfrecord import DatasetProblems, shard_info, write_dataset
+
+    for i in range(5):
+        save_palette_png(tmp_path / "in" / "masks" / f"{i:03d}.png", voc_mask())
+        save_png(tmp_path / "in" / "images" / f"{i:03d}.png", np.full((8, 10, 3), i, np.uint8))
+    upload(tmp_path / "in", memory_root)
+    common = dict(num_classes=21, label_map=LabelMap(ignore=(255,)), num_shards=2, jobs=1)
+    local = write_dataset(
+        images=tmp_path / "in" / "images",
+        masks=tmp_path / "in" / "masks",
+        output=tmp_path / "out",
+        **common,
+    )
+    out = f"{memory_root}/tfr"
+    remote_in = dict(images=f"{memory_root}/images", masks=f"{memory_root}/masks")
+    write_dataset(**remote_in, output=out, **common)
+    remote = write_dataset(**remote_in, output=out, **common)  # replaces the first run
+    # the same bytes as the local run, under the final names only (no temporary names left)
+    assert [s.sha256 for s in remote.shards] == [s.sha256 for s in local.shards]
+    assert sorted(fs.listdir(out)) == [
+        "train-00000-of-00002.tfrecord",
+        "train-00001-of-00002.tfrecord",
+        "train.labelfix.json",
+    ]
+    manifest = json.loads(fs.read_bytes(f"{out}/train.labelfix.json"))
+    assert manifest["shards"] == [s.__dict__ for s in local.shards]
+    assert shard_info(f"{out}/train-00001-of-00002.tfrecord") == local.shards[1]
+
+    bad = voc_mask()
+    bad[0, 0] = 40
+    with fs.open(f"{memory_root}/masks/003.png", "wb") as fh:
+        save_png(tmp_path / "bad.png", bad)
+        fh.write((tmp_path / "bad.png").read_bytes())
+    with pytest.raises(DatasetProblems, match="no shard was written"):
+        write_dataset(**remote_in, output=out, **common)
+    assert len(fs.listdir(out)) == 3  # the earlier dataset is untouched
+
+
+@pytest.mark.parametrize("compression", ["none", "gzip"])
+def test_shard_info_counts_what_tensorflow_wrote(tmp_path: Path, compression: str):
+    tf = pytest.importorskip("tensorflow")
+    from labelfix.tfrecord import count_records, shard_info
+
+    path = tmp_path / "s.tfrecord"
+    options = tf.io.TFRecordOptions(compression_type="GZIP" if compression == "gzip" else "")
+    with tf.io.TFRecordWriter(str(path), options) as writer:
+        for n in (0, 1, 300, 70_000):
+            writer.write(b"x" * n)
+    info = shard_info(str(path), compression=compression)
+    assert (info.file, info.records, info.bytes) == ("s.tfrecord", 4, path.stat().st_size)
+    data = path.read_bytes()
+    assert count_records([data[i : i + 7] for i in range(0, len(data), 7)], compression=compression)
+    if compression == "none":
+        with pytest.raises(ValueError, match="ends inside a record"):
+            count_records([data[:-1]])
