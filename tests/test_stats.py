@@ -149,7 +149,7 @@ def test_stats_empty_directory_is_a_data_problem(tmp_path):
 
 
 def test_cli_does_not_import_tensorflow(tmp_path):
-    """`labelfix --help` and `labelfix stats` must start fast: no TensorFlow, no Keras."""
+    """`labelfix --help`, `stats` and `validate` start fast: no TensorFlow, Keras or Beam."""
     import subprocess
     import sys
 
@@ -162,7 +162,8 @@ def test_cli_does_not_import_tensorflow(tmp_path):
         "        main(args)\n"
         "    except SystemExit:\n"
         "        pass\n"
-        "bad = [m for m in ('tensorflow', 'keras', 'jax', 'torch') if m in sys.modules]\n"
+        "heavy = ('tensorflow', 'keras', 'jax', 'torch', 'apache_beam', 'fsspec')\n"
+        "bad = [m for m in heavy if m in sys.modules]\n"
         "sys.exit(1 if bad else 0)\n"
     )
     proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True)
