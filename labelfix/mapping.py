@@ -303,6 +303,8 @@ def read_map_file(path: str | os.PathLike) -> tuple[tuple[int, int], ...]:
             rules.append((int(str(a).strip(), 0), int(str(b).strip(), 0)))
         except ValueError:
             raise MappingError(f"{path}: expected integer values, got {a!r}: {b!r}") from None
+    if not rules:
+        raise MappingError(f"{path}: no mapping rules in it (expected JSON or from,to rows)")
     return tuple(rules)
 
 

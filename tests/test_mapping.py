@@ -200,3 +200,10 @@ def test_map_files(tmp_path):
     (tmp_path / "bad.csv").write_text("7\n")
     with pytest.raises(MappingError, match="row 1: expected from,to"):
         read_map_file(tmp_path / "bad.csv")
+
+
+def test_a_map_file_without_rules_is_refused(tmp_path):
+    empty = tmp_path / "rules.csv"
+    empty.write_text("from,to\n")
+    with pytest.raises(MappingError, match="no mapping rules in it"):
+        read_map_file(empty)
