@@ -177,6 +177,7 @@ class _StatsFn(beam.CombineFn):
         stats.unreadable.sort(key=lambda entry: order[entry[0]])
         stats.not_labels.sort(key=lambda entry: order[entry[0]])
         stats.all_void.sort(key=order.__getitem__)
+        stats.interpolated.sort(key=order.__getitem__)
         for files in stats.out_of_range.values():
             files.sort(key=order.__getitem__)
         return _stats_to_json(stats)
@@ -193,13 +194,17 @@ def _stats_to_json(stats: DatasetStats) -> dict:
         "void_pixels": stats.void_pixels,
         "kinds": list(stats.kinds.items()),
         "sizes": [[h, w, n] for (h, w), n in stats.sizes.items()],
-        "values": [[v, s.pixels, s.images, s.image_pixels] for v, s in stats.values.items()],
+        "values": [
+            [v, s.pixels, s.images, s.image_pixels, s.fringe] for v, s in stats.values.items()
+        ],
         "unreadable": stats.unreadable,
         "not_labels": stats.not_labels,
         "all_void": stats.all_void,
         "out_of_range": list(stats.out_of_range.items()),
         "suspects": list(stats.suspects.items()),
         "specks": stats.specks,
+        "interpolated": stats.interpolated,
+        "artifacts": stats.artifacts,
     }
 
 
@@ -213,13 +218,15 @@ def _stats_from_json(data: dict) -> DatasetStats:
         void_pixels=data["void_pixels"],
         kinds=dict((k, n) for k, n in data["kinds"]),
         sizes={(h, w): n for h, w, n in data["sizes"]},
-        values={v: ValueStats(p, i, ip) for v, p, i, ip in data["values"]},
+        values={v: ValueStats(p, i, ip, f) for v, p, i, ip, f in data["values"]},
         unreadable=[tuple(e) for e in data["unreadable"]],
         not_labels=[tuple(e) for e in data["not_labels"]],
         all_void=list(data["all_void"]),
         out_of_range={v: list(files) for v, files in data["out_of_range"]},
         suspects={v: list(entry) for v, entry in data["suspects"]},
         specks=data["specks"],
+        interpolated=list(data["interpolated"]),
+        artifacts=data["artifacts"],
     )
 
 

@@ -19,7 +19,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from labelfix.artifacts import MIN_SUPPORT, SuspectValue, equal_neighbours, suspect_values
+from labelfix.artifacts import (
+    MIN_SUPPORT,
+    SuspectValue,
+    equal_neighbours,
+    fringe_mask,
+    suspect_values,
+)
 from labelfix.errors import UnreadableMask
 from labelfix.masks import KINDS, Mask, iter_mask_files, read_mask
 from labelfix.masks import value_counts as value_counts  # re-exported
@@ -28,6 +34,10 @@ from labelfix.parallel import ordered_map
 
 if TYPE_CHECKING:
     from labelfix.colormap import Colormap
+
+
+#: A mask with at least this many fringe-only values "looks interpolated".
+INTERPOLATED_MIN_SUSPECTS = 3
 
 
 @dataclass(frozen=True)
@@ -59,6 +69,13 @@ class FileReport:
     #: with ``artifacts=True``: values whose pixels lie (almost) only on fringes, and specks
     suspects: tuple[SuspectValue, ...] = ()
     specks: int = 0
+    #: with ``artifacts=True``: per value (aligned with ``values``), its pixels on fringes
+    fringe: tuple[int, ...] = ()
+
+    @property
+    def looks_interpolated(self) -> bool:
+        """Several values lie only on fringes: the mask was resized or compressed lossily."""
+        return len(self.suspects) >= INTERPOLATED_MIN_SUSPECTS
 
     @property
     def pixels(self) -> int:
@@ -108,9 +125,15 @@ def scan_mask(
             bad.append(BadValue(value=v, pixels=int(c), y=y, x=x))
     suspects: tuple[SuspectValue, ...] = ()
     specks = 0
+    fringe: tuple[int, ...] = ()
     if artifacts:
-        suspects = tuple(suspect_values(mask.labels, ignore=ignore))
-        specks = int((equal_neighbours(mask.labels) < MIN_SUPPORT).sum())
+        labels = mask.labels
+        on_fringe = fringe_mask(labels)
+        suspects = tuple(suspect_values(labels, ignore=ignore, fringe=on_fringe))
+        specks = int((equal_neighbours(labels) < MIN_SUPPORT).sum())
+        fv, fc = np.unique(labels[on_fringe], return_counts=True)
+        by_value = dict(zip(fv.tolist(), fc.tolist(), strict=True))
+        fringe = tuple(by_value.get(int(v), 0) for v in values)
     return FileReport(
         path=mask.path,
         relpath=relpath,
@@ -124,6 +147,7 @@ def scan_mask(
         bad_values=tuple(bad),
         suspects=suspects,
         specks=specks,
+        fringe=fringe,
     )
 
 
@@ -190,6 +214,8 @@ class ValueStats:
     images: int = 0
     #: pixels of all images that contain the value (denominator of median-frequency balancing)
     image_pixels: int = 0
+    #: with ``artifacts``: its pixels that lie on a boundary between two other values
+    fringe: int = 0
 
 
 @dataclass
@@ -212,6 +238,8 @@ class DatasetStats:
     #: value -> [files where it is a suspected artifact, its pixels there, fringe pixels there]
     suspects: dict[int, list[int]] = field(default_factory=dict)
     specks: int = 0
+    interpolated: list[str] = field(default_factory=list)
+    artifacts: bool = False
 
     def add(self, report: FileReport) -> None:
         """Fold one file's report into the totals."""
@@ -228,13 +256,18 @@ class DatasetStats:
         self.label_files += 1
         self.total_pixels += report.pixels
         self.void_pixels += report.void_pixels
-        for v, c in zip(report.values, report.counts, strict=True):
+        fringe = report.fringe or (0,) * len(report.values)
+        self.artifacts = self.artifacts or bool(report.fringe)
+        for v, c, f in zip(report.values, report.counts, fringe, strict=True):
             vs = self.values.get(v)
             if vs is None:
                 vs = self.values[v] = ValueStats()
             vs.pixels += c
             vs.images += 1
             vs.image_pixels += report.pixels
+            vs.fringe += f
+        if report.looks_interpolated:
+            self.interpolated.append(report.path)
         if self.ignore and report.all_void:
             self.all_void.append(report.path)
         for bad in report.bad_values:
@@ -267,6 +300,9 @@ class DatasetStats:
             vs.pixels += theirs.pixels
             vs.images += theirs.images
             vs.image_pixels += theirs.image_pixels
+            vs.fringe += theirs.fringe
+        self.artifacts = self.artifacts or other.artifacts
+        self.interpolated.extend(other.interpolated)
         self.unreadable.extend(other.unreadable)
         self.not_labels.extend(other.not_labels)
         self.all_void.extend(other.all_void)
@@ -331,6 +367,7 @@ class DatasetStats:
                     "share": s.pixels / self.total_pixels if self.total_pixels else 0.0,
                     "images": s.images,
                     "role": self.role(v),
+                    **({"fringe_share": s.fringe / s.pixels} if self.artifacts else {}),
                 }
                 for v, s in sorted(self.values.items())
             ],
@@ -354,6 +391,7 @@ class DatasetStats:
                 for v, (f, p, fr) in sorted(self.suspects.items())
             ],
             "specks": self.specks,
+            "interpolated_files": list(self.interpolated),
             "unreadable": [{"path": p, "reason": r} for p, r in self.unreadable],
             "not_labels": [{"path": p, "kind": k} for p, k in self.not_labels],
         }

@@ -95,20 +95,31 @@ def file_problems(
                 f"{path}: palette PNG: {KINDS['palette']}",
             )
         )
-    for sv in report.suspects:
+    if report.looks_interpolated:
+        values = ", ".join(str(sv.value) for sv in report.suspects)
         problems.append(
             Problem(
                 path,
                 "warning",
-                "artifact",
-                f"{path}: value {sv.value} looks like a lossy artifact: "
-                f"{100 * sv.share:.0f}% of its {sv.pixels} px lie on boundaries between two "
-                "other values "
-                "(bilinear resizing, anti-aliasing or JPEG; see labelfix repair)",
-                value=sv.value,
-                pixels=sv.pixels,
+                "interpolated",
+                f"{path}: looks interpolated: values {values} lie only on boundaries between "
+                "two other values (bilinear resizing, anti-aliasing or JPEG; see labelfix repair)",
             )
         )
+    else:
+        for sv in report.suspects:
+            problems.append(
+                Problem(
+                    path,
+                    "warning",
+                    "artifact",
+                    f"{path}: value {sv.value} looks like a lossy artifact: "
+                    f"{100 * sv.share:.0f}% of its {sv.pixels} px lie on boundaries between two "
+                    "other values (bilinear resizing, anti-aliasing or JPEG; see labelfix repair)",
+                    value=sv.value,
+                    pixels=sv.pixels,
+                )
+            )
     if report.specks and report.pixels and report.specks / report.pixels > 0.001:
         problems.append(
             Problem(

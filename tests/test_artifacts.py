@@ -121,9 +121,15 @@ def test_stats_and_validate_report_artifacts(tmp_path):
         main, ["validate", str(tmp_path / "m"), "-n", "256", "--ignore", "255", "--artifacts"]
     )
     assert result.exit_code == 0  # artifacts are warnings; the values are all in range
-    lines = [line for line in result.stdout.splitlines() if "lossy artifact" in line]
-    assert lines
-    assert all("resized.png" in line for line in lines)
+    lines = [line for line in result.stdout.splitlines() if "looks interpolated" in line]
+    assert len(lines) == 1
+    assert "resized.png: looks interpolated: values " in lines[0]
+    # per value, the share of its pixels on fringes; the resized file is listed
+    assert report["interpolated_files"] == [str(tmp_path / "m" / "resized.png")]
+    shares = {v["value"]: v["fringe_share"] for v in report["values"]}
+    suspects = {s["value"] for s in report["suspected_artifacts"]}
+    assert all(shares[v] >= 0.9 for v in suspects)
+    assert shares[0] < 0.1  # the background is a real region
 
 
 def test_repair_cli_jpeg_masks_to_output_dir_reports_per_file(tmp_path):

@@ -184,9 +184,14 @@ def render(result: DatasetStats) -> str:
         out.append("Values:")
         rows = [
             (v, f"{s.pixels:,}", _pct(s.pixels / result.total_pixels), s.images, result.role(v))
+            + ((_pct(s.fringe / s.pixels),) if result.artifacts else ())
             for v, s in sorted(result.values.items())
         ]
-        out.append(table(rows, ("value", "pixels", "share", "images", "role"), right={0, 1, 2, 3}))
+        header = ("value", "pixels", "share", "images", "role")
+        right = {0, 1, 2, 3}
+        if result.artifacts:
+            header, right = (*header, "on fringes"), {*right, 5}
+        out.append(table(rows, header, right=right))
     if result.ignore:
         out.append("")
         ign = ", ".join(map(str, result.ignore))
@@ -216,16 +221,21 @@ def render(result: DatasetStats) -> str:
         out.append("Suggested class weights (median-frequency balancing):")
         rows = [(c, f"{w:.4f}") for c, w in weights.items()]
         out.append(table(rows, ("class", "weight"), right={0, 1}))
-    if result.suspects or result.specks:
+    if result.artifacts:
         out.append("")
-        out.append("Suspected lossy artifacts (values on boundaries between two other values):")
-        rows = [
-            (v, f, f"{p:,}", _pct(fr / p if p else 0.0))
-            for v, (f, p, fr) in sorted(result.suspects.items())
-        ]
-        if rows:
+        if result.suspects:
+            out.append("Suspected lossy artifacts (values on boundaries between two other values):")
+            rows = [
+                (v, f, f"{p:,}", _pct(fr / p if p else 0.0))
+                for v, (f, p, fr) in sorted(result.suspects.items())
+            ]
             out.append(table(rows, ("value", "files", "pixels", "on fringes"), right={0, 1, 2, 3}))
+        else:
+            out.append("No value lies only on boundaries between two other values.")
         out.append(f"Specks (< 3 same-valued neighbours): {result.specks:,} px")
+        if result.interpolated:
+            out.append(f"{len(result.interpolated)} mask(s) look interpolated (resized or JPEG):")
+            out.extend(f"  {path}" for path in result.interpolated[:20])
     for path, kind in result.not_labels:
         out.append(f"{os.fspath(path)}: {kind} mask, not counted ({KINDS[kind]})")
     return "\n".join(out)
