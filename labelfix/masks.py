@@ -168,26 +168,35 @@ def read_mask(
     colormap: Colormap | None = None,
     unknown_colour: str = "error",
     ignore: int = 255,
+    data: bytes | None = None,
 ) -> Mask:
     """Read a mask file (PNG, other Pillow formats, or ``.npy``) without changing a value.
 
+    ``data``, when given, is the file's content already read (``path`` then only names it).
     With a ``colormap``, colour masks are converted to class ids (kind ``colormap``); an
     unknown colour raises UnknownColour, or becomes ``ignore`` with ``unknown_colour="ignore"``.
     Raises UnreadableMask with a one-line reason for anything that cannot be decoded.
     """
     path = os.fspath(path)
     if path.lower().endswith(".npy"):
-        return _read_npy(path, max_pixels=max_pixels)
-    mask = _read_image(path, max_pixels=max_pixels)
+        return _read_npy(path, max_pixels=max_pixels, data=data)
+    mask = _read_image(path, max_pixels=max_pixels, data=data)
     if colormap is not None and mask.kind == "colour":
         ids = colormap.to_ids(mask.array, unknown=unknown_colour, ignore=ignore, path=path)
         return Mask(path=path, kind="colormap", array=ids)
     return mask
 
 
-def _read_npy(path: str, *, max_pixels: int) -> Mask:
+def _source(path: str, data: bytes | None):
+    """What to hand Pillow or NumPy: the bytes given, a remote file's bytes, or the path."""
+    if data is not None:
+        return io.BytesIO(data)
+    return io.BytesIO(fs.read_bytes(path)) if fs.is_url(path) else path
+
+
+def _read_npy(path: str, *, max_pixels: int, data: bytes | None = None) -> Mask:
     try:
-        source = path if not fs.is_url(path) else io.BytesIO(fs.read_bytes(path))
+        source = _source(path, data)
         array = np.load(source, allow_pickle=False)
     except (ValueError, OSError, EOFError) as err:
         raise UnreadableMask(path, f"not a readable .npy array ({_short(err)})") from None
@@ -206,12 +215,12 @@ def _read_npy(path: str, *, max_pixels: int) -> Mask:
     return Mask(path=path, kind="npy", array=array)
 
 
-def _read_image(path: str, *, max_pixels: int) -> Mask:
+def _read_image(path: str, *, max_pixels: int, data: bytes | None = None) -> Mask:
     im = None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(path if not fs.is_url(path) else io.BytesIO(fs.read_bytes(path)))
+            im = Image.open(_source(path, data))
             width, height = im.size
             if width * height > max_pixels:
                 raise UnreadableMask(

@@ -57,7 +57,7 @@ from labelfix._version import __version__
 from labelfix.errors import LabelfixError, MappingError, MissingExtra, UnreadableMask
 from labelfix.mapping import LabelMap
 from labelfix.masks import (
-    MAX_PIXELS,
+    Mask,
     encode_png,
     iter_mask_files,
     read_mask,
@@ -765,31 +765,29 @@ def _convert(labels: np.ndarray, values: np.ndarray, stored: np.ndarray, dtype) 
     return stored.astype(dtype)[np.searchsorted(values, labels)]
 
 
-#: 8-bit PNG masks up to this size take the fast path (no DecompressionBombWarning possible).
-_FAST_MAX_PIXELS = min(MAX_PIXELS, Image.MAX_IMAGE_PIXELS or MAX_PIXELS)
-
-
 @dataclass
 class _MaskData:
-    """A decoded mask reduced to what the writer needs; the pixel array only on demand."""
+    """A decoded mask, its value histogram and (for PNGs) the file's bytes for passthrough."""
 
-    path: str
-    kind: str
-    shape: tuple[int, int]
+    mask: Mask
     values: np.ndarray
     counts: np.ndarray
     png: bytes | None = None
-    image: Image.Image | None = None
-    array: np.ndarray | None = None
+
+    @property
+    def kind(self) -> str:
+        return self.mask.kind
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.mask.shape
 
     @property
     def dtype(self) -> np.dtype:
-        return self.array.dtype if self.array is not None else np.dtype(np.uint8)
+        return self.mask.dtype
 
     def labels(self) -> np.ndarray:
-        if self.array is None:
-            self.array = np.asarray(self.image)
-        return self.array
+        return self.mask.labels
 
 
 def _read_mask_data(
@@ -799,48 +797,22 @@ def _read_mask_data(
     unknown_colour: str = "error",
     ignore: int = 255,
 ) -> _MaskData:
-    """Decode a mask and count its values; raises UnreadableMask like :func:`read_mask`.
+    """Read a mask file once, decode it and count its values; raises UnreadableMask.
 
-    8-bit grey and palette PNGs (nearly every dataset's masks) are decoded once and counted by
-    Pillow's C histogram without a numpy round trip; everything else, and every failure, goes
-    through :func:`labelfix.masks.read_mask`, which says what is wrong.
+    The bytes are kept for PNGs, so a mask that needs no change can be stored as it is.
+    8-bit grey and palette masks are counted by Pillow's C histogram without a numpy round
+    trip (see :meth:`labelfix.masks.Mask.value_counts`).
     """
     try:
         data = fs.read_bytes(path)
     except OSError:
-        data = b""
-    header = _png_header(data)
-    fast = header is not None and header[2] == 8 and header[3] in (0, 3)
-    if fast and 0 < header[0] * header[1] <= _FAST_MAX_PIXELS:
-        try:
-            image = Image.open(io.BytesIO(data))
-            image.load()
-        except (OSError, SyntaxError, ValueError, EOFError, zlib.error):
-            image = None
-        if image is not None and image.mode in ("L", "P"):
-            hist = np.asarray(image.histogram(), np.int64)
-            values = np.flatnonzero(hist)
-            return _MaskData(
-                path=path,
-                kind="palette" if image.mode == "P" else "8-bit",
-                shape=(image.height, image.width),
-                values=values,
-                counts=hist[values],
-                png=data,
-                image=image,
-            )
-    mask = read_mask(path, colormap=colormap, unknown_colour=unknown_colour, ignore=ignore)
-    labels = mask.labels
-    values, counts = value_counts(labels)
-    return _MaskData(
-        path=path,
-        kind=mask.kind,
-        shape=mask.shape,
-        values=values,
-        counts=counts,
-        png=data if header is not None else None,
-        array=labels,
+        data = None  # read_mask says what is wrong with the path
+    mask = read_mask(
+        path, colormap=colormap, unknown_colour=unknown_colour, ignore=ignore, data=data
     )
+    values, counts = mask.value_counts()
+    png = data if data is not None and _png_header(data) is not None else None
+    return _MaskData(mask=mask, values=values, counts=counts, png=png)
 
 
 def prepare_pair(pair: Pair, plan: _Plan) -> _Prepared | _Rejected:
