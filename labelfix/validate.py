@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from labelfix.masks import KINDS
-from labelfix.scan import BadValue, DatasetStats, FileReport, iter_reports
+from labelfix.scan import BadValue, DatasetStats, FileReport, scan_dataset
 
 
 @dataclass(frozen=True)
@@ -197,19 +197,23 @@ def validate(
 
     ``read_options`` (``colormap``, ``unknown_colour``, ``artifacts``) go to the scan.
     """
-    result = ValidationResult(stats=DatasetStats(ignore=tuple(ignore), num_classes=num_classes))
-    for report in iter_reports(
+    problems: list[Problem] = []
+
+    def check(report: FileReport) -> None:
+        found = file_problems(report, num_classes=num_classes, ignore=ignore)
+        problems.extend(found)
+        if on_file is not None:
+            on_file(report, found)
+
+    stats = scan_dataset(
         paths,
         glob=glob,
         ignore=ignore,
         num_classes=num_classes,
         images=images,
         jobs=jobs,
+        on_file=check,
         **read_options,
-    ):
-        result.stats.add(report)
-        problems = file_problems(report, num_classes=num_classes, ignore=ignore)
-        result.problems.extend(problems)
-        if on_file is not None:
-            on_file(report, problems)
+    )
+    result = ValidationResult(stats=stats, problems=problems)
     return result
