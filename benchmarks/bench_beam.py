@@ -3,10 +3,10 @@
 Generates VOC-size data (500x375 JPEG images, VOC-palette PNG masks, as bench_tfrecord.py), then
 times on the same files, in this one process (TensorFlow and Beam imported before any timing):
 
-* ``stats``: :func:`labelfix.scan.scan_dataset` (local, ``jobs`` processes) against
-  :func:`labelfix.beam.scan_dataset_beam`;
-* ``to-tfrecord``: :func:`labelfix.tfrecord.write_dataset` against
-  :func:`labelfix.beam.write_dataset_beam` (``WriteToTFRecord``, then the shards are read back
+* ``stats``: :func:`labelfix.checks.stats.scan_dataset` (local, ``jobs`` processes) against
+  :func:`labelfix.records.beam.scan_dataset_beam`;
+* ``to-tfrecord``: :func:`labelfix.records.write.write_dataset` against
+  :func:`labelfix.records.beam.write_dataset_beam` (``WriteToTFRecord``, then the shards are read back
   for their counts and checksums).
 
 Beam runs twice: the DirectRunner's default (one worker, in this process) and its
@@ -32,10 +32,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from bench_tfrecord import IGNORE, NUM_CLASSES, make_voc_like
 
-from labelfix.mapping import LabelMap
+from labelfix.checks.stats import scan_dataset
+from labelfix.labels.labelmap import LabelMap
 from labelfix.parallel import default_jobs
-from labelfix.scan import scan_dataset
-from labelfix.tfrecord import write_dataset
+from labelfix.records.write import write_dataset
 
 
 def best_of(repeat: int, func) -> float:
@@ -56,7 +56,7 @@ def main() -> None:
 
     import tensorflow as tf  # noqa: F401 - imported once, before any timing
 
-    from labelfix.beam import scan_dataset_beam, write_dataset_beam
+    from labelfix.records.beam import scan_dataset_beam, write_dataset_beam
 
     logging.getLogger("apache_beam").setLevel(logging.ERROR)
     root = tempfile.mkdtemp(prefix="labelfix-bench-beam-")

@@ -102,8 +102,8 @@ def main(argv: list[str] | None = None) -> None:
 
     import tensorflow as tf
 
-    from labelfix.mapping import preset
-    from labelfix.tfrecord import write_dataset
+    from labelfix.labels.presets import preset
+    from labelfix.records.write import write_dataset
 
     tf.constant(0)
     root = args.workdir or tempfile.mkdtemp(prefix="bench-reader-")

@@ -5,7 +5,7 @@ default) in a temporary directory, then times, in one run:
 
 * the naive loop: Pillow open, ``np.where`` per mapped value, Pillow save with default settings,
   one process;
-* ``labelfix.remap.remap`` with the cityscapes preset, on all cores at several PNG compression
+* ``labelfix.rewrite.run.remap`` with the cityscapes preset, on all cores at several PNG compression
   levels and on one core, and the ``labelfix remap`` command end to end (a new process);
 * the PNG encoders alone, per mask.
 
@@ -33,10 +33,11 @@ import time
 import numpy as np
 from PIL import Image
 
-from labelfix.mapping import preset
-from labelfix.masks import PNG_COMPRESS_LEVEL, encode_png, iter_mask_files
+from labelfix.io.masks import iter_mask_files
+from labelfix.io.png import PNG_COMPRESS_LEVEL, encode_png
+from labelfix.labels.presets import preset
 from labelfix.parallel import default_jobs
-from labelfix.remap import remap
+from labelfix.rewrite.run import remap
 from labelfix.synthetic import cityscapes_like_mask
 
 HEIGHT, WIDTH = 1024, 2048

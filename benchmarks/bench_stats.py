@@ -20,8 +20,8 @@ import time
 import numpy as np
 from PIL import Image
 
+from labelfix.checks.stats import scan_dataset
 from labelfix.parallel import default_jobs, ordered_map
-from labelfix.scan import scan_dataset
 from labelfix.synthetic import cityscapes_like_mask
 
 
@@ -107,7 +107,7 @@ def peak_rss_mb(root: str, jobs: int) -> tuple[float, float]:
     """Peak RSS (MB) of a `stats` run on ``root``: the parent alone, and all its processes."""
     code = (
         "import resource\n"
-        "from labelfix.scan import scan_dataset\n"
+        "from labelfix.checks.stats import scan_dataset\n"
         f"scan_dataset([{root!r}], ignore=(255,), num_classes=34, jobs={jobs})\n"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
     )

@@ -11,7 +11,7 @@ times, in this one process (TensorFlow imported once, before any timing) and on 
   Pillow: the lightest single-process writer that still checks every mask.
 * ``build_voc2012_data.py as written``: TensorFlow decodes image and mask just for their sizes;
   no value check at all (reference row).
-* ``labelfix``: ``labelfix.tfrecord.write_dataset`` (what ``labelfix to-tfrecord`` runs): the
+* ``labelfix``: ``labelfix.records.write.write_dataset`` (what ``labelfix to-tfrecord`` runs): the
   same checks plus the mapping, palette stripping, per-class counts, manifest and sha256
   checksums, on every core.
 
@@ -37,7 +37,8 @@ import time
 import numpy as np
 from PIL import Image
 
-from labelfix.synthetic import shapes_sample, voc_palette
+from labelfix.labels.presets import voc_palette
+from labelfix.synthetic import shapes_sample
 
 NUM_CLASSES = 21
 IGNORE = 255
@@ -147,8 +148,8 @@ def build_voc2012_as_written(pairs, output: str) -> None:
 
 
 def labelfix_writer(root: str, output: str, **options) -> None:
-    from labelfix.mapping import preset
-    from labelfix.tfrecord import write_dataset
+    from labelfix.labels.presets import preset
+    from labelfix.records.write import write_dataset
 
     write_dataset(
         images=os.path.join(root, "JPEGImages"),

@@ -15,7 +15,8 @@ import shutil
 import numpy as np
 from PIL import Image
 
-from labelfix.synthetic import shapes_sample, voc_palette
+from labelfix.labels.presets import voc_palette
+from labelfix.synthetic import shapes_sample
 
 CLASSES = ["background", "red", "green", "blue", "yellow", "magenta"]
 HEIGHT, WIDTH = 120, 160

@@ -26,7 +26,9 @@ import os
 from collections.abc import Callable
 
 from labelfix.errors import LabelfixError, MissingExtra
-from labelfix.tfrecord import feature_key, read_manifest
+from labelfix.labels import IGNORE_AS
+from labelfix.records.example import feature_key
+from labelfix.records.manifest import read_manifest
 
 __all__ = ["decode_example", "load", "make_decoder", "read_manifest", "records", "shard_files"]
 
@@ -84,7 +86,7 @@ def records(
 
 
 def make_decoder(
-    manifest: dict, *, ignore_as: int | None = -1
+    manifest: dict, *, ignore_as: int | None = IGNORE_AS
 ) -> Callable[[object], tuple[object, object]]:
     """A function ``serialized -> (image float32 [H,W,3], mask int32 [H,W])`` for ``tf.data``.
 
@@ -141,7 +143,7 @@ def make_decoder(
     return decode
 
 
-def decode_example(serialized, manifest: dict, *, ignore_as: int | None = -1):
+def decode_example(serialized, manifest: dict, *, ignore_as: int | None = IGNORE_AS):
     """Decode one serialised record: ``(image float32 [H,W,3], mask int32 [H,W])``.
 
     >>> manifest = read_manifest("tfrecords", "val")                    # doctest: +SKIP
@@ -155,7 +157,7 @@ def load(
     path: str | os.PathLike,
     split: str = "train",
     *,
-    ignore_as: int | None = -1,
+    ignore_as: int | None = IGNORE_AS,
     shuffle: bool = False,
     shuffle_buffer: int = 256,
     seed: int | None = None,

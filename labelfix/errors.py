@@ -1,7 +1,8 @@
 """Exceptions raised by the labelfix library.
 
 Every error carries a one-line message that names the file (when there is one) and says what
-was expected and what was found; the CLI prints ``str(err)`` and exits 1.
+was expected and what was found; the CLI prints ``str(err)`` and exits 2 for a
+:class:`UsageError`, 1 for any other :class:`LabelfixError`.
 """
 
 from __future__ import annotations
@@ -10,7 +11,11 @@ import os
 
 
 class LabelfixError(Exception):
-    """Base class for every error labelfix raises on purpose."""
+    """Base class for every error labelfix raises on purpose (the CLI exits 1)."""
+
+
+class UsageError(LabelfixError):
+    """A request that cannot be carried out as asked, whatever the data (the CLI exits 2)."""
 
 
 class UnreadableMask(LabelfixError):
@@ -24,10 +29,6 @@ class UnreadableMask(LabelfixError):
 
 class NotALabelMask(UnreadableMask):
     """A readable image that does not hold class ids (a colour or JPEG mask)."""
-
-
-class InvalidLabels(LabelfixError):
-    """Mask values that are neither class ids nor an ignore value."""
 
 
 class MappingError(LabelfixError):

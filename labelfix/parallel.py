@@ -1,5 +1,9 @@
 """Run a per-file function over many files on every core, in order, with bounded memory.
 
+:func:`ordered_map` is the plain form; :class:`BackgroundMap` drives it from a thread, so the
+caller can do other work (import TensorFlow, process the first items itself) while the worker
+processes start.
+
 >>> list(ordered_map(len, ["a", "bb"], jobs=2))   # doctest: +SKIP
 [1, 2]
 """
@@ -13,7 +17,7 @@ import os
 import sys
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import TypeVar
 
@@ -52,7 +56,7 @@ def ordered_map(
     *,
     jobs: int | None = None,
     chunksize: int = 4,
-    preload: tuple[str, ...] = ("labelfix.scan",),
+    preload: tuple[str, ...] = ("labelfix.checks.stats",),
 ) -> Iterator[R]:
     """Yield ``func(item)`` for each item, in input order, using ``jobs`` processes.
 
@@ -88,3 +92,115 @@ def ordered_map(
         finally:
             for future in pending:
                 future.cancel()
+
+
+def _indexed(func: Callable, item: tuple[int, object]) -> tuple[int, object]:
+    index, value = item
+    return index, func(value)
+
+
+class BackgroundMap:
+    """``func`` over ``items`` on worker processes, results in order, driven from a thread.
+
+    The worker pool takes a moment to start (a fresh interpreter importing numpy and Pillow);
+    meanwhile the caller can import TensorFlow, or work through the first items itself
+    (:meth:`help_until_started`), so small datasets do not pay for the start-up. Results wait
+    in memory up to ``max_bytes`` (as ``size`` counts each result), then the workers pause.
+    """
+
+    def __init__(
+        self,
+        func: Callable,
+        items: Sequence,
+        *,
+        jobs: int,
+        local: Callable | None = None,
+        size: Callable[[object], int] = lambda result: 256,
+        max_bytes: int = 1 << 28,
+        preload: tuple[str, ...] = (),
+    ):
+        self.func, self.items, self.max_bytes = func, items, max_bytes
+        self.size, self.preload = size, preload
+        self.local = local or func  # what this process runs (its caches stay out of the pickles)
+        self._cond = threading.Condition()
+        self._cursor = self._wanted = 0
+        self._results: dict[int, object] = {}
+        self._bytes = 0
+        self._started = self._finished = self._stop = False
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._drive, args=(jobs,), name="labelfix-workers", daemon=True
+        )
+        self._thread.start()
+
+    def _claim(self) -> int | None:
+        with self._cond:
+            if self._stop or self._cursor >= len(self.items):
+                return None
+            self._cursor += 1
+            return self._cursor - 1
+
+    def _claims(self) -> Iterator[tuple[int, object]]:
+        while (index := self._claim()) is not None:
+            yield index, self.items[index]
+
+    def _put(self, index: int, result: object, *, from_pool: bool) -> None:
+        with self._cond:
+            self._results[index] = result
+            self._bytes += self.size(result)
+            self._started = self._started or from_pool
+            self._cond.notify_all()
+            # pause while the consumer has plenty to do; never while it waits for the next result
+            while (
+                from_pool
+                and self._bytes > self.max_bytes
+                and not self._stop
+                and self._wanted in self._results
+            ):
+                self._cond.wait()
+
+    def _drive(self, jobs: int) -> None:
+        try:
+            work = functools.partial(_indexed, self.func)
+            for index, result in ordered_map(
+                work, self._claims(), jobs=jobs, chunksize=8, preload=self.preload
+            ):
+                self._put(index, result, from_pool=True)
+        except BaseException as err:  # handed to the consuming thread
+            with self._cond:
+                self._error = err
+        finally:
+            with self._cond:
+                self._finished = True
+                self._cond.notify_all()
+
+    def help_until_started(self) -> None:
+        """Process items in this thread until the first result comes back from a worker."""
+        while not self._started and self._error is None:
+            index = self._claim()
+            if index is None:
+                return
+            self._put(index, self.local(self.items[index]), from_pool=False)
+
+    def __iter__(self) -> Iterator[object]:
+        for index in range(len(self.items)):
+            with self._cond:
+                self._wanted = index
+                self._cond.notify_all()
+                while index not in self._results:
+                    if self._error is not None:
+                        raise self._error
+                    if self._finished:
+                        raise RuntimeError("worker pool stopped early")  # pragma: no cover
+                    self._cond.wait()
+                result = self._results.pop(index)
+                self._bytes -= self.size(result)
+                self._cond.notify_all()
+            yield result
+
+    def close(self) -> None:
+        """Stop handing out items and wait for the workers to finish the ones in flight."""
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        self._thread.join()

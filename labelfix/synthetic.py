@@ -9,21 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def voc_palette() -> bytes:
-    """The standard 256-entry Pascal VOC colour map (bit-interleaved), as 768 RGB bytes."""
-    palette = bytearray(768)
-    for i in range(256):
-        c, r, g, b = i, 0, 0, 0
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        palette[3 * i : 3 * i + 3] = bytes((r, g, b))
-    return bytes(palette)
-
-
 #: A distinct, saturated colour per class for the synthetic images (class k -> CLASS_COLOURS[k]).
 CLASS_COLOURS = np.array(
     [

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from labelfix.synthetic import voc_palette
+from labelfix.labels.presets import voc_palette
 
 
 def save_palette_png(path: Path, indices: np.ndarray) -> Path:

@@ -10,14 +10,9 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from labelfix.artifacts import (
-    equal_neighbours,
-    fringe_mask,
-    repair,
-    stray_mask,
-    suspect_values,
-)
+from labelfix.checks.artifacts import equal_neighbours, fringe_mask, stray_mask, suspect_values
 from labelfix.cli import main
+from labelfix.rewrite.repair import repair
 from labelfix.synthetic import shapes_sample
 
 from conftest import save_png

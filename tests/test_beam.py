@@ -12,24 +12,21 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from labelfix.checks.stats import scan_dataset
 from labelfix.cli import main
-from labelfix.mapping import LabelMap
-from labelfix.scan import scan_dataset
-from labelfix.tfrecord import (
-    DatasetProblems,
-    feature_key,
-    parse_example,
-    shard_name,
-    verify_dataset,
-    write_dataset,
-)
+from labelfix.labels.labelmap import LabelMap
+from labelfix.records.example import feature_key, parse_example
+from labelfix.records.pairing import DatasetProblems
+from labelfix.records.shards import shard_name
+from labelfix.records.verify import verify_dataset
+from labelfix.records.write import write_dataset
 
 pytest.importorskip("apache_beam")
 tf = pytest.importorskip("tensorflow")
 
 from test_tfrecord import make_pairs, save_mask, voc_mask  # noqa: E402
 
-from labelfix.beam import scan_dataset_beam, write_dataset_beam  # noqa: E402
+from labelfix.records.beam import scan_dataset_beam, write_dataset_beam  # noqa: E402
 
 #: Beam's own flags for a test run: one in-process worker, nothing left to chance.
 DIRECT = ("--runner=DirectRunner", "--direct_num_workers=1")
@@ -92,8 +89,8 @@ def test_stats_combine_restores_listing_order_whatever_the_arrival_order(
     messy_masks: Path, clean_masks: Path
 ):
     """The DirectRunner happens to keep the order; Dataflow does not. Fold shuffled input."""
-    from labelfix.beam import _stats_from_json, _StatsFn
-    from labelfix.scan import iter_reports
+    from labelfix.checks.stats import iter_reports
+    from labelfix.records.beam import _stats_from_json, _StatsFn
 
     options = dict(ignore=(255,), num_classes=21)
     reports = list(enumerate(iter_reports([messy_masks, clean_masks], jobs=1, **options)))
@@ -113,7 +110,7 @@ def test_beam_stats_read_remote_paths(clean_masks: Path):
     pytest.importorskip("fsspec")
     from test_fs import upload
 
-    from labelfix import fs
+    from labelfix.io import fs
 
     root = f"memory://labelfix-{uuid.uuid4().hex[:8]}"
     upload(clean_masks, root)

@@ -9,9 +9,16 @@ import pytest
 from click.testing import CliRunner
 
 from labelfix.cli import main
-from labelfix.colormap import UnknownColour, builtin, load_colormap, read_colormap
 from labelfix.errors import MappingError
-from labelfix.masks import read_mask
+from labelfix.io.masks import read_mask
+from labelfix.labels.colormap import (
+    ColourPolicy,
+    UnknownColour,
+    builtin,
+    load_colormap,
+    read_colormap,
+    read_label_mask,
+)
 
 from conftest import save_png
 
@@ -81,7 +88,8 @@ def test_read_mask_converts_colour_files(tmp_path):
     rgb = np.zeros((2, 3, 3), np.uint8)
     rgb[0, 1] = (192, 128, 128)
     save_png(tmp_path / "c.png", rgb)
-    mask = read_mask(tmp_path / "c.png", colormap=builtin("voc"))
+    assert read_mask(tmp_path / "c.png").kind == "colour"  # io reads what is stored ...
+    mask = read_label_mask(tmp_path / "c.png", colours=ColourPolicy(builtin("voc")))  # ... ids
     assert mask.kind == "colormap"
     assert mask.labels.tolist() == [[0, 15, 0], [0, 0, 0]]
 

@@ -1,4 +1,4 @@
-"""labelfix.data: TFRecords written by labelfix.tfrecord read back exactly, ignore as -1."""
+"""labelfix.data: TFRecords written by labelfix.records read back exactly, ignore as -1."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from test_tfrecord import make_pairs, voc_mask, write
 
-from labelfix.mapping import LabelMap
+from labelfix.labels.labelmap import LabelMap
 
 tf = pytest.importorskip("tensorflow")
 data = pytest.importorskip("labelfix.data")

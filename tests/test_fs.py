@@ -1,4 +1,4 @@
-"""labelfix.fs: one filesystem layer; remote paths tested on fsspec's in-memory filesystem."""
+"""labelfix.io.fs: one filesystem layer; remote paths tested on fsspec's in-memory filesystem."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from labelfix import fs
+from labelfix.checks.stats import scan_dataset
 from labelfix.cli import main
 from labelfix.errors import MissingExtra, UnreadableMask
-from labelfix.masks import iter_mask_files, read_mask
-from labelfix.scan import scan_dataset
+from labelfix.io import fs
+from labelfix.io.masks import iter_mask_files, read_mask
 
 from conftest import save_palette_png, save_png, voc_mask
 
@@ -107,19 +107,23 @@ def test_cli_stats_reads_a_url_and_checks_that_it_exists(clean_masks: Path, memo
 
 
 def test_replace_uploads_under_a_temporary_name_then_moves(tmp_path: Path, memory_root: str):
+    from labelfix.io.atomic import move_into_place, write_atomic
+
     src = tmp_path / "shard"
     src.write_bytes(b"records")
-    fs.replace(str(src), f"{memory_root}/out/train-00000-of-00001.tfrecord")
+    move_into_place(str(src), f"{memory_root}/out/train-00000-of-00001.tfrecord")
     assert not src.exists()
     assert fs.listdir(f"{memory_root}/out") == ["train-00000-of-00001.tfrecord"]
-    fs.write_bytes_atomic(f"{memory_root}/out/m.json", b"{}")
+    write_atomic(f"{memory_root}/out/m.json", b"{}")
     assert sorted(fs.listdir(f"{memory_root}/out")) == ["m.json", "train-00000-of-00001.tfrecord"]
 
 
 def test_to_tfrecord_reads_and_writes_remote_paths(tmp_path: Path, memory_root: str):
     pytest.importorskip("tensorflow")
-    from labelfix.mapping import LabelMap
-    from labelfix.tfrecord import DatasetProblems, shard_info, write_dataset
+    from labelfix.labels.labelmap import LabelMap
+    from labelfix.records.pairing import DatasetProblems
+    from labelfix.records.shards import shard_info
+    from labelfix.records.write import write_dataset
 
     for i in range(5):
         save_palette_png(tmp_path / "in" / "masks" / f"{i:03d}.png", voc_mask())
@@ -160,7 +164,7 @@ def test_to_tfrecord_reads_and_writes_remote_paths(tmp_path: Path, memory_root: 
 @pytest.mark.parametrize("compression", ["none", "gzip"])
 def test_shard_info_counts_what_tensorflow_wrote(tmp_path: Path, compression: str):
     tf = pytest.importorskip("tensorflow")
-    from labelfix.tfrecord import count_records, shard_info
+    from labelfix.records.shards import count_records, shard_info
 
     path = tmp_path / "s.tfrecord"
     options = tf.io.TFRecordOptions(compression_type="GZIP" if compression == "gzip" else "")

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from labelfix.errors import MappingError
-from labelfix.mapping import LabelMap, build_label_map, preset, read_map_file
+from labelfix.labels.labelmap import LabelMap, read_map_file
+from labelfix.labels.presets import build_label_map, preset
 
 #: cityscapesScripts helpers/labels.py: (name, id, trainId) of all 35 labels, written out here
 #: so that the preset is checked against the published table, not against itself.

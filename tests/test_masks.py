@@ -9,13 +9,8 @@ import pytest
 from PIL import Image
 
 from labelfix.errors import NotALabelMask, UnreadableMask
-from labelfix.masks import (
-    atomic_path,
-    iter_mask_files,
-    read_mask,
-    smallest_int_dtype,
-    write_mask,
-)
+from labelfix.io.atomic import atomic_path
+from labelfix.io.masks import iter_mask_files, read_mask, smallest_int_dtype, write_mask
 
 from conftest import save_palette_png, save_png, voc_mask
 
@@ -159,7 +154,7 @@ def test_jpeg_bytes_are_detected_by_content_not_name(tmp_path):
     assert read_mask(tmp_path / "x.png").kind == "jpeg"
 
 
-def _grey_png(bits: int, row: bytes, width: int) -> bytes:
+def grey_png(bits: int, row: bytes, width: int) -> bytes:
     import struct
     import zlib
 
@@ -174,8 +169,8 @@ def _grey_png(bits: int, row: bytes, width: int) -> bytes:
 
 def test_two_and_four_bit_grey_pngs_give_ids_not_scaled_values(tmp_path):
     """Regression: Pillow unpacks 2/4-bit grey scaled to 0..255 (0,1,2,3 -> 0,85,170,255)."""
-    (tmp_path / "g2.png").write_bytes(_grey_png(2, bytes([0b00011011]), 4))
-    (tmp_path / "g4.png").write_bytes(_grey_png(4, bytes([0x0F, 0x37]), 4))
+    (tmp_path / "g2.png").write_bytes(grey_png(2, bytes([0b00011011]), 4))
+    (tmp_path / "g4.png").write_bytes(grey_png(4, bytes([0x0F, 0x37]), 4))
     two, four = read_mask(tmp_path / "g2.png"), read_mask(tmp_path / "g4.png")
     assert (two.kind, two.labels.tolist()) == ("2/4-bit", [[0, 1, 2, 3]])
     assert (four.kind, four.labels.tolist()) == ("2/4-bit", [[0, 15, 3, 7]])

@@ -13,19 +13,17 @@ from click.testing import CliRunner
 from PIL import Image
 from test_mapping import cityscapes_train_id
 
-import labelfix.remap as remap_module
+import labelfix.rewrite.apply as remap_module
 from labelfix.cli import main
-from labelfix.mapping import LabelMap, preset
-from labelfix.masks import atomic_path, encode_png, read_mask
-from labelfix.remap import (
-    MANIFEST_NAME,
-    AlreadyRemapped,
-    RemapUsageError,
-    plan_remap,
-    remap,
-    run_remap,
-)
-from labelfix.synthetic import cityscapes_like_mask, voc_palette
+from labelfix.io.atomic import atomic_path
+from labelfix.io.masks import read_mask
+from labelfix.io.png import encode_png
+from labelfix.labels.labelmap import LabelMap
+from labelfix.labels.presets import preset, voc_palette
+from labelfix.rewrite.plan import RemapUsageError, plan_remap
+from labelfix.rewrite.record import RECORD_NAME, AlreadyRemapped
+from labelfix.rewrite.run import remap, run_remap
+from labelfix.synthetic import cityscapes_like_mask
 
 from conftest import save_palette_png, save_png, voc_mask
 
@@ -169,7 +167,7 @@ def test_parallel_run_equals_serial_run(tmp_path):
     serial = remap([tmp_path / "in"], cs, output=tmp_path / "one", jobs=1)
     parallel = remap([tmp_path / "in"], cs, output=tmp_path / "two", jobs=2)
     assert parallel.values == serial.values and parallel.written == 10
-    [record] = json.loads((tmp_path / "two" / MANIFEST_NAME).read_text())["runs"]
+    [record] = json.loads((tmp_path / "two" / RECORD_NAME).read_text())["runs"]
     assert sorted(record["files"]) == sorted(os.listdir(tmp_path / "in"))  # from both workers
     assert snapshot(tmp_path / "one").keys() == snapshot(tmp_path / "two").keys()
     for name in sorted(os.listdir(tmp_path / "in")):
@@ -341,7 +339,7 @@ def test_json_summary(masks, tmp_path):
         "written": 4,
     }
     assert summary["mapping"]["name"] == "voc"
-    assert summary["manifests"] == [str(tmp_path / "o" / MANIFEST_NAME)]
+    assert summary["manifests"] == [str(tmp_path / "o" / RECORD_NAME)]
     assert {"value": 300, "becomes": 255, "pixels": 1, "files": 1} in summary["values"]
 
 
@@ -382,7 +380,7 @@ def test_in_place_replaces_changed_files_and_refuses_a_second_pass(tmp_path):
     )
     assert values(root) == TRAIN_IDS
     assert (root / "y/3.png").stat().st_mtime_ns == untouched
-    record = json.loads((root / MANIFEST_NAME).read_text())
+    record = json.loads((root / RECORD_NAME).read_text())
     [entry] = record["runs"]
     assert entry["complete"] and entry["mode"] == "in-place"
     assert entry["mapping"]["name"] == "cityscapes"
@@ -416,7 +414,7 @@ def test_idempotent_mapping_may_run_twice_in_place(masks):
         result = run("--ignore", "0", "--out", "255", "--in-place", str(masks / "a"))
         assert result.exit_code == 0, result.output
     assert read_mask(masks / "a/0001.png").labels.tolist() == np.where(VOC == 0, 255, VOC).tolist()
-    assert len(json.loads((masks / "a" / MANIFEST_NAME).read_text())["runs"]) == 2
+    assert len(json.loads((masks / "a" / RECORD_NAME).read_text())["runs"]) == 2
 
 
 def test_in_place_never_changes_a_file_name(masks):
@@ -434,14 +432,14 @@ def test_output_of_a_remap_is_guarded_too(tmp_path):
     out = tmp_path / "gtFine-remapped"
     again = run("--preset", "cityscapes", str(out), "-o", str(tmp_path / "twice"))
     assert again.exit_code == 1
-    assert f"as recorded in {out / MANIFEST_NAME}" in again.stderr
+    assert f"as recorded in {out / RECORD_NAME}" in again.stderr
     assert not (tmp_path / "twice").exists()
 
 
 def test_interrupted_in_place_run_leaves_old_or_new_files_and_resumes(tmp_path, monkeypatch):
     root = labelids(tmp_path)
     old = values(root)
-    real_write = remap_module._write_atomic
+    real_write = remap_module.write_atomic
     calls = []
 
     def write_then_ctrl_c(destination, data, *, durable=False):
@@ -452,7 +450,7 @@ def test_interrupted_in_place_run_leaves_old_or_new_files_and_resumes(tmp_path, 
                 raise KeyboardInterrupt
         real_write(destination, data, durable=durable)
 
-    monkeypatch.setattr(remap_module, "_write_atomic", write_then_ctrl_c)
+    monkeypatch.setattr(remap_module, "write_atomic", write_then_ctrl_c)
     plan = plan_remap([root], preset("cityscapes"), in_place=True)
     with pytest.raises(KeyboardInterrupt):
         run_remap(plan, jobs=1)
@@ -463,7 +461,7 @@ def test_interrupted_in_place_run_leaves_old_or_new_files_and_resumes(tmp_path, 
     }
     assert not [p for p in root.rglob("*") if "labelfix-tmp" in p.name]
 
-    monkeypatch.setattr(remap_module, "_write_atomic", real_write)
+    monkeypatch.setattr(remap_module, "write_atomic", real_write)
     resumed = remap([root], preset("cityscapes"), in_place=True, jobs=1)
     assert resumed.skipped == (str(root / "x/0.png"),)  # done before the interruption
     assert "a run that did not finish" in resumed.skipped_reason
@@ -478,7 +476,7 @@ def test_ctrl_c_in_the_command_exits_130_without_a_traceback(tmp_path, monkeypat
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(remap_module, "_write_atomic", interrupted)
+    monkeypatch.setattr(remap_module, "write_atomic", interrupted)
     result = run("--preset", "cityscapes", "--in-place", "-j", "1", str(root))
     assert result.exit_code == 130
     assert "run the same command again to finish" in result.stderr

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from labelfix.checks.scan import FileReport
+from labelfix.checks.stats import DatasetStats, scan_dataset
 from labelfix.cli import main
-from labelfix.scan import DatasetStats, FileReport, scan_dataset, value_counts
+from labelfix.io.masks import value_counts
 
 from conftest import save_png
 
@@ -63,8 +65,9 @@ def test_class_weights_median_frequency():
     stats.add(FileReport("a", "a", "8-bit", 1, 10, "uint8", (0, 1, 255), (6, 2, 2)))
     stats.add(FileReport("b", "b", "8-bit", 1, 10, "uint8", (0,), (10,)))
     # freq(0) = 16/20 = 0.8, freq(1) = 2/10 = 0.2; median 0.5 -> 0.625, 2.5; class 2 absent
+    # gets the neutral 1.0, as in `labelfix train --class-weights auto` (one rule for both)
     weights = stats.class_weights()
-    assert weights == pytest.approx({0: 0.625, 1: 2.5, 2: 0.0})
+    assert weights == pytest.approx({0: 0.625, 1: 2.5, 2: 1.0})
 
 
 def test_parallel_scan_equals_serial(clean_masks):

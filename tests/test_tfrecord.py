@@ -1,4 +1,4 @@
-"""labelfix.tfrecord and ``labelfix to-tfrecord``: pairing, checks, encodings, shards, manifest."""
+"""labelfix.records and ``labelfix to-tfrecord``: pairing, checks, encodings, shards, manifest."""
 
 from __future__ import annotations
 
@@ -16,22 +16,15 @@ from PIL import Image
 
 from labelfix._version import __version__
 from labelfix.cli import main
-from labelfix.mapping import LabelMap, preset
-from labelfix.synthetic import voc_palette
-from labelfix.tfrecord import (
-    FEATURES,
-    DatasetProblems,
-    _grey_png,
-    _image_header,
-    _quick_header,
-    feature_key,
-    parse_example,
-    parse_size,
-    read_id_list,
-    serialize_example,
-    shard_name,
-    write_dataset,
-)
+from labelfix.io.images import image_header, quick_header
+from labelfix.io.png import grey_png
+from labelfix.labels.labelmap import LabelMap
+from labelfix.labels.presets import preset, voc_palette
+from labelfix.records.example import FEATURES, feature_key, parse_example, serialize_example
+from labelfix.records.pairing import DatasetProblems, read_id_list
+from labelfix.records.shards import shard_name
+from labelfix.records.spec import parse_size
+from labelfix.records.write import write_dataset
 
 tf = pytest.importorskip("tensorflow")
 
@@ -193,9 +186,9 @@ def test_quick_image_header_agrees_with_pillow(mode, fmt, extra):
     buf = io.BytesIO()
     Image.new(mode, (7, 5)).save(buf, format=fmt, **extra)
     data = buf.getvalue()
-    quick = _quick_header(data)
-    assert quick is None if fmt == "BMP" else quick == _image_header(data)
-    assert _image_header(data)[1:3] == (5, 7)
+    quick = quick_header(data)
+    assert quick is None if fmt == "BMP" else quick == image_header(data)
+    assert image_header(data)[1:3] == (5, 7)
 
 
 def test_grey_png_turns_a_palette_png_into_its_indices_without_recompressing():
@@ -204,7 +197,7 @@ def test_grey_png_turns_a_palette_png_into_its_indices_without_recompressing():
     im = Image.fromarray(indices)
     im.putpalette(voc_palette())
     im.save(buf, format="PNG")
-    grey = _grey_png(buf.getvalue())
+    grey = grey_png(buf.getvalue())
     with Image.open(io.BytesIO(grey)) as out:
         assert out.mode == "L"
         np.testing.assert_array_equal(np.asarray(out), indices)
@@ -395,12 +388,11 @@ def test_parallel_run_with_a_bad_mask_reports_it_and_writes_nothing(tmp_path: Pa
     assert tfrecord_files(tmp_path / "o") == []
 
 
-def test_pipeline_keeps_order_under_back_pressure(monkeypatch):
-    import labelfix.tfrecord as tfrecord
+def test_pipeline_keeps_order_under_back_pressure():
+    from labelfix.parallel import BackgroundMap
 
-    monkeypatch.setattr(tfrecord, "_result_bytes", lambda result: 1000)
     items = list(range(-150, 150))
-    pipeline = tfrecord._Pipeline(abs, items, jobs=2, max_bytes=5000)
+    pipeline = BackgroundMap(abs, items, jobs=2, size=lambda result: 1000, max_bytes=5000)
     try:
         pipeline.help_until_started()
         assert list(pipeline) == [abs(i) for i in items]
@@ -452,7 +444,11 @@ def test_mapped_value_out_of_range_names_both_values(voc_dir, tmp_path: Path):
     images, masks, _ = voc_dir
     with pytest.raises(DatasetProblems) as info:
         write(images, masks, tmp_path / "o", label_map=LabelMap(rules=((5, 40),), ignore=(255,)))
-    assert info.value.problems[0].endswith("first at y=2 x=2 (mapped to 40)")
+    # the value the record would hold, and the file's value it came from (the wording of remap)
+    assert info.value.problems[0].endswith(
+        "value 40 is not a class id (expected 0..20 or ignore 255): 4 px, first at y=2 x=2"
+        " (mapped from 5)"
+    )
 
 
 def test_size_mismatch_names_both_files(voc_dir, tmp_path: Path):
@@ -575,7 +571,7 @@ def test_interrupted_run_leaves_nothing_that_looks_finished(voc_dir, tmp_path: P
 
 def test_importing_the_writer_does_not_import_tensorflow():
     code = (
-        "import sys, labelfix.tfrecord, labelfix.data, labelfix.cli.to_tfrecord, "
+        "import sys, labelfix.records.write, labelfix.data, labelfix.cli.to_tfrecord, "
         "labelfix.cli.verify; assert 'tensorflow' not in sys.modules, 'tensorflow imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -750,7 +746,7 @@ def test_cli_without_tensorflow_names_the_extra(voc_dir, tmp_path: Path, monkeyp
 
 def test_read_manifest_errors(tmp_path: Path):
     from labelfix.errors import LabelfixError
-    from labelfix.tfrecord import read_manifest
+    from labelfix.records.manifest import read_manifest
 
     (tmp_path / "val.labelfix.json").write_text("{not json")
     with pytest.raises(LabelfixError, match=r"no manifest for split 'train' \(splits there: val\)"):
@@ -763,9 +759,9 @@ def test_colour_masks_are_written_through_a_colormap(tmp_path):
     """Issue 6: --colormap reaches to-tfrecord; the records hold class ids, not colours."""
     import tensorflow as tf
 
-    from labelfix.colormap import builtin
     from labelfix.data import load
-    from labelfix.tfrecord import write_dataset
+    from labelfix.labels.colormap import ColourPolicy, builtin
+    from labelfix.records.write import write_dataset
 
     rgb = np.zeros((4, 5, 3), np.uint8)
     rgb[1, 1] = (192, 128, 128)  # VOC person
@@ -776,7 +772,7 @@ def test_colour_masks_are_written_through_a_colormap(tmp_path):
     Image.fromarray(rgb).save(tmp_path / "gt" / "a.png")
     write_dataset(
         images=tmp_path / "img", masks=tmp_path / "gt", output=tmp_path / "tfr",
-        num_classes=21, label_map=LabelMap(ignore=(255,)), colormap=builtin("voc"),
+        num_classes=21, label_map=LabelMap(ignore=(255,)), colours=ColourPolicy(builtin("voc")),
     )  # fmt: skip
     [(_, mask)] = list(load(str(tmp_path / "tfr"), "train"))
     expected = np.zeros((4, 5), np.int32)

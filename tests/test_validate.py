@@ -7,8 +7,8 @@ import json
 import numpy as np
 from click.testing import CliRunner
 
+from labelfix.checks.validate import validate
 from labelfix.cli import main
-from labelfix.validate import validate
 
 from conftest import save_palette_png, save_png, voc_mask
 

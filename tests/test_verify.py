@@ -11,8 +11,9 @@ from click.testing import CliRunner
 from test_tfrecord import make_pairs, read_records, voc_mask, write
 
 from labelfix.cli import main
-from labelfix.masks import encode_png
-from labelfix.tfrecord import parse_example, serialize_example, verify_dataset
+from labelfix.io.png import encode_png
+from labelfix.records.example import parse_example, serialize_example
+from labelfix.records.verify import verify_dataset
 
 tf = pytest.importorskip("tensorflow")
 

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import click
 
-from labelfix.errors import LabelfixError, MissingExtra
+from labelfix.errors import LabelfixError, MissingExtra, UsageError
 
 #: Progress bars appear only for runs of at least this many files.
 PROGRESS_MIN_FILES = 20
@@ -30,6 +30,8 @@ def handle_errors(func: Callable) -> Callable:
             return func(*args, **kwargs)
         except MissingExtra as err:
             fail(str(err), 1)
+        except UsageError as err:
+            fail(str(err), 2)
         except LabelfixError as err:
             fail(str(err), 1)
         except OSError as err:

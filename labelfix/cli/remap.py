@@ -7,16 +7,11 @@ import os
 
 import click
 
-from labelfix import options
+from labelfix.cli import options
 from labelfix.cli._common import handle_errors, progress, table
-from labelfix.remap import (
-    FORMATS,
-    FileResult,
-    RemapResult,
-    RemapUsageError,
-    plan_remap,
-    run_remap,
-)
+from labelfix.rewrite.jobs import FileResult
+from labelfix.rewrite.plan import FORMATS, RemapUsageError, plan_remap
+from labelfix.rewrite.run import RemapResult, run_remap
 
 
 def rewrite_options(suffix: str):
@@ -97,7 +92,10 @@ def remap(
     execute(
         paths, label_map, "remap", output=output, in_place=in_place, fmt=fmt,
         keep_palette=not no_palette, glob=glob, force=force, dry_run=dry_run, jobs=jobs,
-        as_json=as_json, colormap=colormap, unknown_colour=unknown_colour,
+        as_json=as_json,
+        colours=options.colour_policy(
+            colormap, unknown_colour, ignore=label_map.ignore, out=label_map.out_value
+        ),
     )  # fmt: skip
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import click
 
-from labelfix import options
-from labelfix.artifacts import FRINGE_THRESHOLD, MIN_SUPPORT, STRATEGIES, RepairSpec
+from labelfix.checks.artifacts import FRINGE_THRESHOLD, MIN_SUPPORT
+from labelfix.cli import options
 from labelfix.cli._common import handle_errors
 from labelfix.cli.remap import execute, rewrite_options
-from labelfix.mapping import LabelMap
-from labelfix.masks import REPAIR_SUFFIXES
+from labelfix.io.masks import REPAIR_SUFFIXES
+from labelfix.labels.labelmap import LabelMap
+from labelfix.rewrite.repair import STRATEGIES, RepairSpec
 
 
 @click.command()
@@ -72,6 +73,6 @@ def repair(
     execute(
         paths, label_map, "repair", output=output, in_place=in_place, fmt=fmt,
         keep_palette=not no_palette, glob=glob, force=force, dry_run=dry_run, jobs=jobs,
-        as_json=as_json, colormap=colormap, unknown_colour=unknown_colour, repair=spec,
-        suffix="-repaired", suffixes=REPAIR_SUFFIXES,
+        as_json=as_json, repair=spec, suffix="-repaired", suffixes=REPAIR_SUFFIXES,
+        colours=options.colour_policy(colormap, unknown_colour, ignore=ignore, out=void),
     )  # fmt: skip

@@ -9,10 +9,12 @@ import os
 
 import click
 
-from labelfix import options
+from labelfix.checks.scan import FileReport, report_to_dict
+from labelfix.checks.stats import DatasetStats, scan_dataset
+from labelfix.cli import options
 from labelfix.cli._common import handle_errors, progress, table
-from labelfix.masks import KINDS, atomic_path
-from labelfix.scan import DatasetStats, FileReport, report_to_dict, scan_dataset
+from labelfix.io.atomic import atomic_path
+from labelfix.io.masks import KINDS
 
 
 @click.command(cls=options.PipelineCommand)
@@ -53,10 +55,11 @@ def stats(
     labelfix stats masks/ --ignore 255 --num-classes 21 --per-image rows.csv
     labelfix stats gs://bucket/masks --runner beam -- --runner=DataflowRunner ...
     """
+    colours = options.colour_policy(colormap, unknown_colour, ignore=ignore)
     if runner == "beam":
         if per_image is not None:
             raise click.UsageError("--per-image needs --runner local")
-        from labelfix.beam import scan_dataset_beam
+        from labelfix.records.beam import scan_dataset_beam
 
         result = scan_dataset_beam(
             paths,
@@ -64,8 +67,7 @@ def stats(
             ignore=ignore,
             num_classes=num_classes,
             pipeline_args=pipeline_args,
-            colormap=colormap,
-            unknown_colour=unknown_colour,
+            colours=colours,
             artifacts=artifacts,
         )
         return _report(result, as_json)
@@ -87,8 +89,7 @@ def stats(
             num_classes=num_classes,
             jobs=jobs,
             on_file=on_file,
-            colormap=colormap,
-            unknown_colour=unknown_colour,
+            colours=colours,
             artifacts=artifacts,
         )
     _report(result, as_json)
@@ -156,14 +157,30 @@ def _pct(x: float) -> str:
 
 
 def render(result: DatasetStats) -> str:
-    """The human report: aligned tables, data only (errors go to stderr)."""
-    out: list[str] = []
+    """The human report: aligned tables, data only (errors go to stderr). One section after
+    another, each blank-line separated and left out when it has nothing to say."""
+    sections = (
+        _summary(result),
+        _storage(result),
+        _values(result),
+        _void(result),
+        _range(result),
+        _weights(result),
+        _artifacts(result),
+    )
+    out = [line for section in sections if section for line in (*section, "")][:-1]
+    for path, kind in result.not_labels:
+        out.append(f"{os.fspath(path)}: {kind} mask, not counted ({KINDS[kind]})")
+    return "\n".join(out)
+
+
+def _summary(result: DatasetStats) -> list[str]:
     parts = [f"{result.label_files} label masks"]
     if result.not_labels:
         parts.append(f"{len(result.not_labels)} not label masks")
     if result.unreadable:
         parts.append(f"{len(result.unreadable)} unreadable")
-    out.append(f"Scanned {result.files} files: " + ", ".join(parts))
+    out = [f"Scanned {result.files} files: " + ", ".join(parts)]
     if result.sizes:
         sizes = sorted(result.sizes.items(), key=lambda kv: -kv[1])
         out.append(
@@ -171,71 +188,85 @@ def render(result: DatasetStats) -> str:
             + ", ".join(f"{w}x{h} ({n})" for (h, w), n in sizes[:8])
             + (f", ... {len(sizes) - 8} more" if len(sizes) > 8 else "")
         )
-    if result.kinds:
-        out.append("")
-        out.append("Storage:")
-        rows = [
-            (kind, n, KINDS.get(kind) or "")
-            for kind, n in sorted(result.kinds.items(), key=lambda kv: list(KINDS).index(kv[0]))
-        ]
-        out.append(table(rows, ("kind", "files", "trap"), right={1}))
-    if result.values:
-        out.append("")
-        out.append("Values:")
-        rows = [
-            (v, f"{s.pixels:,}", _pct(s.pixels / result.total_pixels), s.images, result.role(v))
-            + ((_pct(s.fringe / s.pixels),) if result.artifacts else ())
-            for v, s in sorted(result.values.items())
-        ]
-        header = ("value", "pixels", "share", "images", "role")
-        right = {0, 1, 2, 3}
-        if result.artifacts:
-            header, right = (*header, "on fringes"), {*right, 5}
-        out.append(table(rows, header, right=right))
-    if result.ignore:
-        out.append("")
-        ign = ", ".join(map(str, result.ignore))
-        out.append(
-            f"Void (ignore {ign}): {result.void_pixels:,} px, {_pct(result.void_share)}"
-            f" of all pixels; {len(result.all_void)} mask(s) entirely void"
-        )
-        for path in result.all_void[:20]:
-            out.append(f"  {path}")
-    if result.num_classes is not None:
-        out.append("")
-        if result.out_of_range:
-            out.append(
-                f"Not class ids (num_classes {result.num_classes}, valid 0.."
-                f"{result.num_classes - 1}, not ignore):"
-            )
-            for v, files in sorted(result.out_of_range.items()):
-                shown = ", ".join(files[:5]) + (
-                    f", ... {len(files) - 5} more" if len(files) > 5 else ""
-                )
-                out.append(f"  value {v} in {len(files)} file(s): {shown}")
-        else:
-            out.append(f"Every value is a class id (0..{result.num_classes - 1}) or ignore.")
-    weights = result.class_weights()
-    if weights:
-        out.append("")
-        out.append("Suggested class weights (median-frequency balancing):")
-        rows = [(c, f"{w:.4f}") for c, w in weights.items()]
-        out.append(table(rows, ("class", "weight"), right={0, 1}))
+    return out
+
+
+def _storage(result: DatasetStats) -> list[str]:
+    if not result.kinds:
+        return []
+    rows = [
+        (kind, n, KINDS.get(kind) or "")
+        for kind, n in sorted(result.kinds.items(), key=lambda kv: list(KINDS).index(kv[0]))
+    ]
+    return ["Storage:", table(rows, ("kind", "files", "trap"), right={1})]
+
+
+def _values(result: DatasetStats) -> list[str]:
+    if not result.values:
+        return []
+    rows = [
+        (v, f"{s.pixels:,}", _pct(s.pixels / result.total_pixels), s.images, result.role(v))
+        + ((_pct(s.fringe / s.pixels),) if result.artifacts else ())
+        for v, s in sorted(result.values.items())
+    ]
+    header = ("value", "pixels", "share", "images", "role")
+    right = {0, 1, 2, 3}
     if result.artifacts:
-        out.append("")
-        if result.suspects:
-            out.append("Suspected lossy artifacts (values on boundaries between two other values):")
-            rows = [
-                (v, f, f"{p:,}", _pct(fr / p if p else 0.0))
-                for v, (f, p, fr) in sorted(result.suspects.items())
-            ]
-            out.append(table(rows, ("value", "files", "pixels", "on fringes"), right={0, 1, 2, 3}))
-        else:
-            out.append("No value lies only on boundaries between two other values.")
-        out.append(f"Specks (< 3 same-valued neighbours): {result.specks:,} px")
-        if result.interpolated:
-            out.append(f"{len(result.interpolated)} mask(s) look interpolated (resized or JPEG):")
-            out.extend(f"  {path}" for path in result.interpolated[:20])
-    for path, kind in result.not_labels:
-        out.append(f"{os.fspath(path)}: {kind} mask, not counted ({KINDS[kind]})")
-    return "\n".join(out)
+        header, right = (*header, "on fringes"), {*right, 5}
+    return ["Values:", table(rows, header, right=right)]
+
+
+def _void(result: DatasetStats) -> list[str]:
+    if not result.ignore:
+        return []
+    ign = ", ".join(map(str, result.ignore))
+    return [
+        f"Void (ignore {ign}): {result.void_pixels:,} px, {_pct(result.void_share)}"
+        f" of all pixels; {len(result.all_void)} mask(s) entirely void",
+        *(f"  {path}" for path in result.all_void[:20]),
+    ]
+
+
+def _range(result: DatasetStats) -> list[str]:
+    n = result.num_classes
+    if n is None:
+        return []
+    if not result.out_of_range:
+        return [f"Every value is a class id (0..{n - 1}) or ignore."]
+    out = [f"Not class ids (num_classes {n}, valid 0..{n - 1}, not ignore):"]
+    for v, files in sorted(result.out_of_range.items()):
+        shown = ", ".join(files[:5]) + (f", ... {len(files) - 5} more" if len(files) > 5 else "")
+        out.append(f"  value {v} in {len(files)} file(s): {shown}")
+    return out
+
+
+def _weights(result: DatasetStats) -> list[str]:
+    weights = result.class_weights()
+    if not weights:
+        return []
+    rows = [(c, f"{w:.4f}") for c, w in weights.items()]
+    return [
+        "Suggested class weights (median-frequency balancing):",
+        table(rows, ("class", "weight"), right={0, 1}),
+    ]
+
+
+def _artifacts(result: DatasetStats) -> list[str]:
+    if not result.artifacts:
+        return []
+    if result.suspects:
+        rows = [
+            (v, f, f"{p:,}", _pct(fr / p if p else 0.0))
+            for v, (f, p, fr) in sorted(result.suspects.items())
+        ]
+        out = [
+            "Suspected lossy artifacts (values on boundaries between two other values):",
+            table(rows, ("value", "files", "pixels", "on fringes"), right={0, 1, 2, 3}),
+        ]
+    else:
+        out = ["No value lies only on boundaries between two other values."]
+    out.append(f"Specks (< 3 same-valued neighbours): {result.specks:,} px")
+    if result.interpolated:
+        out.append(f"{len(result.interpolated)} mask(s) look interpolated (resized or JPEG):")
+        out.extend(f"  {path}" for path in result.interpolated[:20])
+    return out

@@ -8,17 +8,15 @@ import json
 
 import click
 
-from labelfix import options
+from labelfix.cli import options
 from labelfix.cli._common import fail, handle_errors, progress, require_tensorflow
-from labelfix.tfrecord import (
+from labelfix.records.pairing import DatasetProblems, read_id_list
+from labelfix.records.spec import (
     COMPRESSIONS,
     DEFAULT_MASK_ENCODING,
     MASK_ENCODINGS,
-    DatasetProblems,
-    WriteResult,
+    WriteSpec,
     parse_size,
-    read_id_list,
-    write_dataset,
 )
 
 
@@ -130,35 +128,10 @@ def _read_class_names(ctx, param, value):
 @options.json_option
 @handle_errors
 def to_tfrecord(
-    images,
-    masks,
-    output,
-    split,
-    ignore,
-    out,
-    maps,
-    map_file,
-    preset,
-    unmapped,
-    num_classes,
-    image_suffix,
-    mask_suffix,
-    id_list,
-    skip_unpaired,
-    mask_encoding,
-    num_shards,
-    shard_size,
-    compression,
-    shuffle,
-    seed,
-    colormap,
-    unknown_colour,
-    class_names,
-    jobs,
-    runner,
-    as_json,
-    pipeline_args,
-):
+    *,
+    ignore, out, maps, map_file, preset, unmapped, num_classes, id_list, colormap, unknown_colour,
+    class_names, jobs, runner, as_json, pipeline_args, **spec_options,
+):  # fmt: skip
     """Write image/mask pairs as TFRecords with DeepLab / Model Garden feature keys.
 
     Every mask is remapped (same options as remap) and checked against --num-classes and the
@@ -174,58 +147,32 @@ def to_tfrecord(
         --runner beam -- --runner=DataflowRunner --project=P --region=R \\
         --temp_location=gs://b/tmp
     """
-    if num_shards is not None and shard_size is not None:
+    if spec_options["num_shards"] is not None and spec_options["shard_size"] is not None:
         raise click.UsageError("give --num-shards or --shard-size, not both")
-    label_map = options.label_map_from_options(
-        ignore=ignore,
-        out=out,
-        maps=maps,
-        map_file=map_file,
-        preset=preset,
-        unmapped=unmapped,
-        num_classes=num_classes,
-    )
-    if label_map.num_classes is None:
-        raise click.UsageError("--num-classes is required (or a --preset that sets it)")
-    if class_names is not None:
-        if len(class_names) != label_map.num_classes:
-            raise click.UsageError(
-                f"--class-names lists {len(class_names)} names for {label_map.num_classes} classes"
-            )
-        label_map = dataclasses.replace(label_map, class_names=class_names)
+    label_map = _label_map(ignore, out, maps, map_file, preset, unmapped, num_classes, class_names)
     if runner == "local":
         require_tensorflow("to-tfrecord")  # Beam frames records itself
-    ids = read_id_list(id_list) if id_list is not None else None
-    refused = None
+    spec = WriteSpec(
+        **spec_options,  # the options named like WriteSpec's fields
+        label_map=label_map,
+        num_classes=label_map.num_classes,
+        ids=read_id_list(id_list) if id_list is not None else None,
+        colours=options.colour_policy(
+            colormap, unknown_colour, ignore=label_map.ignore, out=label_map.out_value
+        ),
+    )
     if runner == "beam":
-        from labelfix.beam import write_dataset_beam
+        from labelfix.records.beam import write_dataset_beam
 
         write = functools.partial(write_dataset_beam, pipeline_args=pipeline_args)
     else:
+        from labelfix.records.write import write_dataset
+
         write = functools.partial(write_dataset, jobs=jobs)
+    refused = None
     with progress("to-tfrecord", enabled=runner == "local") as advance:
         try:
-            result = write(
-                images=images,
-                masks=masks,
-                output=output,
-                split=split,
-                label_map=label_map,
-                num_classes=label_map.num_classes,
-                mask_encoding=mask_encoding,
-                compression=compression,
-                num_shards=num_shards,
-                shard_size=shard_size,
-                shuffle=shuffle,
-                seed=seed,
-                image_suffix=image_suffix,
-                mask_suffix=mask_suffix,
-                ids=ids,
-                skip_unpaired=skip_unpaired,
-                on_record=advance,
-                colormap=colormap,
-                unknown_colour=unknown_colour,
-            )
+            result = write(spec, **({"on_record": advance} if runner == "local" else {}))
         except DatasetProblems as err:
             refused = err
     if refused is not None:  # the validate-style report, one line per problem
@@ -245,7 +192,25 @@ def to_tfrecord(
         click.echo(render(result))
 
 
-def render(result: WriteResult) -> str:
+def _label_map(ignore, out, maps, map_file, preset, unmapped, num_classes, class_names):
+    """The run's LabelMap from the mapping options; it must know num_classes."""
+    label_map = options.label_map_from_options(
+        ignore=ignore, out=out, maps=maps, map_file=map_file, preset=preset, unmapped=unmapped,
+        num_classes=num_classes,
+    )  # fmt: skip
+    if label_map.num_classes is None:
+        raise click.UsageError("--num-classes is required (or a --preset that sets it)")
+    if class_names is not None:
+        if len(class_names) != label_map.num_classes:
+            raise click.UsageError(
+                f"--class-names lists {len(class_names)} names for {label_map.num_classes} classes"
+            )
+        label_map = dataclasses.replace(label_map, class_names=class_names)
+    return label_map
+
+
+def render(result) -> str:
+    """The human summary of a :class:`~labelfix.records.write.WriteResult`."""
     shards = result.shards
     names = shards[0].file if len(shards) == 1 else f"{shards[0].file} .. {shards[-1].file}"
     size = sum(s.bytes for s in shards)

@@ -6,9 +6,9 @@ import json
 
 import click
 
-from labelfix import options
+from labelfix.checks.validate import validate as run_validate
+from labelfix.cli import options
 from labelfix.cli._common import handle_errors, progress
-from labelfix.validate import validate as run_validate
 
 #: Per kind of warning, how many files are named before the rest are counted.
 WARNINGS_SHOWN = 3
@@ -50,8 +50,7 @@ def validate(
             glob=glob,
             jobs=jobs,
             on_file=lambda report, problems: advance(1),
-            colormap=colormap,
-            unknown_colour=unknown_colour,
+            colours=options.colour_policy(colormap, unknown_colour, ignore=ignore),
             artifacts=artifacts,
         )
     if as_json:

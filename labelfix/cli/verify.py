@@ -6,9 +6,8 @@ import json
 
 import click
 
-from labelfix import options
+from labelfix.cli import options
 from labelfix.cli._common import handle_errors, progress, require_tensorflow
-from labelfix.tfrecord import verify_dataset
 
 
 @click.command()
@@ -28,6 +27,8 @@ def verify(directory, split, jobs, as_json):
     labelfix verify tfrecords/ --split val
     """
     require_tensorflow("verify")
+    from labelfix.records.verify import verify_dataset
+
     with progress("verify") as advance:
         result = verify_dataset(directory, split=split, jobs=jobs, on_record=advance)
     if as_json:

@@ -1,5 +1,9 @@
 """Colour-coded masks -> class ids, exactly: every colour must be known, or it is an error.
 
+:func:`read_label_mask` is how every command reads a mask: :func:`labelfix.io.masks.read_mask`,
+then, with a :class:`ColourPolicy`, colour masks converted to class ids. What an unknown colour
+becomes (with ``--unknown-colour ignore``) is decided once, by :func:`unknown_colour_void`.
+
 Each pixel's RGB is packed into one integer and looked up among the colormap's sorted packed
 colours (``np.searchsorted``); no per-pixel Python.
 
@@ -14,14 +18,14 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from labelfix.errors import MappingError, UnreadableMask
-from labelfix.mapping import CITYSCAPES_CLASSES, VOC_CLASSES
-from labelfix.masks import smallest_int_dtype
-from labelfix.synthetic import voc_palette
+from labelfix.io.masks import Mask, read_mask, smallest_int_dtype
+from labelfix.labels.presets import CITYSCAPES_CLASSES, VOC_CLASSES, voc_palette
 
 UNKNOWN_COLOUR_POLICIES = ("error", "ignore")
 
@@ -249,3 +253,50 @@ def load_colormap(spec: str) -> Colormap:
     if os.path.exists(spec):
         return read_colormap(spec)
     raise MappingError(f"unknown colormap {spec!r}: not one of {', '.join(BUILTIN)} nor a file")
+
+
+# ----------------------------------------------------------------------------- reading masks
+
+
+def unknown_colour_void(ignore: Sequence[int] = (), out: int | None = None) -> int:
+    """The id an unknown colour becomes with ``--unknown-colour ignore``: a value the rest of the
+    run treats as void. The first input ``ignore`` value; else ``out`` when it fits a mask
+    (non-negative); else 255.
+
+    >>> unknown_colour_void((0,), -1), unknown_colour_void((), 255), unknown_colour_void()
+    (0, 255, 255)
+    """
+    if ignore:
+        return int(ignore[0])
+    if out is not None and out >= 0:
+        return int(out)
+    return 255
+
+
+@dataclass(frozen=True)
+class ColourPolicy:
+    """How colour masks become class ids: the colormap, and ``unknown`` colours (``"error"``, or
+    ``"ignore"``: they become ``void``, see :func:`unknown_colour_void`)."""
+
+    colormap: Colormap
+    unknown: str = "error"
+    void: int = 255
+
+    def __post_init__(self) -> None:
+        if self.unknown not in UNKNOWN_COLOUR_POLICIES:
+            raise ValueError(f"unknown colour policy must be one of {UNKNOWN_COLOUR_POLICIES}")
+
+
+def read_label_mask(
+    path: str | os.PathLike, *, colours: ColourPolicy | None = None, data: bytes | None = None
+) -> Mask:
+    """:func:`~labelfix.io.masks.read_mask`, with colour masks turned into class ids (kind
+    ``colormap``) when ``colours`` is given. Raises UnreadableMask (UnknownColour included)."""
+    path = os.fspath(path)
+    mask = read_mask(path, data=data)
+    if colours is None or mask.kind != "colour":
+        return mask
+    ids = colours.colormap.to_ids(
+        mask.array, unknown=colours.unknown, ignore=colours.void, path=path
+    )
+    return Mask(path=path, kind="colormap", array=ids)

@@ -1,19 +1,20 @@
 """``stats`` and ``to-tfrecord`` as Apache Beam pipelines (DirectRunner, Dataflow, Flink, Spark).
 
-The per-mask work is the library's own, unchanged: :func:`labelfix.scan.scan_file` for stats,
-:func:`labelfix.tfrecord.prepare_pair` (read -> map -> check -> encode) and the same Example
-serialisation for TFRecords. Only the plumbing differs from the local multi-process runner:
+The per-mask work is the library's own, unchanged: :func:`labelfix.checks.scan.scan_file` for
+stats, :func:`labelfix.records.prepare.prepare_pair` (read -> map -> check -> encode) and the same
+Example serialisation for TFRecords. Only the plumbing differs from the local multi-process runner:
 
-* the driver lists the files (:mod:`labelfix.fs`, so ``gs://`` and ``s3://`` work) and stages
+* the driver lists the files (:mod:`labelfix.io.fs`, so ``gs://`` and ``s3://`` work) and stages
   the listing as a JSON-lines file that the pipeline reads, so the job graph stays small however
   many masks there are;
 * stats: ``scan_file`` per mask, then a ``CombineGlobally`` of the per-file reports into one
-  :class:`~labelfix.scan.DatasetStats`, equal to the local report (lists in listing order);
+  :class:`~labelfix.checks.stats.DatasetStats`, equal to the local report (lists in listing order);
 * to-tfrecord: ``prepare_pair`` per pair, ``WriteToTFRecord`` with the local shard names
   (``{split}-SSSSS-of-NNNNN.tfrecord``) and compression into a hidden staging directory under
   the output; per-shard record counts and sha256 are read back from what was written. Only when
   every pair passed are the shards moved to their final names and the manifest written last;
-  otherwise the run ends with the local runner's :class:`~labelfix.tfrecord.DatasetProblems`
+  otherwise the run ends with the local runner's
+  :class:`~labelfix.records.pairing.DatasetProblems`
   and the staging directory is deleted. Record order is whatever the runner produces.
 
 Pipeline options are Beam's own command-line flags (``["--runner=DataflowRunner", ...]``); the
@@ -38,24 +39,17 @@ import tempfile
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 
-from labelfix import fs
+from labelfix.checks.scan import FileReport, scan_file
+from labelfix.checks.stats import DatasetStats, ValueStats
 from labelfix.errors import LabelfixError, MissingExtra
-from labelfix.masks import iter_mask_files
-from labelfix.scan import DatasetStats, FileReport, ValueStats, scan_file
-from labelfix.tfrecord import (
-    Pair,
-    ShardInfo,
-    WriteResult,
-    _example,
-    _Plan,
-    _Prepared,
-    _publish,
-    _Tally,
-    _write_job,
-    prepare_pair,
-    shard_info,
-    shard_name,
-)
+from labelfix.io import fs
+from labelfix.io.masks import iter_mask_files
+from labelfix.records.manifest import RecordTally, build_manifest
+from labelfix.records.pairing import Pair
+from labelfix.records.prepare import Prepared, RecordPlan, prepare_pair, record_bytes
+from labelfix.records.shards import ShardInfo, publish, shard_info, shard_name
+from labelfix.records.spec import WriteSpec
+from labelfix.records.write import WriteResult, invalid, plan_pairs
 
 try:
     import apache_beam as beam
@@ -240,12 +234,12 @@ def scan_dataset_beam(
     pipeline_args: Sequence[str] = (),
     **read_options,
 ) -> DatasetStats:
-    """:func:`labelfix.scan.scan_dataset` as a Beam pipeline; the same :class:`DatasetStats`.
+    """:func:`labelfix.checks.stats.scan_dataset` as a Beam pipeline; the same DatasetStats.
 
     ``pipeline_args`` are Beam flags (default: the DirectRunner). The listing and the result
     pass through ``--temp_location`` when given (needed on a cluster), else a local temporary
-    directory. ``read_options`` (``colormap``, ``unknown_colour``, ``artifacts``) go to
-    :func:`~labelfix.scan.scan_file`.
+    directory. ``read_options`` (``colours``, ``artifacts``) go to
+    :func:`~labelfix.checks.scan.scan_file`.
     """
     ignore = tuple(ignore)
     listed = iter_mask_files(list(paths), glob=glob)
@@ -276,41 +270,41 @@ def scan_dataset_beam(
 class _EncodeFn(beam.DoFn):
     """One pair -> its serialised Example (main output), or its problems, plus its class tally."""
 
-    def __init__(self, plan: _Plan):
+    def __init__(self, plan: RecordPlan):
         self.plan = plan
 
     def process(self, item: list):
         index, mask, image, source_id, filename = item
         pair = Pair(mask=mask, image=image, source_id=source_id, filename=filename)
         result = prepare_pair(pair, self.plan)
-        if not isinstance(result, _Prepared):
+        if not isinstance(result, Prepared):
             yield beam.pvalue.TaggedOutput("problems", (index, list(result.problems)))
             return
-        yield _example(pair, result, self.plan.encoding)
+        yield record_bytes(pair, result, self.plan.encoding)
         yield beam.pvalue.TaggedOutput("tally", dataclasses.replace(result, mask=b""))
 
 
 class _TallyFn(beam.CombineFn):
-    """Class pixel/image counts of the written records, with :class:`_Tally` as the local run."""
+    """Class pixel/image counts of the written records, with :class:`RecordTally` as locally."""
 
     def __init__(self, num_classes: int):
         self.num_classes = num_classes
 
-    def create_accumulator(self) -> _Tally:
-        return _Tally(self.num_classes)
+    def create_accumulator(self) -> RecordTally:
+        return RecordTally(self.num_classes)
 
-    def add_input(self, acc: _Tally, prepared: _Prepared) -> _Tally:
+    def add_input(self, acc: RecordTally, prepared: Prepared) -> RecordTally:
         acc.add(prepared)
         return acc
 
-    def merge_accumulators(self, accs: Iterable[_Tally]) -> _Tally:
+    def merge_accumulators(self, accs: Iterable[RecordTally]) -> RecordTally:
         accs = iter(accs)
         merged = next(accs)
         for acc in accs:
             merged.merge(acc)
         return merged
 
-    def extract_output(self, acc: _Tally) -> dict:
+    def extract_output(self, acc: RecordTally) -> dict:
         return dataclasses.asdict(acc)
 
 
@@ -327,70 +321,75 @@ def _estimated_shards(pairs: Sequence[Pair], images: str, masks: str, size_limit
 
 
 def write_dataset_beam(
-    *,
-    images: str | os.PathLike,
-    masks: str | os.PathLike,
-    output: str | os.PathLike,
-    pipeline_args: Sequence[str] = (),
-    **kwargs,
+    spec: WriteSpec | None = None, *, pipeline_args: Sequence[str] = (), **options
 ) -> WriteResult:
-    """:func:`labelfix.tfrecord.write_dataset` as a Beam pipeline ending in ``WriteToTFRecord``.
+    """:func:`labelfix.records.write.write_dataset` as a Beam pipeline (``WriteToTFRecord``).
 
-    Same options (less ``jobs`` and ``on_record``), checks, keys, shard names, compression and
-    manifest as the local runner; see the module doc for what differs. Without ``num_shards``
-    the shard count is fixed before the run from the input file sizes, so shards hold about
-    ``shard_size`` each (records are larger than their files with ``mask_encoding="raw"``: give
-    ``num_shards`` there).
+    The same :class:`~labelfix.records.spec.WriteSpec` (or its fields as keyword ``options``),
+    checks, keys, shard names, compression and manifest as the local runner; see the module doc
+    for what differs. Without ``num_shards`` the shard count is fixed before the run from the
+    input file sizes, so shards hold about ``shard_size`` each (records are larger than their
+    files with ``mask_encoding="raw"``: give ``num_shards`` there).
     """
-    kwargs.pop("jobs", None)
-    kwargs.pop("on_record", None)
-    job = _write_job(images=images, masks=masks, output=output, **kwargs)
-    num_shards = job.num_shards or _estimated_shards(
-        job.pairs, os.fspath(images), os.fspath(masks), job.size_limit
+    spec = spec if spec is not None else WriteSpec(**options)
+    pairs, skipped = plan_pairs(spec)
+    num_shards = spec.num_shards or _estimated_shards(
+        pairs, spec.images, spec.masks, spec.size_limit
     )
-    compression = job.compression
-    fs.makedirs(job.output)
-    items = ([i, p.mask, p.image, p.source_id, p.filename] for i, p in enumerate(job.pairs))
-    with _staging(job.output) as staging:
+    fs.makedirs(spec.output)
+    items = ([i, p.mask, p.image, p.source_id, p.filename] for i, p in enumerate(pairs))
+    with _staging(spec.output) as staging:
         listing = _stage_items(staging, items)
         files = {name: fs.join(staging, f"{name}.json") for name in ("problems", "tally", "shards")}
-        with beam.Pipeline(options=_options(pipeline_args)) as pipeline:
-            results = _read_items(pipeline, listing) | "Prepare" >> beam.ParDo(
-                _EncodeFn(job.plan)
-            ).with_outputs("problems", "tally", main="records")
-            written = results.records | "Write" >> beam.io.WriteToTFRecord(
-                fs.join(staging, job.split),
-                file_name_suffix=".tfrecord",
-                num_shards=num_shards,
-                shard_name_template="-SSSSS-of-NNNNN",
-                compression_type=CompressionTypes.GZIP
-                if compression == "gzip"
-                else CompressionTypes.UNCOMPRESSED,
-            )
-            shards = (
-                written
-                | "Read back" >> beam.Map(_shard_json, compression)
-                | "All shards" >> beam.combiners.ToList()
-            )
-            problems = results.problems | "All problems" >> beam.combiners.ToList()
-            tally = results.tally | "Tally" >> beam.CombineGlobally(_TallyFn(job.num_classes))
-            _save_json(shards, files["shards"], "shards")
-            _save_json(problems, files["problems"], "problems")
-            _save_json(tally, files["tally"], "tally")
-
+        _run_write(spec, listing, staging, files, num_shards, pipeline_args)
         problems = sorted(_load_json(files["problems"]))
         if problems:
             lines = [line for _, found in problems for line in found]
-            raise job.invalid(lines, len(problems))
-        tally = _Tally(**_load_json(files["tally"]))
+            raise invalid(spec, lines, len(problems), len(pairs))
+        tally = RecordTally(**_load_json(files["tally"]))
         infos = [ShardInfo(*entry) for entry in sorted(_load_json(files["shards"]))]
-        expected = [shard_name(job.split, i, num_shards) for i in range(num_shards)]
+        expected = [shard_name(spec.split, i, num_shards) for i in range(num_shards)]
         if [s.file for s in infos] != expected or sum(s.records for s in infos) != tally.records:
             raise LabelfixError(
-                f"{job.output}: the Beam run wrote {len(infos)} shard(s) with "
+                f"{spec.output}: the Beam run wrote {len(infos)} shard(s) with "
                 f"{sum(s.records for s in infos)} records, expected {num_shards} with "
                 f"{tally.records}; nothing was published"
             )
         staged = [(fs.join(staging, s.file), s) for s in infos]
-        _publish(job.output, job.split, staged, job.manifest(tally))
-    return job.result(infos, tally)
+        publish(spec.output, spec.split, staged, build_manifest(spec, tally))
+    return WriteResult.of(spec, infos, tally, skipped)
+
+
+def _run_write(
+    spec: WriteSpec,
+    listing: str,
+    staging: str,
+    files: dict[str, str],
+    num_shards: int,
+    pipeline_args: Sequence[str],
+) -> None:
+    """The pipeline: prepare each pair, write the records, save problems, tally and shards."""
+    compression = (
+        CompressionTypes.GZIP if spec.compression == "gzip" else CompressionTypes.UNCOMPRESSED
+    )
+    with beam.Pipeline(options=_options(pipeline_args)) as pipeline:
+        results = _read_items(pipeline, listing) | "Prepare" >> beam.ParDo(
+            _EncodeFn(RecordPlan.from_spec(spec))
+        ).with_outputs("problems", "tally", main="records")
+        written = results.records | "Write" >> beam.io.WriteToTFRecord(
+            fs.join(staging, spec.split),
+            file_name_suffix=".tfrecord",
+            num_shards=num_shards,
+            shard_name_template="-SSSSS-of-NNNNN",
+            compression_type=compression,
+        )
+        shards = (
+            written
+            | "Read back" >> beam.Map(_shard_json, spec.compression)
+            | "All shards" >> beam.combiners.ToList()
+        )
+        problems = results.problems | "All problems" >> beam.combiners.ToList()
+        tally = results.tally | "Tally" >> beam.CombineGlobally(_TallyFn(spec.num_classes))
+        _save_json(shards, files["shards"], "shards")
+        _save_json(problems, files["problems"], "problems")
+        _save_json(tally, files["tally"], "tally")

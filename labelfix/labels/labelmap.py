@@ -1,13 +1,14 @@
 """Label mappings: a lookup table plus a policy for the values no rule names.
 
 A :class:`LabelMap` is built once (from ``--ignore/--out``, ``--map A:B``, a map file or a
-preset) and applied to whole arrays with one table lookup per pixel.
+preset, see :mod:`labelfix.labels.presets`) and applied to whole arrays with one table lookup
+per pixel.
 
 >>> lm = LabelMap(ignore=(255,), out=-1)
 >>> lm.apply(np.array([[0, 5, 255]], np.uint8)).tolist()
 [[0, 5, -1]]
->>> cs = preset("cityscapes")
->>> cs.apply(np.array([[7, 26, 0]], np.uint8)).tolist()   # road, car, unlabeled
+>>> LabelMap(rules=((7, 0), (26, 13)), unmapped="ignore", out=255).apply(
+...     np.array([[7, 26, 0]], np.uint8)).tolist()
 [[0, 13, 255]]
 """
 
@@ -16,13 +17,13 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from labelfix.errors import MappingError
-from labelfix.masks import smallest_int_dtype, value_counts
+from labelfix.io.masks import smallest_int_dtype, value_counts
 
 UNMAPPED_POLICIES = ("keep", "ignore", "error")
 
@@ -118,9 +119,6 @@ class LabelMap:
         outputs = set(self.rules_dict.values()) | set(v for v in (self.out_value,) if v is not None)
         return all(self.lookup(b) == b for b in outputs)
 
-    def with_out(self, out: int | None) -> LabelMap:
-        return replace(self, out=out) if out is not None else self
-
     # ------------------------------------------------------------------------- applying
 
     def table(self, dtype: np.dtype | type) -> tuple[np.ndarray, np.ndarray]:
@@ -162,8 +160,6 @@ class LabelMap:
             if self.unmapped == "error" and not known.all():
                 self._check_known(labels, known, path)
             return np.take(lut, labels)
-        from labelfix.scan import value_counts
-
         if labels.size == 0:
             return labels.astype(np.int8)
         values, _ = value_counts(labels)
@@ -172,14 +168,8 @@ class LabelMap:
             known = np.array([o is not None for o in outputs])
             self._raise_unmapped(labels, values[~known], path)
         out = np.asarray(outputs, dtype=np.int64)
-        lo, hi = (int(out.min()), int(out.max())) if out.size else (0, 0)
-        out = out.astype(smallest_int_dtype(lo, hi))
-        first, last = int(values[0]), int(values[-1])
-        if last - first < (1 << 20):
-            lut = np.zeros(last - first + 1, dtype=out.dtype)
-            lut[values - first] = out
-            return lut[labels.astype(np.int64) - first]
-        return out[np.searchsorted(values, labels)]
+        dtype = smallest_int_dtype(int(out.min()), int(out.max()))
+        return replace_values(labels, values, out, dtype)
 
     def _cached_table(self, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
         key = f"_table_{np.dtype(dtype).name}"
@@ -308,307 +298,27 @@ def read_map_file(path: str | os.PathLike) -> tuple[tuple[int, int], ...]:
     return tuple(rules)
 
 
-# ----------------------------------------------------------------------------- presets
-
-#: Cityscapes labelId -> trainId, from cityscapesScripts' helpers/labels.py (all other ids,
-#: including 0-6, 9, 10, 14-16, 18, 29, 30 and -1, have trainId 255 = ignore).
-CITYSCAPES_TRAIN_IDS: dict[int, int] = {
-    7: 0,
-    8: 1,
-    11: 2,
-    12: 3,
-    13: 4,
-    17: 5,
-    19: 6,
-    20: 7,
-    21: 8,
-    22: 9,
-    23: 10,
-    24: 11,
-    25: 12,
-    26: 13,
-    27: 14,
-    28: 15,
-    31: 16,
-    32: 17,
-    33: 18,
-}
-CITYSCAPES_CLASSES = (
-    "road",
-    "sidewalk",
-    "building",
-    "wall",
-    "fence",
-    "pole",
-    "traffic light",
-    "traffic sign",
-    "vegetation",
-    "terrain",
-    "sky",
-    "person",
-    "rider",
-    "car",
-    "truck",
-    "bus",
-    "train",
-    "motorcycle",
-    "bicycle",
-)
-VOC_CLASSES = (
-    "background",
-    "aeroplane",
-    "bicycle",
-    "bird",
-    "boat",
-    "bottle",
-    "bus",
-    "car",
-    "cat",
-    "chair",
-    "cow",
-    "diningtable",
-    "dog",
-    "horse",
-    "motorbike",
-    "person",
-    "pottedplant",
-    "sheep",
-    "sofa",
-    "train",
-    "tvmonitor",
-)
-ADE20K_CLASSES = (
-    "wall",
-    "building",
-    "sky",
-    "floor",
-    "tree",
-    "ceiling",
-    "road",
-    "bed",
-    "windowpane",
-    "grass",
-    "cabinet",
-    "sidewalk",
-    "person",
-    "earth",
-    "door",
-    "table",
-    "mountain",
-    "plant",
-    "curtain",
-    "chair",
-    "car",
-    "water",
-    "painting",
-    "sofa",
-    "shelf",
-    "house",
-    "sea",
-    "mirror",
-    "rug",
-    "field",
-    "armchair",
-    "seat",
-    "fence",
-    "desk",
-    "rock",
-    "wardrobe",
-    "lamp",
-    "bathtub",
-    "railing",
-    "cushion",
-    "base",
-    "box",
-    "column",
-    "signboard",
-    "chest of drawers",
-    "counter",
-    "sand",
-    "sink",
-    "skyscraper",
-    "fireplace",
-    "refrigerator",
-    "grandstand",
-    "path",
-    "stairs",
-    "runway",
-    "case",
-    "pool table",
-    "pillow",
-    "screen door",
-    "stairway",
-    "river",
-    "bridge",
-    "bookcase",
-    "blind",
-    "coffee table",
-    "toilet",
-    "flower",
-    "book",
-    "hill",
-    "bench",
-    "countertop",
-    "stove",
-    "palm",
-    "kitchen island",
-    "computer",
-    "swivel chair",
-    "boat",
-    "bar",
-    "arcade machine",
-    "hovel",
-    "bus",
-    "towel",
-    "light",
-    "truck",
-    "tower",
-    "chandelier",
-    "awning",
-    "streetlight",
-    "booth",
-    "television receiver",
-    "airplane",
-    "dirt track",
-    "apparel",
-    "pole",
-    "land",
-    "bannister",
-    "escalator",
-    "ottoman",
-    "bottle",
-    "buffet",
-    "poster",
-    "stage",
-    "van",
-    "ship",
-    "fountain",
-    "conveyer belt",
-    "canopy",
-    "washer",
-    "plaything",
-    "swimming pool",
-    "stool",
-    "barrel",
-    "basket",
-    "waterfall",
-    "tent",
-    "bag",
-    "minibike",
-    "cradle",
-    "oven",
-    "ball",
-    "food",
-    "step",
-    "tank",
-    "trade name",
-    "microwave",
-    "pot",
-    "animal",
-    "bicycle",
-    "lake",
-    "dishwasher",
-    "screen",
-    "blanket",
-    "sculpture",
-    "hood",
-    "sconce",
-    "vase",
-    "traffic light",
-    "tray",
-    "ashcan",
-    "fan",
-    "pier",
-    "crt screen",
-    "plate",
-    "monitor",
-    "bulletin board",
-    "shower",
-    "radiator",
-    "glass",
-    "clock",
-    "flag",
-)
-
-PRESETS = ("cityscapes", "ade20k", "voc")
+# ----------------------------------------------------------------------------- value replacement
 
 
-def preset(name: str) -> LabelMap:
-    """A dataset's standard mapping, with its num_classes and class names.
+def replace_values(
+    labels: np.ndarray, values: np.ndarray, outputs: np.ndarray, dtype: np.dtype | type
+) -> np.ndarray:
+    """``labels`` with each of ``values`` (sorted, every value present) replaced by the output
+    at the same position, as ``dtype``: one lookup-table pass over the pixels.
 
-    * ``cityscapes``: labelIds -> the 19 trainIds; every other id -> ignore 255.
-    * ``ade20k``: reduce-zero-label: 0 -> ignore 255, k -> k-1 (150 classes).
-    * ``voc``: 0..20 kept, 255 ignore, anything else -> ignore.
+    >>> replace_values(np.array([[3, 7]], np.uint8), np.array([3, 7]), np.array([0, -1]), "int8")
+    array([[ 0, -1]], dtype=int8)
     """
-    if name == "cityscapes":
-        return LabelMap(
-            rules=tuple(CITYSCAPES_TRAIN_IDS.items()),
-            ignore=(),
-            out=255,
-            unmapped="ignore",
-            num_classes=19,
-            class_names=CITYSCAPES_CLASSES,
-            name=name,
-        )
-    if name == "ade20k":
-        return LabelMap(
-            rules=tuple((k, k - 1) for k in range(1, 151)),
-            ignore=(0,),
-            out=255,
-            unmapped="ignore",
-            num_classes=150,
-            class_names=ADE20K_CLASSES,
-            name=name,
-        )
-    if name == "voc":
-        return LabelMap(
-            rules=tuple((k, k) for k in range(21)),
-            ignore=(255,),
-            out=255,
-            unmapped="ignore",
-            num_classes=21,
-            class_names=VOC_CLASSES,
-            name=name,
-        )
-    raise MappingError(f"unknown preset {name!r} (expected one of {', '.join(PRESETS)})")
-
-
-def build_label_map(
-    *,
-    ignore: Sequence[int] = (),
-    out: int | None = None,
-    maps: Sequence[tuple[int, int]] = (),
-    map_file: str | os.PathLike | None = None,
-    preset_name: str | None = None,
-    unmapped: str | None = None,
-    num_classes: int | None = None,
-) -> LabelMap:
-    """Combine the mapping options every command shares into one LabelMap.
-
-    A preset supplies rules, ignore value, num_classes and class names; explicit ``maps`` and
-    ``map_file`` rules are added on top (explicit wins over the preset for the same value);
-    ``ignore`` values are added to the preset's; ``out`` replaces its canonical ignore.
-    """
-    base = preset(preset_name) if preset_name else LabelMap()
-    rules = dict(base.rules_dict)
-    for v in ignore:  # an explicit --ignore wins over a preset's rule for that value
-        rules.pop(v, None)
-    # Explicit rules go on top; one that contradicts an explicit --ignore is a MappingError
-    # from LabelMap (it used to be dropped silently).
-    if map_file is not None:
-        rules.update(read_map_file(map_file))
-    rules.update(dict(maps))
-    all_ignore = tuple(dict.fromkeys((*base.ignore, *ignore)))
-    if num_classes is not None and base.num_classes is not None and num_classes != base.num_classes:
-        class_names = None
-    else:
-        class_names = base.class_names
-    return LabelMap(
-        rules=tuple(sorted(rules.items())),
-        ignore=all_ignore,
-        out=out if out is not None else base.out,
-        unmapped=unmapped or (base.unmapped if preset_name else "keep"),
-        num_classes=num_classes if num_classes is not None else base.num_classes,
-        class_names=class_names,
-        name=base.name,
-    )
+    dtype = np.dtype(dtype)
+    outputs = np.asarray(outputs)
+    if labels.dtype in (np.uint8, np.uint16):
+        lut = np.zeros(1 << (8 * labels.dtype.itemsize), dtype)
+        lut[values] = outputs
+        return np.take(lut, labels)
+    lo, hi = int(values[0]), int(values[-1])
+    if hi - lo < (1 << 20):
+        lut = np.zeros(hi - lo + 1, dtype)
+        lut[np.asarray(values, np.int64) - lo] = outputs
+        return lut[(labels.astype(np.int64, copy=False) - lo)]
+    return outputs.astype(dtype)[np.searchsorted(values, labels)]

@@ -12,8 +12,10 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from labelfix.masks import KINDS
-from labelfix.scan import BadValue, DatasetStats, FileReport, scan_dataset
+from labelfix.checks.rules import bad_value_message
+from labelfix.checks.scan import FileReport
+from labelfix.checks.stats import DatasetStats, scan_dataset
+from labelfix.io.masks import KINDS
 
 
 @dataclass(frozen=True)
@@ -30,19 +32,12 @@ class Problem:
     x: int | None = None
 
 
-def expected_text(num_classes: int, ignore: Sequence[int]) -> str:
-    """``expected 0..20 or ignore 255`` -- the phrase every range error uses."""
-    text = f"expected 0..{num_classes - 1}"
-    if ignore:
-        text += " or ignore " + ", ".join(str(v) for v in ignore)
-    return text
-
-
-def bad_value_message(path: str, bad: BadValue, *, num_classes: int, ignore: Sequence[int]) -> str:
-    return (
-        f"{path}: value {bad.value} is not a class id ({expected_text(num_classes, ignore)}): "
-        f"{bad.pixels} px, first at y={bad.y} x={bad.x}"
-    )
+#: Errors a file's storage kind alone causes.
+_KIND_ERRORS = {
+    "colour": "colour mask: colours are not class ids (convert it with a colormap)",
+    "jpeg": "JPEG mask: lossy compression puts values that are no class on every edge",
+}
+_LOSSY = "(bilinear resizing, anti-aliasing or JPEG; see labelfix repair)"
 
 
 def file_problems(
@@ -53,95 +48,55 @@ def file_problems(
     if report.error is not None:
         return [Problem(path, "error", "unreadable", f"{path}: {report.error}")]
     problems: list[Problem] = []
-    if report.kind == "colour":
-        problems.append(
-            Problem(
-                path,
-                "error",
-                "colour",
-                f"{path}: colour mask: colours are not class ids (convert it with a colormap)",
-            )
-        )
-    elif report.kind == "jpeg":
-        problems.append(
-            Problem(
-                path,
-                "error",
-                "jpeg",
-                f"{path}: JPEG mask: lossy compression puts values that are no class on every edge",
-            )
-        )
+    if report.kind in _KIND_ERRORS:
+        problems.append(Problem(path, "error", report.kind, f"{path}: {_KIND_ERRORS[report.kind]}"))
     for bad in report.bad_values:
+        message = bad_value_message(path, bad, num_classes=num_classes, ignore=ignore)
         problems.append(
-            Problem(
-                path,
-                "error",
-                "value",
-                bad_value_message(path, bad, num_classes=num_classes, ignore=ignore),
-                value=bad.value,
-                pixels=bad.pixels,
-                y=bad.y,
-                x=bad.x,
-            )
+            Problem(path, "error", "value", message, bad.value, bad.pixels, bad.y, bad.x)
         )
     if report.image_problem:
         problems.append(Problem(path, "error", "image", f"{path}: {report.image_problem}"))
+    return problems + _warnings(report, ignore)
+
+
+def _warnings(report: FileReport, ignore: Sequence[int]) -> list[Problem]:
+    path = report.path
+    found: list[Problem] = []
     if report.kind == "palette":
-        problems.append(
-            Problem(
-                path,
-                "warning",
-                "palette",
-                f"{path}: palette PNG: {KINDS['palette']}",
-            )
+        found.append(
+            Problem(path, "warning", "palette", f"{path}: palette PNG: {KINDS['palette']}")
         )
     if report.looks_interpolated:
         values = ", ".join(str(sv.value) for sv in report.suspects)
-        problems.append(
-            Problem(
-                path,
-                "warning",
-                "interpolated",
-                f"{path}: looks interpolated: values {values} lie only on boundaries between "
-                "two other values (bilinear resizing, anti-aliasing or JPEG; see labelfix repair)",
-            )
+        message = (
+            f"{path}: looks interpolated: values {values} lie only on boundaries between "
+            f"two other values {_LOSSY}"
         )
+        found.append(Problem(path, "warning", "interpolated", message))
     else:
         for sv in report.suspects:
-            problems.append(
-                Problem(
-                    path,
-                    "warning",
-                    "artifact",
-                    f"{path}: value {sv.value} looks like a lossy artifact: "
-                    f"{100 * sv.share:.0f}% of its {sv.pixels} px lie on boundaries between two "
-                    "other values (bilinear resizing, anti-aliasing or JPEG; see labelfix repair)",
-                    value=sv.value,
-                    pixels=sv.pixels,
-                )
+            message = (
+                f"{path}: value {sv.value} looks like a lossy artifact: "
+                f"{100 * sv.share:.0f}% of its {sv.pixels} px lie on boundaries between two "
+                f"other values {_LOSSY}"
+            )
+            found.append(
+                Problem(path, "warning", "artifact", message, value=sv.value, pixels=sv.pixels)
             )
     if report.specks and report.pixels and report.specks / report.pixels > 0.001:
-        problems.append(
-            Problem(
-                path,
-                "warning",
-                "specks",
-                f"{path}: {report.specks} px are specks with fewer than 3 same-valued neighbours "
-                "(JPEG noise? see labelfix repair)",
-                pixels=report.specks,
-            )
+        message = (
+            f"{path}: {report.specks} px are specks with fewer than 3 same-valued neighbours "
+            "(JPEG noise? see labelfix repair)"
         )
+        found.append(Problem(path, "warning", "specks", message, pixels=report.specks))
     if ignore and report.all_void:
-        problems.append(
-            Problem(
-                path,
-                "warning",
-                "all-void",
-                f"{path}: every pixel is ignore ({', '.join(map(str, ignore))}); "
-                "it adds nothing to training",
-            )
+        message = (
+            f"{path}: every pixel is ignore ({', '.join(map(str, ignore))}); "
+            "it adds nothing to training"
         )
-    return problems
+        found.append(Problem(path, "warning", "all-void", message))
+    return found
 
 
 @dataclass
@@ -195,7 +150,7 @@ def validate(
 ) -> ValidationResult:
     """Check every mask under ``paths``; ``result.ok`` is False when any file has an error.
 
-    ``read_options`` (``colormap``, ``unknown_colour``, ``artifacts``) go to the scan.
+    ``read_options`` (``colours``, ``artifacts``) go to the scan.
     """
     problems: list[Problem] = []
 

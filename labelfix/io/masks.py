@@ -4,7 +4,7 @@
   16-bit (``I;16``/``I``) -> uint16/int32, ``1`` -> 0/1; ``.npy`` integer arrays as they are.
 * Colour (RGB, RGBA, LA, PA) and JPEG files are readable but are not label masks: ``Mask.kind``
   says so and ``Mask.labels`` refuses them.
-* Nothing here ever resamples, and every write goes to a temporary name first.
+* Nothing here ever resamples, and every write goes through :mod:`labelfix.io.atomic`.
 
 >>> m = read_mask("masks/2007_000033.png")       # doctest: +SKIP
 >>> m.kind, m.labels.dtype, m.palette is not None  # doctest: +SKIP
@@ -13,25 +13,19 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
-import struct
-import tempfile
 import warnings
 import zlib
 from collections.abc import Iterator
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
-from labelfix import fs
 from labelfix.errors import NotALabelMask, UnreadableMask
-
-if TYPE_CHECKING:
-    from labelfix.colormap import Colormap
+from labelfix.io import fs
+from labelfix.io.atomic import atomic_path
+from labelfix.io.png import PNG_COMPRESS_LEVEL, encode_png
 
 #: Refuse images with more pixels than this before decoding them (decompression bombs).
 MAX_PIXELS = 1 << 28  # 268 M pixels, e.g. 16384 x 16384
@@ -165,26 +159,18 @@ def read_mask(
     path: str | os.PathLike,
     *,
     max_pixels: int = MAX_PIXELS,
-    colormap: Colormap | None = None,
-    unknown_colour: str = "error",
-    ignore: int = 255,
     data: bytes | None = None,
 ) -> Mask:
     """Read a mask file (PNG, other Pillow formats, or ``.npy``) without changing a value.
 
     ``data``, when given, is the file's content already read (``path`` then only names it).
-    With a ``colormap``, colour masks are converted to class ids (kind ``colormap``); an
-    unknown colour raises UnknownColour, or becomes ``ignore`` with ``unknown_colour="ignore"``.
-    Raises UnreadableMask with a one-line reason for anything that cannot be decoded.
+    Colour masks come back as kind ``colour``; :mod:`labelfix.labels.colormap` turns them into
+    class ids. Raises UnreadableMask with a one-line reason for anything that cannot be decoded.
     """
     path = os.fspath(path)
     if path.lower().endswith(".npy"):
         return _read_npy(path, max_pixels=max_pixels, data=data)
-    mask = _read_image(path, max_pixels=max_pixels, data=data)
-    if colormap is not None and mask.kind == "colour":
-        ids = colormap.to_ids(mask.array, unknown=unknown_colour, ignore=ignore, path=path)
-        return Mask(path=path, kind="colormap", array=ids)
-    return mask
+    return _read_image(path, max_pixels=max_pixels, data=data)
 
 
 def _source(path: str, data: bytes | None):
@@ -308,7 +294,7 @@ def iter_mask_files(
 
     Directories are walked recursively; files named directly are always yielded. ``glob``
     (e.g. ``"*.png"``) replaces the default ``suffixes`` (``.png`` and ``.npy``). Remote
-    directories (``gs://...``) are walked through :mod:`labelfix.fs`, in the same order.
+    directories (``gs://...``) are walked through :mod:`labelfix.io.fs`, in the same order.
     """
     from fnmatch import fnmatch
 
@@ -332,119 +318,6 @@ def iter_mask_files(
 
 
 # ----------------------------------------------------------------------------- writing
-
-
-@contextlib.contextmanager
-def atomic_path(final: str | os.PathLike) -> Iterator[str]:
-    """Yield a temporary path beside ``final``; rename it over ``final`` only on success.
-
-    The temporary file lives in the same directory (so the rename is atomic) and is removed if
-    the block raises or is interrupted.
-
-    >>> with atomic_path("out/0001.png") as tmp:   # doctest: +SKIP
-    ...     Image.fromarray(a).save(tmp, format="PNG")
-    """
-    final = os.fspath(final)
-    directory = os.path.dirname(final) or "."
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        dir=directory, prefix=f".{os.path.basename(final)}.", suffix=".labelfix-tmp"
-    )
-    os.close(fd)
-    try:
-        yield tmp
-        if os.path.exists(final):
-            with contextlib.suppress(OSError):
-                os.chmod(tmp, os.stat(final).st_mode & 0o7777)
-        else:
-            with contextlib.suppress(OSError):
-                umask = os.umask(0)
-                os.umask(umask)
-                os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, final)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-#: zlib level for PNG masks, chosen with benchmarks/bench_remap.py (2048x1024 Cityscapes-like
-#: mask, one core). remap's encoder (unfiltered rows, zlib's run-length strategy) gives the same
-#: 24 KB in 3.3 ms at every level from 1 to 9, so 1. Pillow's encoder (encode_png, adaptive
-#: filters) gives 40 KB in 9 ms at 1, 25 KB in 13 ms at 6, 20 KB in 56 ms at 9; 16-bit masks
-#: 58 KB in 10 ms at 1, 33 KB in 16 ms at 6. Level 1 keeps writes fast; 6 would trade +40-60%
-#: encode time for ~40% smaller files where the run-length strategy is not used.
-PNG_COMPRESS_LEVEL = 1
-
-
-def png_mode_for(array: np.ndarray) -> str:
-    """``"L"`` when every value fits 0..255, ``"I;16"`` when it fits 0..65535; else ValueError."""
-    if array.size == 0:
-        return "L"
-    lo, hi = int(array.min()), int(array.max())
-    if lo < 0:
-        raise ValueError(f"a PNG cannot hold negative values (min {lo}); write .npy instead")
-    if hi <= 0xFF:
-        return "L"
-    if hi <= 0xFFFF:
-        return "I;16"
-    raise ValueError(f"a PNG holds at most 16-bit values, got {hi}")
-
-
-def _chunk(tag: bytes, data: bytes) -> bytes:
-    crc = zlib.crc32(data, zlib.crc32(tag))
-    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", crc)
-
-
-def encode_png(
-    array: np.ndarray,
-    *,
-    bits: int | None = None,
-    palette: bytes | None = None,
-    compress_level: int = PNG_COMPRESS_LEVEL,
-) -> bytes:
-    """PNG bytes of a 2-D label array: 8-bit grey, 8-bit palette indices, or 16-bit grey.
-
-    ``bits`` defaults to 8 when every value fits 0..255, else 16. Label masks are long
-    horizontal runs, so rows are stored unfiltered and 8-bit data is deflated with zlib's
-    run-length strategy: about 3x faster than Pillow's adaptive filters and smaller too (see
-    benchmarks/bench_remap.py). 16-bit data uses the default strategy (a run of 2-byte values
-    repeats at distance 2, which run-length matching cannot see).
-
-    >>> a = np.array([[0, 1], [255, 3]], np.uint8)
-    >>> import io
-    >>> np.asarray(Image.open(io.BytesIO(encode_png(a)))).tolist()
-    [[0, 1], [255, 3]]
-    """
-    if bits is None:
-        bits = 8 if png_mode_for(array) == "L" else 16
-    if array.ndim != 2 or bits not in (8, 16):
-        raise ValueError(f"expected a 2-D array and 8 or 16 bits, got {array.shape}, {bits}")
-    height, width = array.shape
-    if array.size and (int(array.min()) < 0 or int(array.max()) >= 1 << bits):
-        raise ValueError(f"values {array.min()}..{array.max()} do not fit a {bits}-bit PNG")
-    if bits == 8:
-        raw = np.empty((height, width + 1), np.uint8)
-        raw[:, 1:] = array
-        strategy = zlib.Z_RLE
-    else:
-        raw = np.empty((height, 2 * width + 1), np.uint8)
-        raw[:, 1:] = array.astype(">u2").view(np.uint8).reshape(height, 2 * width)
-        strategy = zlib.Z_DEFAULT_STRATEGY
-    raw[:, 0] = 0  # filter type None on every row
-    deflate = zlib.compressobj(compress_level, zlib.DEFLATED, 15, 9, strategy)
-    idat = deflate.compress(raw) + deflate.flush()
-    colour_type = 3 if palette is not None else 0
-    if palette is not None and (bits != 8 or len(palette) % 3 or len(palette) > 768):
-        raise ValueError("a palette needs 8-bit data and at most 256 RGB entries")
-    parts = [
-        b"\x89PNG\r\n\x1a\n",
-        _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, bits, colour_type, 0, 0, 0)),
-    ]
-    if palette is not None:
-        parts.append(_chunk(b"PLTE", bytes(palette)))
-    parts += [_chunk(b"IDAT", idat), _chunk(b"IEND", b"")]
-    return b"".join(parts)
 
 
 def write_mask(
@@ -483,7 +356,3 @@ def smallest_int_dtype(lo: int, hi: int, *, signed: bool | None = None) -> np.dt
         if info.min <= lo and hi <= info.max:
             return np.dtype(dt)
     raise ValueError(f"no integer dtype holds {lo}..{hi}")
-
-
-def relative_to(path: str | os.PathLike, root: str | os.PathLike) -> Path:
-    return Path(os.path.relpath(os.fspath(path), os.fspath(root)))

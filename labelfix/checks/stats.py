@@ -1,8 +1,8 @@
-"""Per-file and dataset statistics of label masks: what ``stats`` and ``validate`` report.
+"""Dataset statistics: per-file reports folded into what ``labelfix stats`` reports.
 
-Each file is read once, in a worker process, and reduced to a small :class:`FileReport`
-(value histogram, void pixels, bad values with their first coordinate); the parent only folds
-reports together, so memory does not grow with the number of files.
+Each file is read once, in a worker process, and reduced to a small
+:class:`~labelfix.checks.scan.FileReport`; the parent only folds reports together, so memory does
+not grow with the number of files.
 
 >>> stats = scan_dataset(["masks/"], ignore=(255,), num_classes=21)   # doctest: +SKIP
 >>> stats.void_share, stats.out_of_range                               # doctest: +SKIP
@@ -14,196 +14,13 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
 
-import numpy as np
-
-from labelfix.artifacts import (
-    MIN_SUPPORT,
-    SuspectValue,
-    equal_neighbours,
-    fringe_mask,
-    suspect_values,
-)
-from labelfix.errors import UnreadableMask
-from labelfix.masks import KINDS, Mask, iter_mask_files, read_mask
-from labelfix.masks import value_counts as value_counts  # re-exported
-from labelfix.pairing import find_image, image_size
+from labelfix.checks.scan import FileReport, scan_file
+from labelfix.io.masks import KINDS, iter_mask_files
+from labelfix.labels.colormap import ColourPolicy
+from labelfix.labels.weights import median_frequency_weights
 from labelfix.parallel import ordered_map
-
-if TYPE_CHECKING:
-    from labelfix.colormap import Colormap
-
-
-#: A mask with at least this many fringe-only values "looks interpolated".
-INTERPOLATED_MIN_SUSPECTS = 3
-
-
-@dataclass(frozen=True)
-class BadValue:
-    """A value that is neither a class id nor an ignore value, where it first occurs."""
-
-    value: int
-    pixels: int
-    y: int
-    x: int
-
-
-@dataclass(frozen=True)
-class FileReport:
-    """What one mask file holds. ``error`` is set (and the rest empty) when it can't be used."""
-
-    path: str
-    relpath: str
-    kind: str | None = None
-    height: int = 0
-    width: int = 0
-    dtype: str | None = None
-    values: tuple[int, ...] = ()
-    counts: tuple[int, ...] = ()
-    void_pixels: int = 0
-    bad_values: tuple[BadValue, ...] = ()
-    error: str | None = None
-    image_problem: str | None = None
-    #: with ``artifacts=True``: values whose pixels lie (almost) only on fringes, and specks
-    suspects: tuple[SuspectValue, ...] = ()
-    specks: int = 0
-    #: with ``artifacts=True``: per value (aligned with ``values``), its pixels on fringes
-    fringe: tuple[int, ...] = ()
-
-    @property
-    def looks_interpolated(self) -> bool:
-        """Several values lie only on fringes: the mask was resized or compressed lossily."""
-        return len(self.suspects) >= INTERPOLATED_MIN_SUSPECTS
-
-    @property
-    def pixels(self) -> int:
-        return self.height * self.width
-
-    @property
-    def all_void(self) -> bool:
-        return self.error is None and self.pixels > 0 and self.void_pixels == self.pixels
-
-    @property
-    def is_label(self) -> bool:
-        return self.error is None and self.kind not in ("colour", "jpeg")
-
-
-def scan_mask(
-    mask: Mask,
-    relpath: str,
-    *,
-    ignore: Sequence[int] = (),
-    num_classes: int | None = None,
-    artifacts: bool = False,
-) -> FileReport:
-    """Reduce a decoded mask to its :class:`FileReport`."""
-    height, width = mask.shape
-    if not mask.is_label:
-        return FileReport(
-            path=mask.path,
-            relpath=relpath,
-            kind=mask.kind,
-            height=height,
-            width=width,
-            dtype=str(mask.dtype),
-        )
-    values, counts = mask.value_counts()
-    ignore_set = set(ignore)
-    void = int(sum(int(c) for v, c in zip(values, counts, strict=True) if int(v) in ignore_set))
-    bad: list[BadValue] = []
-    if num_classes is not None:
-        flat = None
-        for v, c in zip(values, counts, strict=True):
-            v = int(v)
-            if v in ignore_set or 0 <= v < num_classes:
-                continue
-            if flat is None:
-                flat = mask.labels.ravel()
-            y, x = divmod(int(np.argmax(flat == v)), width)
-            bad.append(BadValue(value=v, pixels=int(c), y=y, x=x))
-    suspects: tuple[SuspectValue, ...] = ()
-    specks = 0
-    fringe: tuple[int, ...] = ()
-    if artifacts:
-        labels = mask.labels
-        on_fringe = fringe_mask(labels)
-        suspects = tuple(suspect_values(labels, ignore=ignore, fringe=on_fringe))
-        specks = int((equal_neighbours(labels) < MIN_SUPPORT).sum())
-        fv, fc = np.unique(labels[on_fringe], return_counts=True)
-        by_value = dict(zip(fv.tolist(), fc.tolist(), strict=True))
-        fringe = tuple(by_value.get(int(v), 0) for v in values)
-    return FileReport(
-        path=mask.path,
-        relpath=relpath,
-        kind=mask.kind,
-        height=height,
-        width=width,
-        dtype=str(mask.dtype),
-        values=tuple(int(v) for v in values),
-        counts=tuple(int(c) for c in counts),
-        void_pixels=void,
-        bad_values=tuple(bad),
-        suspects=suspects,
-        specks=specks,
-        fringe=fringe,
-    )
-
-
-def scan_file(
-    item: tuple[str, str],
-    *,
-    ignore: Sequence[int] = (),
-    num_classes: int | None = None,
-    images: str | None = None,
-    colormap: Colormap | None = None,
-    unknown_colour: str = "error",
-    artifacts: bool = False,
-) -> FileReport:
-    """Read and reduce one mask file; never raises for a bad file (see ``FileReport.error``)."""
-    path, relpath = item
-    try:
-        mask = read_mask(
-            path,
-            colormap=colormap,
-            unknown_colour=unknown_colour,
-            ignore=ignore[0] if ignore else 255,
-        )
-        report = scan_mask(
-            mask, relpath, ignore=ignore, num_classes=num_classes, artifacts=artifacts
-        )
-    except UnreadableMask as err:
-        return FileReport(path=path, relpath=relpath, error=err.reason)
-    except MemoryError:
-        return FileReport(path=path, relpath=relpath, error="out of memory while decoding")
-    if images is not None:
-        problem = _image_problem(images, relpath, report)
-        if problem:
-            report = FileReport(**{**_fields(report), "image_problem": problem})
-    return report
-
-
-def _fields(report: FileReport) -> dict:
-    return {name: getattr(report, name) for name in report.__dataclass_fields__}
-
-
-def _image_problem(images: str, relpath: str, report: FileReport) -> str | None:
-    image = find_image(images, relpath)
-    if image is None:
-        return (
-            f"no image for this mask under {images} (looked for {os.path.splitext(relpath)[0]}.*)"
-        )
-    try:
-        height, width = image_size(image)
-    except (OSError, ValueError, SyntaxError):
-        return f"its image {image} cannot be read"
-    if (height, width) != (report.height, report.width):
-        return (
-            f"size {report.width}x{report.height} does not match its image {image} "
-            f"({width}x{height})"
-        )
-    return None
 
 
 @dataclass
@@ -327,22 +144,22 @@ class DatasetStats:
         return 0 <= value < self.num_classes
 
     def class_weights(self) -> dict[int, float]:
-        """Median-frequency balancing (Eigen & Fergus 2015) over the valid classes.
+        """Median-frequency balancing over the valid classes (:mod:`labelfix.labels.weights`).
 
-        ``freq(c) = pixels(c) / pixels of the images containing c`` and
-        ``weight(c) = median(freq) / freq(c)``. With ``num_classes`` every class id gets a
-        weight; a class that never occurs gets 0.0 (it has no pixels to weight).
+        With ``num_classes`` every class id gets a weight (1.0 for a class that never occurs);
+        without it, the class values that occur do. Empty when no class has a pixel.
         """
-        freqs = {
-            v: s.pixels / s.image_pixels
-            for v, s in self.values.items()
-            if self.is_class(v) and s.image_pixels
-        }
-        if not freqs:
+        ids = (
+            list(range(self.num_classes))
+            if self.num_classes is not None
+            else sorted(v for v, s in self.values.items() if self.is_class(v) and s.pixels)
+        )
+        empty = ValueStats()
+        pixels = [self.values.get(c, empty).pixels for c in ids]
+        if not any(pixels):
             return {}
-        median = float(np.median(list(freqs.values())))
-        ids = range(self.num_classes) if self.num_classes is not None else sorted(freqs)
-        return {c: (median / freqs[c] if c in freqs else 0.0) for c in ids}
+        image_pixels = [self.values.get(c, empty).image_pixels for c in ids]
+        return dict(zip(ids, median_frequency_weights(pixels, image_pixels), strict=True))
 
     def to_dict(self) -> dict:
         """The whole report as plain JSON-ready data."""
@@ -404,16 +221,6 @@ class DatasetStats:
         return "class"
 
 
-def report_to_dict(report: FileReport) -> dict:
-    """One file's report as JSON-ready data (``--per-image`` rows)."""
-    d = asdict(report)
-    d["bad_values"] = [asdict(b) for b in report.bad_values]
-    d["suspects"] = [asdict(sv) for sv in report.suspects]
-    d["values"] = list(report.values)
-    d["counts"] = list(report.counts)
-    return d
-
-
 def iter_reports(
     paths: Iterable[str | os.PathLike],
     *,
@@ -422,8 +229,7 @@ def iter_reports(
     num_classes: int | None = None,
     images: str | os.PathLike | None = None,
     jobs: int | None = None,
-    colormap: Colormap | None = None,
-    unknown_colour: str = "error",
+    colours: ColourPolicy | None = None,
     artifacts: bool = False,
 ):
     """Yield a :class:`FileReport` per mask file under ``paths``, in sorted path order."""
@@ -432,8 +238,7 @@ def iter_reports(
         ignore=tuple(ignore),
         num_classes=num_classes,
         images=os.fspath(images) if images is not None else None,
-        colormap=colormap,
-        unknown_colour=unknown_colour,
+        colours=colours,
         artifacts=artifacts,
     )
     yield from ordered_map(func, iter_mask_files(list(paths), glob=glob), jobs=jobs)
@@ -453,7 +258,7 @@ def scan_dataset(
     """Scan every mask under ``paths`` and return the dataset totals.
 
     ``on_file`` is called with each file's report as it arrives (progress bars, per-image rows).
-    ``read_options`` (``colormap``, ``unknown_colour``, ``artifacts``) go to :func:`scan_file`.
+    ``read_options`` (``colours``, ``artifacts``) go to :func:`~labelfix.checks.scan.scan_file`.
     """
     stats = DatasetStats(ignore=tuple(ignore), num_classes=num_classes)
     for report in iter_reports(

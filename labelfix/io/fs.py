@@ -7,10 +7,7 @@ Every other path is a local path and goes straight to ``os``, exactly as before 
 Paths keep the caller's spelling: ``walk("gs://b/masks")`` yields ``gs://b/masks/a``, never a
 stripped ``b/masks/a``.
 
-Writes to remote storage go under a temporary name and are moved into place when complete
-(:func:`replace`). On object stores (GCS, S3) an object is all-or-nothing anyway: it becomes
-visible only when its upload completes; the temporary name also keeps half-written files out of
-the final names on filesystems where writes are not atomic (HDFS, SFTP, mounted volumes).
+No policy lives here: atomic writing is :mod:`labelfix.io.atomic`'s.
 
 >>> join("gs://bucket/masks", "a", "0001.png")
 'gs://bucket/masks/a/0001.png'
@@ -26,7 +23,6 @@ import os
 import posixpath
 import re
 import shutil
-import uuid
 from collections.abc import Iterator
 from typing import IO
 
@@ -221,17 +217,10 @@ def rmtree(path: str) -> None:
         fs.rm(p, recursive=True)
 
 
-def temporary_name(final: str) -> str:
-    """A hidden name beside ``final`` that no ``{split}-*`` glob matches."""
-    return join(dirname(final), f".{basename(final)}.{uuid.uuid4().hex[:12]}.labelfix-tmp")
-
-
 def replace(src: str, dst: str) -> None:
-    """Move ``src`` to ``dst`` (overwriting it); the finished file appears under ``dst`` whole.
-
-    Local to local is ``os.replace`` (atomic). A local file going to remote storage is uploaded
-    under a temporary name beside ``dst`` and then moved; remote to remote is fsspec's move.
-    """
+    """Move ``src`` to ``dst``, overwriting it: ``os.replace`` locally, fsspec's move or upload
+    otherwise. Atomic only local to local; :func:`labelfix.io.atomic.move_into_place` makes the
+    other cases atomic by going through a temporary name."""
     if not is_url(dst):
         if is_url(src):
             raise ValueError(f"cannot move {src} to the local path {dst}")
@@ -242,26 +231,5 @@ def replace(src: str, dst: str) -> None:
         _, s = _split(src)
         fs.mv(s, d)
         return
-    tmp = temporary_name(dst)
-    _, t = _split(tmp)
-    try:
-        fs.put_file(src, t)
-        fs.mv(t, d)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            fs.rm_file(t)
-        raise
+    fs.put_file(src, d)
     os.unlink(src)
-
-
-def write_bytes_atomic(path: str, data: bytes) -> None:
-    """Write ``data`` to a temporary name beside ``path``, then move it into place."""
-    tmp = temporary_name(path)
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-        replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            remove(tmp)
-        raise

@@ -100,7 +100,7 @@ glob_option = click.option(
 
 
 def _check_maps(ctx, param, value):
-    from labelfix.mapping import parse_map_rule
+    from labelfix.labels.labelmap import parse_map_rule
 
     rules = []
     for text in value:
@@ -113,7 +113,8 @@ def _check_maps(ctx, param, value):
 
 def mapping_options(func):
     """Add --ignore, --out, --map, --map-file, --preset and --unmapped to a command."""
-    from labelfix.mapping import PRESETS, UNMAPPED_POLICIES
+    from labelfix.labels.labelmap import UNMAPPED_POLICIES
+    from labelfix.labels.presets import PRESETS
 
     decorators = [
         ignore_option,
@@ -152,7 +153,7 @@ def mapping_options(func):
 def label_map_from_options(*, ignore, out, maps, map_file, preset, unmapped, num_classes=None):
     """Build the LabelMap the mapping options describe; usage errors become click errors."""
     from labelfix.errors import MappingError
-    from labelfix.mapping import build_label_map
+    from labelfix.labels.presets import build_label_map
 
     try:
         return build_label_map(
@@ -174,8 +175,8 @@ def label_map_from_options(*, ignore, out, maps, map_file, preset, unmapped, num
 def _check_colormap(ctx, param, value):
     if value is None:
         return None
-    from labelfix.colormap import load_colormap
     from labelfix.errors import MappingError
+    from labelfix.labels.colormap import load_colormap
 
     try:
         return load_colormap(value)
@@ -185,7 +186,7 @@ def _check_colormap(ctx, param, value):
 
 def colormap_options(func):
     """Add --colormap and --unknown-colour (colour masks -> class ids) to a command."""
-    from labelfix.colormap import BUILTIN, UNKNOWN_COLOUR_POLICIES
+    from labelfix.labels.colormap import BUILTIN, UNKNOWN_COLOUR_POLICIES
 
     func = click.option(
         "--unknown-colour",
@@ -203,6 +204,17 @@ def colormap_options(func):
     )(func)
 
 
+def colour_policy(colormap, unknown_colour: str, *, ignore=(), out=None):
+    """The ColourPolicy of ``--colormap`` / ``--unknown-colour`` (None without a colormap); an
+    unknown colour becomes the void value :func:`~labelfix.labels.colormap.unknown_colour_void`
+    picks from the run's ``ignore`` values and ``out``."""
+    if colormap is None:
+        return None
+    from labelfix.labels.colormap import ColourPolicy, unknown_colour_void
+
+    return ColourPolicy(colormap, unknown_colour, unknown_colour_void(ignore, out))
+
+
 artifacts_option = click.option(
     "--artifacts",
     is_flag=True,
@@ -217,7 +229,7 @@ artifacts_option = click.option(
 class StoragePath(click.ParamType):
     """A local path (checked like ``click.Path``) or a URL such as ``gs://bucket/masks``.
 
-    URLs go through :mod:`labelfix.fs` (fsspec); with ``exists=True`` they are checked there.
+    URLs go through :mod:`labelfix.io.fs` (fsspec); with ``exists=True`` they are checked there.
     """
 
     name = "path"
@@ -227,7 +239,7 @@ class StoragePath(click.ParamType):
         self.local = click.Path(exists=exists, file_okay=file_okay, dir_okay=dir_okay)
 
     def convert(self, value, param, ctx):
-        from labelfix import fs
+        from labelfix.io import fs
 
         if not fs.is_url(value):
             return self.local.convert(value, param, ctx)

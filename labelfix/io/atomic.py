@@ -1,0 +1,139 @@
+"""The one atomic writer: a file labelfix writes appears under its final name whole, or not at all.
+
+Every output (masks, shards, manifests, run records, reports) is written to a hidden temporary
+name beside its final name (``.NAME.<random>.labelfix-tmp``, which no ``{split}-*`` glob and no
+mask scan matches) and renamed over the final name only when complete. An interrupted write leaves
+at most a temporary file, never a half-written file under a final name.
+
+* Local paths: the rename is ``os.replace`` in the same directory (atomic). ``durable=True``
+  also syncs the data and the directory, so even a power cut leaves the old file or the new one
+  (used in place, where the old file is the only copy).
+* Remote paths (``gs://``, ``s3://``, see :mod:`labelfix.io.fs`): the data is uploaded under the
+  temporary name and then moved; on object stores an object is all-or-nothing anyway.
+
+A new file gets the mode ``0o666`` less the umask (as ``open`` would give it); a replaced file
+keeps its mode.
+
+>>> import pathlib, tempfile
+>>> d = pathlib.Path(tempfile.mkdtemp())
+>>> write_atomic(d / "a.txt", b"done")
+>>> [p.name for p in d.iterdir()], (d / "a.txt").read_bytes()
+(['a.txt'], b'done')
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+
+from labelfix.io import fs
+
+#: What every temporary name ends with (stale ones are found by it).
+TMP_SUFFIX = ".labelfix-tmp"
+
+
+def temporary_name(final: str | os.PathLike) -> str:
+    """A hidden, unique name beside ``final``: ``dir/.NAME.<12 hex>.labelfix-tmp``."""
+    final = os.fspath(final)
+    return fs.join(fs.dirname(final), f".{fs.basename(final)}.{uuid.uuid4().hex[:12]}{TMP_SUFFIX}")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def move_into_place(tmp: str, final: str, *, durable: bool = False) -> None:
+    """Rename the complete file ``tmp`` over ``final`` (``tmp`` is local; ``final`` may be remote).
+
+    Locally, ``final`` keeps its mode if it exists, else gets ``0o666`` less the umask.
+    """
+    if fs.is_url(final):
+        if fs.is_url(tmp):
+            fs.replace(tmp, final)
+            return
+        staged = temporary_name(final)
+        try:
+            fs.replace(tmp, staged)  # upload under the temporary name ...
+            fs.replace(staged, final)  # ... then move it into place
+        except BaseException:
+            with contextlib.suppress(OSError):
+                fs.remove(staged)
+            raise
+        return
+    try:
+        mode = os.stat(final).st_mode & 0o7777
+    except OSError:
+        mode = 0o666 & ~_umask()
+    with contextlib.suppress(OSError):
+        os.chmod(tmp, mode)
+    os.replace(tmp, final)
+    if durable:
+        _sync_directory(os.path.dirname(final) or ".")
+
+
+def _sync_directory(directory: str) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(final: str | os.PathLike, *, durable: bool = False) -> Iterator[str]:
+    """Yield a temporary local path beside ``final``; rename it over ``final`` only on success.
+
+    The temporary file is removed if the block raises or is interrupted. With ``durable`` the
+    file is synced to disk before the rename.
+
+    >>> with atomic_path("out/0001.png") as tmp:   # doctest: +SKIP
+    ...     Image.fromarray(a).save(tmp, format="PNG")
+    """
+    final = os.fspath(final)
+    directory = os.path.dirname(final) or "."
+    os.makedirs(directory, exist_ok=True)
+    tmp = temporary_name(final)
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    try:
+        yield tmp
+        if durable:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        move_into_place(tmp, final, durable=durable)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_atomic(path: str | os.PathLike, data: bytes, *, durable: bool = False) -> None:
+    """Write ``data`` to ``path`` (local or remote) through a temporary name."""
+    path = os.fspath(path)
+    if not fs.is_url(path):
+        with atomic_path(path, durable=durable) as tmp, open(tmp, "wb") as fh:
+            fh.write(data)
+        return
+    fd, tmp = tempfile.mkstemp(prefix=".labelfix-", suffix=TMP_SUFFIX)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        move_into_place(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def copy_atomic(source: str | os.PathLike, destination: str | os.PathLike) -> None:
+    """Copy a local file to ``destination`` through a temporary name."""
+    with atomic_path(destination) as tmp:
+        shutil.copyfile(source, tmp)

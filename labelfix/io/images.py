@@ -1,0 +1,156 @@
+"""Image files: finding the image that belongs to a mask, and reading an image's header.
+
+The image of ``masks/train/0001.png`` is ``images/train/0001.<ext>``: same relative directory,
+same stem (less optional suffixes, as Cityscapes' ``_gtFine_labelIds`` / ``_leftImg8bit``).
+
+>>> mask_stem("aachen/aachen_000000_000019_gtFine_labelIds.png", mask_suffix="_gtFine_labelIds")
+'aachen/aachen_000000_000019'
+>>> find_image("images", "train/0001.png")          # doctest: +SKIP
+'images/train/0001.jpg'
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+
+from PIL import Image
+
+from labelfix.io import fs
+from labelfix.io.png import png_header
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def mask_stem(relpath: str, *, mask_suffix: str = "") -> str:
+    """The pairing key of a mask: its relative path without extension and ``mask_suffix``."""
+    stem, _ = os.path.splitext(relpath)
+    if mask_suffix and stem.endswith(mask_suffix):
+        stem = stem[: -len(mask_suffix)]
+    return stem
+
+
+def find_image(
+    images_dir: str | os.PathLike,
+    mask_relpath: str,
+    *,
+    mask_suffix: str = "",
+    image_suffix: str = "",
+) -> str | None:
+    """Path of the image paired with the mask at ``mask_relpath``, or None when there is none."""
+    stem = mask_stem(mask_relpath, mask_suffix=mask_suffix)
+    base = fs.join(os.fspath(images_dir), stem) + image_suffix
+    for ext in IMAGE_EXTENSIONS:
+        for candidate in (base + ext, base + ext.upper()):
+            if fs.isfile(candidate):
+                return candidate
+    return None
+
+
+#: Image formats TensorFlow's ``tf.io.decode_image`` reads, by Pillow format name.
+_TF_IMAGE_FORMATS = {
+    "JPEG": "jpeg",
+    "MPO": "jpeg",
+    "PNG": "png",
+    "GIF": "gif",
+    "BMP": "bmp",
+    "WEBP": "webp",
+}
+
+_CHANNELS = {"1": 1, "L": 1, "I": 1, "I;16": 1, "LA": 2, "RGB": 3, "YCbCr": 3, "CMYK": 3, "RGBA": 4}
+
+
+def image_header(source: bytes | str) -> tuple[str, int, int, int]:
+    """``(format, height, width, channels)`` from an image header (file path or bytes).
+
+    ValueError with a reason for what TensorFlow could not decode; OSError when unreadable.
+    """
+    try:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:
+            fmt, (width, height), mode = im.format, im.size, im.mode
+            transparent = "transparency" in im.info
+    except (FileNotFoundError, PermissionError, IsADirectoryError):
+        raise
+    except Image.UnidentifiedImageError:
+        empty = not source if isinstance(source, bytes) else os.path.getsize(source) == 0
+        raise ValueError("empty file" if empty else "not an image Pillow can identify") from None
+    except (OSError, SyntaxError, ValueError) as err:
+        raise ValueError(f"corrupt image header ({err})") from None
+    if fmt not in _TF_IMAGE_FORMATS:
+        raise ValueError(
+            f"{fmt} images cannot be decoded by tf.io.decode_image (JPEG, PNG, GIF, BMP, WebP)"
+        )
+    channels = 4 if mode == "P" and transparent else _CHANNELS.get(mode, 3)
+    return _TF_IMAGE_FORMATS[fmt], height, width, channels
+
+
+_JPEG_SOF = frozenset(
+    (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF)
+)
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}
+
+
+def quick_header(data: bytes) -> tuple[str, int, int, int] | None:
+    """:func:`_image_header` for plain JPEG and PNG files without Pillow (None: ask Pillow).
+
+    Reads the JPEG SOF marker or the PNG IHDR chunk: 5x faster than ``Image.open``, which
+    matters when each mask takes a fraction of a millisecond.
+    """
+    if data[:3] == b"\xff\xd8\xff":
+        pos, end = 2, len(data)
+        while pos + 4 <= end:
+            if data[pos] != 0xFF:
+                return None
+            marker = data[pos + 1]
+            if marker == 0xFF:
+                pos += 1
+                continue
+            if marker == 0x01 or 0xD0 <= marker <= 0xD7:
+                pos += 2
+                continue
+            if marker in (0xD9, 0xDA):
+                return None
+            if marker in _JPEG_SOF:
+                if pos + 10 > end:
+                    return None
+                height, width = struct.unpack_from(">HH", data, pos + 5)
+                channels = 1 if data[pos + 9] == 1 else 3
+                return ("jpeg", height, width, channels) if height and width else None
+            (length,) = struct.unpack_from(">H", data, pos + 2)
+            pos += 2 + length
+        return None
+    header = png_header(data)
+    if header is None or header[3] not in _PNG_CHANNELS or not header[0] or not header[1]:
+        return None
+    width, height, _, colour, _ = header
+    channels = _PNG_CHANNELS[colour]
+    if colour == 3:
+        pos = 8
+        while pos + 8 <= len(data):
+            (length,) = struct.unpack_from(">I", data, pos)
+            ctype = data[pos + 4 : pos + 8]
+            if ctype == b"tRNS":
+                channels = 4
+            if ctype in (b"IDAT", b"IEND"):
+                break
+            pos += 12 + length
+        else:
+            return None
+    return "png", height, width, channels
+
+
+def read_image_header(path: str) -> tuple[str, int, int, int]:
+    """``(format, height, width, channels)`` of an image file, from its first bytes if possible."""
+    with fs.open(path, "rb") as fh:
+        head = fh.read(1 << 16)
+    if fs.is_url(path):
+        return quick_header(head) or image_header(fs.read_bytes(path))
+    return quick_header(head) or image_header(path)
+
+
+def image_size(path: str) -> tuple[int, int]:
+    """``(height, width)`` from the image header alone; OSError/ValueError when unreadable."""
+    with fs.open(path, "rb") as fh, Image.open(fh) as im:
+        width, height = im.size
+    return height, width

@@ -1,0 +1,196 @@
+"""Pairing masks with images, and the id lists (VOC ``ImageSets``) that pick and order them.
+
+>>> pairs, unpaired = find_pairs(images="JPEGImages", masks="SegmentationClass")  # doctest: +SKIP
+>>> pairs[0]                                                                     # doctest: +SKIP
+Pair(mask='SegmentationClass/2007_000032.png', image='JPEGImages/2007_000032.jpg', ...)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+from labelfix.errors import LabelfixError
+from labelfix.io import fs
+from labelfix.io.images import IMAGE_EXTENSIONS, mask_stem
+from labelfix.io.masks import iter_mask_files
+
+
+class DatasetProblems(LabelfixError):
+    """Files that cannot go into the dataset: ``problems`` holds one line per problem.
+
+    ``kind`` is ``"unpaired"`` (masks or images without a partner) or ``"invalid"`` (bad masks,
+    unreadable files, size mismatches).
+    """
+
+    def __init__(self, message: str, problems: Sequence[str], *, kind: str, files: int):
+        self.problems = tuple(problems)
+        self.kind = kind
+        self.files = files
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A mask and its image. ``source_id`` is the pairing key (``aachen/aachen_000000_000019``)."""
+
+    mask: str
+    image: str
+    source_id: str
+    filename: str
+
+
+def _posix(relpath: str) -> str:
+    return relpath.replace(os.sep, "/")
+
+
+def _image_files(images: str, exclude: set[str]) -> Iterator[tuple[str, str]]:
+    for root, dirs, files in fs.walk(images):
+        dirs.sort()
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in sorted(files):
+            if name.startswith(".") or not name.lower().endswith(IMAGE_EXTENSIONS):
+                continue
+            full = fs.join(root, name)
+            if fs.normpath(full) not in exclude:
+                yield full, fs.relpath(full, images)
+
+
+def find_pairs(
+    *,
+    images: str | os.PathLike,
+    masks: str | os.PathLike,
+    image_suffix: str = "",
+    mask_suffix: str = "",
+    ids: Iterable[str] | None = None,
+    skip_unpaired: bool = False,
+) -> tuple[list[Pair], list[str]]:
+    """Pair masks with images by relative path and stem; ``(pairs, unpaired problem lines)``.
+
+    ``mask_suffix``/``image_suffix`` are stripped from the stems (Cityscapes:
+    ``_gtFine_labelIds`` / ``_leftImg8bit``); with a suffix, files without it are not considered.
+    ``ids`` restricts the pairs to those ids, in that order (an id matches the whole key or its
+    last component). Raises DatasetProblems listing every unpaired file unless ``skip_unpaired``.
+    """
+    images, masks = os.fspath(images), os.fspath(masks)
+    for what, top in (("images", images), ("masks", masks)):
+        if not fs.isdir(top):
+            raise LabelfixError(f"{top}: the {what} directory does not exist")
+    problems: list[str] = []
+    mask_by_key = _masks_by_key(masks, mask_suffix, problems)
+    exclude = {fs.normpath(p) for p, _ in mask_by_key.values()}
+    image_by_key = _images_by_key(images, image_suffix, exclude)
+    if ids is None:
+        keys = sorted(mask_by_key)
+        for key in sorted(set(image_by_key) - set(mask_by_key)):
+            problems.append(f"{image_by_key[key][0]}: no mask for this image under {masks}")
+    else:
+        keys = _keys_of_ids(ids, mask_by_key, image_by_key, problems, images, masks,
+                            suffixes=(mask_suffix, image_suffix))  # fmt: skip
+    pairs = []
+    for key in dict.fromkeys(keys):
+        mask, image = mask_by_key.get(key), image_by_key.get(key)
+        if mask is None:
+            problems.append(f"{image[0]}: no mask for this image under {masks}")
+        elif image is None:
+            problems.append(
+                f"{mask[0]}: no image for this mask under {images} "
+                f"(looked for {key}{image_suffix}.*)"
+            )
+        else:
+            pairs.append(
+                Pair(mask=mask[0], image=image[0], source_id=key, filename=_posix(image[1]))
+            )
+    if problems and not skip_unpaired:
+        raise DatasetProblems(
+            f"{len(problems)} unpaired file(s): every mask needs one image and every image a mask",
+            problems,
+            kind="unpaired",
+            files=len(problems),
+        )
+    return pairs, problems
+
+
+def _masks_by_key(masks: str, mask_suffix: str, problems: list[str]) -> dict:
+    found: dict[str, tuple[str, str]] = {}
+    for path, rel in iter_mask_files([masks]):
+        if mask_suffix and not os.path.splitext(rel)[0].endswith(mask_suffix):
+            continue
+        key = _posix(mask_stem(rel, mask_suffix=mask_suffix))
+        if key in found:
+            problems.append(f"{path}: a second mask for {key} (the first is {found[key][0]})")
+        else:
+            found[key] = (path, rel)
+    return found
+
+
+def _images_by_key(images: str, image_suffix: str, exclude: set[str]) -> dict:
+    """Key -> (path, relpath) of the images; of two with one stem, the earlier extension wins."""
+    rank = {ext: i for i, ext in enumerate(IMAGE_EXTENSIONS)}
+    found: dict[str, tuple[str, str]] = {}
+    for path, rel in _image_files(images, exclude):
+        stem, ext = os.path.splitext(rel)
+        if image_suffix and not stem.endswith(image_suffix):
+            continue
+        key = _posix(mask_stem(rel, mask_suffix=image_suffix))
+        old = found.get(key)
+        if old is None or rank[ext.lower()] < rank[os.path.splitext(old[1])[1].lower()]:
+            found[key] = (path, rel)
+    return found
+
+
+def _keys_of_ids(
+    ids: Iterable[str],
+    mask_by_key: dict,
+    image_by_key: dict,
+    problems: list[str],
+    images: str,
+    masks: str,
+    *,
+    suffixes: tuple[str, str],
+) -> list[str]:
+    """The pairing keys the ``ids`` name, in their order; unknown or ambiguous ids are problems."""
+    keys = []
+    by_base: dict[str, list[str]] = {}
+    for key in sorted(set(mask_by_key) | set(image_by_key)):
+        by_base.setdefault(key.rsplit("/", 1)[-1], []).append(key)
+    for wanted in ids:
+        wanted = wanted.strip("/")
+        for suffix in suffixes:
+            if suffix and wanted.endswith(suffix):
+                wanted = wanted[: -len(suffix)]
+        if wanted in mask_by_key or wanted in image_by_key:
+            keys.append(wanted)
+        elif len(by_base.get(wanted, ())) == 1:
+            keys.append(by_base[wanted][0])
+        elif by_base.get(wanted):
+            problems.append(f"id {wanted} is ambiguous: {', '.join(by_base[wanted])}")
+        else:
+            problems.append(f"id {wanted}: no mask under {masks} and no image under {images}")
+    return keys
+
+
+def read_id_list(path: str | os.PathLike) -> list[str]:
+    """The ids of a split file (VOC ``ImageSets/Segmentation/train.txt``): first word per line.
+
+    Blank lines and ``#`` comments are skipped; a trailing image/mask extension is dropped.
+    """
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            lines = fh.read().splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        reason = getattr(err, "strerror", None) or "not a UTF-8 text file"
+        raise LabelfixError(f"{path}: cannot read the id list ({reason})") from None
+    ids = []
+    for line in lines:
+        words = line.split()
+        if not words or words[0].startswith("#"):
+            continue
+        token = words[0].replace("\\", "/")
+        stem, ext = os.path.splitext(token)
+        if ext.lower() in (*IMAGE_EXTENSIONS, ".npy"):
+            token = stem
+        ids.append(token)
+    return list(dict.fromkeys(ids))

@@ -1,0 +1,178 @@
+"""One pair -> one record: read, map, check and encode the mask, read the image header.
+
+:func:`prepare_pair` runs in worker processes (numpy and Pillow only, never TensorFlow) and never
+raises for bad data: it returns :class:`Prepared` or :class:`Rejected` (one line per problem,
+worded as ``validate`` words them). The label map is applied to the value histogram, not to the
+pixels: each distinct value is looked up once, and the pixels are converted in one table pass
+only when a value changes. A PNG mask that needs no change keeps its compressed pixel data byte
+for byte. The image bytes are read by the parent (:func:`record_bytes`), which is cheaper than
+sending them back through a pipe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from labelfix.checks.rules import bad_value_message, find_bad_values
+from labelfix.errors import MappingError, UnreadableMask
+from labelfix.io import fs
+from labelfix.io.images import read_image_header
+from labelfix.io.png import encode_png, passthrough_png, png_header
+from labelfix.labels.colormap import ColourPolicy, read_label_mask
+from labelfix.labels.labelmap import LabelMap, replace_values
+from labelfix.records.example import feature_key, serialize_example
+from labelfix.records.pairing import Pair
+from labelfix.records.spec import WriteSpec
+
+
+@dataclass(frozen=True)
+class RecordPlan:
+    """What a worker needs to turn a pair into a record (picklable, no TensorFlow)."""
+
+    label_map: LabelMap
+    num_classes: int
+    out: int | None
+    stored_ignore: int | None
+    encoding: str
+    mask_dtype: str
+    colours: ColourPolicy | None = None
+
+    @classmethod
+    def from_spec(cls, spec: WriteSpec) -> RecordPlan:
+        stored_ignore, mask_dtype = spec.mask_storage()
+        return cls(
+            label_map=spec.label_map,
+            num_classes=spec.num_classes,
+            out=spec.out,
+            stored_ignore=stored_ignore,
+            encoding=spec.mask_encoding,
+            mask_dtype=mask_dtype,
+            colours=spec.colours,
+        )
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A checked pair: its encoded mask, image header facts and class statistics."""
+
+    mask: bytes
+    image_format: str
+    height: int
+    width: int
+    channels: int
+    classes: tuple[int, ...]
+    counts: tuple[int, ...]
+    ignore_pixels: int
+    passthrough: bool
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A pair that cannot be written, and why (one line per problem)."""
+
+    problems: tuple[str, ...]
+
+
+def _mapped_values(
+    label_map: LabelMap, dtype: np.dtype, values: np.ndarray, path: str, labels: Callable
+) -> np.ndarray:
+    """The output of the label map for each distinct value (one lookup per value, not per pixel)."""
+    if label_map.is_identity:
+        return values.astype(np.int64)
+    try:
+        return label_map.apply(values.astype(dtype), path=path).astype(np.int64)
+    except MappingError:
+        label_map.apply(labels(), path=path)  # raises again, naming the first pixel
+        raise
+
+
+def prepare_pair(pair: Pair, plan: RecordPlan) -> Prepared | Rejected:
+    """Read, map, check and encode one pair's mask, and read its image header (in a worker)."""
+    path = pair.mask
+    try:
+        data = fs.read_bytes(path)
+    except OSError:
+        data = None  # read_label_mask says what is wrong with the path
+    try:
+        mask = read_label_mask(path, colours=plan.colours, data=data)
+        values, counts = mask.value_counts()
+        mapped = _mapped_values(plan.label_map, mask.dtype, values, path, lambda: mask.labels)
+    except (UnreadableMask, MappingError) as err:
+        return Rejected((str(err),))
+    except MemoryError:
+        return Rejected((f"{path}: out of memory while decoding",))
+    out, num_classes = plan.out, plan.num_classes
+    void = (out,) if out is not None else ()
+    bad = find_bad_values(
+        values, counts, lambda: mask.labels, num_classes=num_classes, void=void, outputs=mapped
+    )
+    problems = [bad_value_message(path, b, num_classes=num_classes, ignore=void) for b in bad]
+    try:
+        image_format, height, width, channels = read_image_header(pair.image)
+    except OSError as err:
+        problems.append(f"{pair.image}: cannot read the image ({err.strerror or err})")
+    except ValueError as err:
+        problems.append(f"{pair.image}: {err}")
+    else:
+        if (height, width) != mask.shape:
+            problems.append(
+                f"{path}: size {mask.shape[1]}x{mask.shape[0]} does not match its image "
+                f"{pair.image} ({width}x{height})"
+            )
+    if problems:
+        return Rejected(tuple(problems))
+    is_void = mapped == out if out is not None else np.zeros(len(mapped), bool)
+    stored = np.where(is_void, plan.stored_ignore, mapped) if out is not None else mapped
+    png = data if data is not None and png_header(data) is not None else None
+    mask_bytes, passthrough = _encode(lambda: mask.labels, values, stored, png, plan)
+    return Prepared(
+        mask=mask_bytes,
+        image_format=image_format,
+        height=height,
+        width=width,
+        channels=channels,
+        classes=tuple(mapped[~is_void].tolist()),
+        counts=tuple(counts[~is_void].tolist()),
+        ignore_pixels=int(counts[is_void].sum()),
+        passthrough=passthrough,
+    )
+
+
+def _encode(
+    labels: Callable[[], np.ndarray],
+    values: np.ndarray,
+    stored: np.ndarray,
+    png: bytes | None,
+    plan: RecordPlan,
+) -> tuple[bytes, bool]:
+    """``(mask bytes, kept byte for byte)``: the file's own PNG data when no value changes."""
+    if plan.encoding == "png":
+        bits = 8 if plan.mask_dtype == "uint8" else 16
+        if png is not None and (stored == values).all():
+            kept = passthrough_png(png, bits)
+            if kept is not None:
+                return kept, True
+        converted = replace_values(labels(), values, stored, plan.mask_dtype)
+        return encode_png(converted, bits=bits), False
+    dtype = np.dtype(plan.mask_dtype).newbyteorder("<")
+    return replace_values(labels(), values, stored, dtype).tobytes(), False
+
+
+def record_bytes(pair: Pair, prepared: Prepared, encoding: str) -> bytes:
+    """The serialised Example of a prepared pair, with the image's original bytes."""
+    return serialize_example(
+        {
+            feature_key("image"): fs.read_bytes(pair.image),
+            feature_key("image_format"): prepared.image_format,
+            feature_key("filename"): pair.filename,
+            feature_key("source_id"): pair.source_id,
+            feature_key("height"): prepared.height,
+            feature_key("width"): prepared.width,
+            feature_key("channels"): prepared.channels,
+            feature_key("mask"): prepared.mask,
+            feature_key("mask_format"): encoding,
+        }
+    )

@@ -1,0 +1,189 @@
+"""Shards: the ``{split}-NNNNN-of-MMMMM.tfrecord`` files, written under temporary names and
+published (renamed into place, the manifest written last) only when every record is in.
+
+>>> shard_name("train", 1, 4)
+'train-00001-of-00004.tfrecord'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import struct
+import tempfile
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+from labelfix.io import fs
+from labelfix.io.atomic import move_into_place, temporary_name, write_atomic
+from labelfix.records.manifest import manifest_path
+
+
+def shard_name(split: str, index: int, count: int) -> str:
+    """``train-00001-of-00004.tfrecord``: the names DeepLab globs as ``{split}-*``."""
+    return f"{split}-{index:05d}-of-{count:05d}.tfrecord"
+
+
+def shard_pattern(split: str) -> re.Pattern:
+    return re.compile(re.escape(split) + r"-\d{5}-of-\d{5}\.tfrecord")
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    """One finished shard: file name (relative to the output directory), records, size, sha256."""
+
+    file: str
+    records: int
+    bytes: int
+    sha256: str
+
+
+class ShardSet:
+    """Shards under temporary names; moved to their final names only by :meth:`finish`.
+
+    Local output: the temporary files live in ``output`` (so the rename is atomic). Remote output
+    (``gs://...``): they are written to a local temporary directory and uploaded by
+    :func:`publish` once every record is in.
+    """
+
+    def __init__(self, output: str, split: str, compression: str):
+        import tensorflow as tf
+
+        self._tf = tf
+        self.output, self.split = output, split
+        self.options = tf.io.TFRecordOptions(
+            compression_type="GZIP" if compression == "gzip" else ""
+        )
+        self.directory = tempfile.mkdtemp(prefix="labelfix-") if fs.is_url(output) else output
+        self.temps: list[str] = []
+        self.records: list[int] = []
+        self.sizes: list[int] = []
+        self.writer = None
+
+    def open_next(self) -> None:
+        self.close()
+        tmp = temporary_name(
+            os.path.join(self.directory, shard_name(self.split, len(self.temps), 0))
+        )
+        self.temps.append(tmp)
+        self.records.append(0)
+        self.sizes.append(0)
+        self.writer = self._tf.io.TFRecordWriter(tmp, self.options)
+
+    def write(self, data: bytes) -> None:
+        self.writer.write(data)
+        self.records[-1] += 1
+        self.sizes[-1] += len(data)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+    def discard(self) -> None:
+        self.close()
+        for tmp in self.temps:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        self.temps = []
+        if self.directory != self.output:
+            with contextlib.suppress(OSError):
+                os.rmdir(self.directory)
+
+    def finish(self, manifest: dict) -> tuple[ShardInfo, ...]:
+        """Hash the shards, move them to their final names, write the manifest last."""
+        self.close()
+        count = len(self.temps)
+        shards = []
+        for i, tmp in enumerate(self.temps):
+            with open(tmp, "rb") as fh:
+                digest = hashlib.file_digest(fh, "sha256").hexdigest()
+            shards.append(
+                ShardInfo(
+                    file=shard_name(self.split, i, count),
+                    records=self.records[i],
+                    bytes=os.path.getsize(tmp),
+                    sha256=digest,
+                )
+            )
+        publish(self.output, self.split, list(zip(self.temps, shards, strict=True)), manifest)
+        self.temps = []
+        self.discard()
+        return tuple(shards)
+
+
+def publish(
+    output: str, split: str, staged: Sequence[tuple[str, ShardInfo]], manifest: dict
+) -> None:
+    """Move finished shards (``(staged path, info)``) to their names in ``output``, then write
+    the manifest listing them; shards of ``split`` from an earlier run are removed.
+
+    Shared by the local writer and the Beam runner; ``output`` and the staged paths may be local
+    or remote (:mod:`labelfix.io.fs`).
+    """
+    manifest["shards"] = [s.__dict__ for _, s in staged]
+    final_manifest = manifest_path(output, split)
+    # From here the directory stops looking finished until the new manifest is in place.
+    with contextlib.suppress(FileNotFoundError):
+        fs.remove(final_manifest)
+    keep = {s.file for _, s in staged}
+    pattern = shard_pattern(split)
+    for name in fs.listdir(output):
+        if pattern.fullmatch(name) and name not in keep:
+            fs.remove(fs.join(output, name))
+    for tmp, shard in staged:
+        move_into_place(tmp, fs.join(output, shard.file))
+    write_atomic(final_manifest, (json.dumps(manifest, indent=2) + "\n").encode("utf-8"))
+
+
+def count_records(chunks: Iterable[bytes], *, compression: str = "none") -> int:
+    """Number of records in a TFRecord file given as byte chunks (framing only, no CRC check).
+
+    A record is ``uint64 length, uint32 crc, data, uint32 crc``; ``compression="gzip"`` files are
+    inflated on the fly. ValueError when the file ends inside a record.
+    """
+    inflate = zlib.decompressobj(wbits=31) if compression == "gzip" else None
+    records, skip, head = 0, 0, b""
+    for chunk in chunks:
+        if inflate is not None:
+            chunk = inflate.decompress(chunk)
+        pos = 0
+        while pos < len(chunk):
+            if skip:
+                step = min(skip, len(chunk) - pos)
+                skip -= step
+                pos += step
+                continue
+            need = 12 - len(head)
+            head += chunk[pos : pos + need]
+            pos += min(need, len(chunk) - pos)
+            if len(head) == 12:
+                (length,) = struct.unpack("<Q", head[:8])
+                skip, head = length + 4, b""
+                records += 1
+    if skip or head:
+        raise ValueError("the file ends inside a record")
+    return records
+
+
+def shard_info(path: str, *, compression: str = "none", name: str | None = None) -> ShardInfo:
+    """Records, bytes and sha256 of a written shard, read back from ``path`` (local or remote)."""
+    digest = hashlib.sha256()
+    size = 0
+
+    def chunks() -> Iterator[bytes]:
+        nonlocal size
+        with fs.open(path, "rb") as fh:
+            while chunk := fh.read(1 << 22):
+                digest.update(chunk)
+                size += len(chunk)
+                yield chunk
+
+    records = count_records(chunks(), compression=compression)
+    return ShardInfo(
+        file=name or fs.basename(path), records=records, bytes=size, sha256=digest.hexdigest()
+    )

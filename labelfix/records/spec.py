@@ -1,0 +1,176 @@
+"""What a ``to-tfrecord`` run is asked to do: one frozen :class:`WriteSpec`, checked once.
+
+The command line builds a spec; the local writer (:func:`labelfix.records.write.write_dataset`)
+and the Beam writer (:func:`labelfix.records.beam.write_dataset_beam`) take the same spec, so no
+option list is repeated across layers.
+
+Masks are stored with the canonical ignore value ``out`` of the label map, in one of two forms
+(:meth:`WriteSpec.mask_storage`):
+
+* ``png``: 8-bit grey PNG (16-bit when a class id or the ignore value exceeds 255), palettes
+  stripped. A PNG cannot hold -1, so a negative ``out`` is stored as 255 (65535 for 16-bit).
+* ``raw``: little-endian signed integers (as DeepLab2 stores panoptic labels), the smallest width
+  holding every value (``int8`` for ids up to 127 and ``out=-1``), so -1 lives in the record.
+
+>>> from labelfix.labels.labelmap import LabelMap
+>>> spec = WriteSpec(images="img", masks="gt", output="tfr", num_classes=21,
+...                  label_map=LabelMap(ignore=(255,), out=-1))
+>>> spec.mask_storage()
+(255, 'uint8')
+>>> parse_size("100MB"), parse_size("1GiB")
+(100000000, 1073741824)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from labelfix.errors import LabelfixError, UsageError
+from labelfix.labels.colormap import ColourPolicy
+from labelfix.labels.labelmap import LabelMap
+
+MASK_ENCODINGS = ("png", "raw")
+COMPRESSIONS = ("none", "gzip")
+
+#: Default mask encoding, for training too. benchmarks/bench_reader.py on 2 cores: raw reads
+#: only 5-15% faster than png (the image decode dominates) and only in its int8 form (``out=-1``),
+#: at 3.2x the disk at VOC size (1.8x at Cityscapes size); with void kept as 255 (int16) it is
+#: no faster at VOC size and 5.3x the disk. png is also what DeepLab / Model Garden decode.
+DEFAULT_MASK_ENCODING = "png"
+
+#: Default shard size (bytes of records before compression).
+DEFAULT_SHARD_SIZE = 100_000_000
+
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 10**3,
+    "kb": 10**3,
+    "m": 10**6,
+    "mb": 10**6,
+    "g": 10**9,
+    "gb": 10**9,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+}
+
+
+def parse_size(text: str | int) -> int:
+    """``"100MB"`` -> 100_000_000, ``"1GiB"`` -> 2**30, ``"4096"`` -> 4096; ValueError otherwise."""
+    if isinstance(text, int):
+        value = text
+    else:
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
+        unit = match.group(2).lower() if match else None
+        if match is None or unit not in _SIZE_UNITS:
+            raise ValueError(f"expected a size like 100MB, 1.5GB or 512MiB, got {text!r}")
+        value = int(float(match.group(1)) * _SIZE_UNITS[unit])
+    if value < 1:
+        raise ValueError(f"a shard size must be at least 1 byte, got {text!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class WriteSpec:
+    """Every option of a ``to-tfrecord`` run; invalid combinations raise on construction.
+
+    ``label_map`` (default: none, values kept) is applied to every mask, and every result must
+    be a class id ``0..num_classes-1`` (default: the label map's ``num_classes``) or the label
+    map's canonical ignore ``out``. ``num_shards`` or ``shard_size`` (bytes or ``"100MB"``,
+    default 100 MB) set the sharding; records follow the sorted mask order (or ``ids`` order),
+    permuted by ``seed`` when ``shuffle``. ``image_suffix``/``mask_suffix`` are stripped from
+    stems when pairing (Cityscapes). With ``colours``, colour masks are converted to class ids.
+    ``images``, ``masks`` and ``output`` may be remote (``gs://...``).
+    """
+
+    images: str
+    masks: str
+    output: str
+    split: str = "train"
+    label_map: LabelMap = field(default_factory=LabelMap)
+    num_classes: int | None = None
+    mask_encoding: str = DEFAULT_MASK_ENCODING
+    compression: str = "none"
+    num_shards: int | None = None
+    shard_size: int | str | None = None
+    shuffle: bool = False
+    seed: int = 0
+    image_suffix: str = ""
+    mask_suffix: str = ""
+    ids: tuple[str, ...] | None = None
+    skip_unpaired: bool = False
+    colours: ColourPolicy | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("images", "masks", "output"):
+            object.__setattr__(self, name, os.fspath(getattr(self, name)))
+        if self.label_map is None:
+            object.__setattr__(self, "label_map", LabelMap())
+        if self.num_classes is None:
+            object.__setattr__(self, "num_classes", self.label_map.num_classes)
+        if self.ids is not None:
+            object.__setattr__(self, "ids", tuple(self.ids))
+        self._check()
+        if self.shard_size is not None:
+            try:
+                object.__setattr__(self, "shard_size", parse_size(self.shard_size))
+            except ValueError as err:
+                raise UsageError(str(err)) from None
+
+    def _check(self) -> None:
+        n = self.num_classes
+        if n is None or n < 1:
+            raise UsageError(f"num_classes must be given and at least 1, got {n}")
+        if self.mask_encoding not in MASK_ENCODINGS:
+            raise UsageError(f"mask encoding must be one of {', '.join(MASK_ENCODINGS)}")
+        if self.compression not in COMPRESSIONS:
+            raise UsageError(f"compression must be one of {', '.join(COMPRESSIONS)}")
+        if self.num_shards is not None and self.shard_size is not None:
+            raise UsageError("give num_shards or shard_size, not both")
+        if self.num_shards is not None and self.num_shards < 1:
+            raise UsageError(f"num_shards must be at least 1, got {self.num_shards}")
+        if not re.fullmatch(r"[A-Za-z0-9_.][A-Za-z0-9_.-]*", self.split):
+            raise UsageError(f"split must be a plain name like train or val, got {self.split!r}")
+        out = self.label_map.out_value
+        if out is not None and 0 <= out < n:
+            raise UsageError(
+                f"the ignore value {out} is also a class id (num_classes {n}, ids 0..{n - 1}); "
+                "choose another canonical ignore with out, e.g. 255 or -1"
+            )
+        self.mask_storage()  # raises when the values cannot be stored
+
+    @property
+    def out(self) -> int | None:
+        """The canonical ignore value every void pixel becomes (None: no void)."""
+        return self.label_map.out_value
+
+    @property
+    def size_limit(self) -> int:
+        """Bytes of records per shard (without ``num_shards``)."""
+        return self.shard_size if self.shard_size is not None else DEFAULT_SHARD_SIZE
+
+    def mask_storage(self) -> tuple[int | None, str]:
+        """``(stored ignore value, mask dtype)`` of the masks in the records."""
+        hi, out = self.num_classes - 1, self.out
+        if self.mask_encoding == "png":
+            stored = out
+            if out is not None and out < 0:
+                stored = 255 if hi < 255 else 65535
+            top = max(hi, stored if stored is not None else 0)
+            if top > 0xFFFF:
+                raise LabelfixError(
+                    f"a PNG mask holds at most 65535, but {top} is needed; use mask_encoding='raw'"
+                )
+            return stored, "uint8" if top <= 0xFF else "uint16"
+        lo = min(0, out if out is not None else 0)
+        top = max(hi, out if out is not None else 0)
+        for name in ("int8", "int16", "int32"):
+            info = np.iinfo(name)
+            if info.min <= lo and top <= info.max:
+                return out, name
+        raise LabelfixError(f"class ids {lo}..{top} do not fit 32-bit signed integers")

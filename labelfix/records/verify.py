@@ -1,0 +1,267 @@
+"""Read a written dataset back and check every record against its manifest (``labelfix verify``).
+
+>>> result = verify_dataset("tfrecords", split="val")     # doctest: +SKIP
+>>> result.ok, result.records                              # doctest: +SKIP
+(True, 1449)
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import os
+import re
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+
+from labelfix.checks.rules import bad_value_message, find_bad_values, is_valid
+from labelfix.errors import MissingExtra
+from labelfix.io.images import image_header
+from labelfix.io.masks import value_counts
+from labelfix.io.png import png_header
+from labelfix.parallel import ordered_map
+from labelfix.records.example import FEATURES, feature_key, parse_example
+from labelfix.records.manifest import read_manifest
+from labelfix.records.shards import shard_pattern
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """What :func:`verify_dataset` found; ``problems`` has one line per problem."""
+
+    manifest: str
+    shards: int
+    records: int
+    problems: tuple[str, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+@dataclass(frozen=True)
+class _Checked:
+    problems: tuple[str, ...]
+    classes: np.ndarray
+    counts: np.ndarray
+
+
+@dataclass(frozen=True)
+class _VerifyPlan:
+    num_classes: int
+    ignore: int | None
+    encoding: str
+    mask_dtype: str
+
+
+def check_record(item: tuple[str, int, bytes], plan: _VerifyPlan) -> _Checked:
+    """Parse one serialised record, read its image header, decode its mask, check every value."""
+    shard, index, data = item
+    where = f"{shard}: record {index}"
+    empty = np.zeros(0, np.int64)
+    try:
+        features = parse_example(data)
+    except ValueError as err:
+        return _Checked((f"{where}: not a tf.train.Example ({err})",), empty, empty)
+    source = features.get(feature_key("source_id"), [b""])
+    if source and isinstance(source[0], bytes) and source[0]:
+        where += f" ({source[0].decode('utf-8', 'replace')})"
+    problems = []
+    values = {}
+    for name, (key, kind) in FEATURES.items():
+        got = features.get(key)
+        if not got or len(got) != 1 or not isinstance(got[0], bytes if kind == "bytes" else int):
+            problems.append(f"{where}: feature {key} is missing or not a single {kind} value")
+        else:
+            values[name] = got[0]
+    if problems:
+        return _Checked(tuple(problems), empty, empty)
+    height, width = values["height"], values["width"]
+    try:
+        _, ih, iw, _ = image_header(values["image"])
+        if (ih, iw) != (height, width):
+            problems.append(f"{where}: image is {iw}x{ih} but the record says {width}x{height}")
+    except ValueError as err:
+        problems.append(f"{where}: image: {err}")
+    fmt = values["mask_format"].decode("utf-8", "replace")
+    if fmt != plan.encoding:
+        problems.append(f"{where}: mask format {fmt!r}, the manifest says {plan.encoding!r}")
+        return _Checked(tuple(problems), empty, empty)
+    try:
+        labels = _decode_mask(values["mask"], plan, height, width)
+    except ValueError as err:
+        problems.append(f"{where}: mask: {err}")
+        return _Checked(tuple(problems), empty, empty)
+    found, counts = value_counts(labels)
+    void = (plan.ignore,) if plan.ignore is not None else ()
+    for bad in find_bad_values(found, counts, labels, num_classes=plan.num_classes, void=void):
+        problems.append(bad_value_message(where, bad, num_classes=plan.num_classes, ignore=void))
+    is_class = is_valid(found, plan.num_classes) & ~np.isin(found, void)
+    return _Checked(tuple(problems), found[is_class].astype(np.int64), counts[is_class])
+
+
+def _decode_mask(data: bytes, plan: _VerifyPlan, height: int, width: int) -> np.ndarray:
+    if plan.encoding == "raw":
+        dtype = np.dtype(plan.mask_dtype).newbyteorder("<")
+        if len(data) != height * width * dtype.itemsize:
+            raise ValueError(f"{len(data)} bytes, expected {height}x{width} {plan.mask_dtype}")
+        return np.frombuffer(data, dtype).reshape(height, width)
+    header = png_header(data)
+    bits = 8 if plan.mask_dtype == "uint8" else 16
+    if header is None:
+        raise ValueError("not a PNG")
+    if header[3] != 0 or header[2] != bits:
+        raise ValueError(
+            f"PNG is colour type {header[3]} with {header[2]} bits, expected {bits}-bit grey "
+            "(tf.io.decode_png would not return the class ids)"
+        )
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+            labels = np.asarray(im)
+    except (OSError, SyntaxError, ValueError, zlib.error) as err:
+        raise ValueError(f"corrupt PNG ({err})") from None
+    if labels.shape != (height, width):
+        raise ValueError(f"PNG is {labels.shape[1]}x{labels.shape[0]}, expected {width}x{height}")
+    return labels
+
+
+def _read_shards(
+    tf, directory: str, manifest: dict, problems: list[str], found: dict[str, int]
+) -> Iterator[tuple[str, int, bytes]]:
+    """Every record of every shard the manifest lists; read errors become problem lines."""
+    compression = "GZIP" if manifest["compression"] == "gzip" else ""
+    for shard in manifest["shards"]:
+        name = shard["file"]
+        path = os.path.join(directory, name)
+        found[name] = 0
+        if not os.path.isfile(path):
+            problems.append(f"{name}: shard listed in the manifest is missing")
+            continue
+        try:
+            for index, record in enumerate(tf.data.TFRecordDataset(path, compression)):
+                found[name] = index + 1
+                yield name, index, record.numpy()
+        except tf.errors.OpError as err:
+            message = str(err.message).strip().splitlines()[0]
+            message = re.sub(r"\{\{.*?\}\}\s*|\s*\[Op:.*$", "", message)  # TF's op context
+            problems.append(f"{name}: record {found[name]}: unreadable ({message})")
+
+
+def verify_dataset(
+    path: str | os.PathLike,
+    *,
+    split: str = "train",
+    jobs: int | None = None,
+    on_record: Callable[[int], None] | None = None,
+) -> VerifyResult:
+    """Read every record back and check it against the manifest; see ``labelfix verify``.
+
+    Checks: each shard exists, has the manifest's record count, size and sha256; each record is
+    an Example with every feature key; its image header is readable and matches height/width;
+    its mask decodes to that size and holds only class ids or the stored ignore value; the
+    per-class pixel counts add up to the manifest's.
+    """
+    try:
+        import tensorflow as tf
+    except ImportError:  # pragma: no cover - exercised through the CLI's check
+        raise MissingExtra("verify needs TensorFlow: pip install 'labelfix[tf]'") from None
+    manifest = read_manifest(path, split)
+    directory = manifest["directory"]
+    num_classes = int(manifest["num_classes"])
+    plan = _VerifyPlan(
+        num_classes=num_classes,
+        ignore=manifest["ignore"],
+        encoding=manifest["mask_encoding"],
+        mask_dtype=manifest["mask_dtype"],
+    )
+    problems: list[str] = []
+    read_problems: list[str] = []
+    found: dict[str, int] = {}
+    class_pixels = np.zeros(num_classes, np.int64)
+    records = 0
+    items = _read_shards(tf, directory, manifest, read_problems, found)
+    check = functools.partial(check_record, plan=plan)
+    for result in ordered_map(
+        check, items, jobs=jobs, chunksize=8, preload=("labelfix.records.verify",)
+    ):
+        records += 1
+        if on_record is not None:
+            on_record(1)
+        problems.extend(result.problems)
+        if len(result.classes):
+            np.add.at(class_pixels, result.classes, result.counts)
+    problems.extend(read_problems)
+    problems.extend(_shard_problems(manifest, found, split))
+    if manifest.get("num_records") is not None and manifest["num_records"] != records:
+        problems.append(
+            f"{manifest['manifest_path']}: the manifest says "
+            f"{manifest['num_records']} records, the shards hold {records}"
+        )
+    if not read_problems:
+        problems.extend(_count_problems(manifest, class_pixels))
+    return VerifyResult(
+        manifest=manifest["manifest_path"],
+        shards=len(manifest["shards"]),
+        records=records,
+        problems=tuple(problems),
+    )
+
+
+def _shard_problems(manifest: dict, found: dict[str, int], split: str) -> list[str]:
+    """Each listed shard's record count, size and sha256 against the manifest; stray shards."""
+    directory, problems = manifest["directory"], []
+    for shard in manifest["shards"]:
+        name = shard["file"]
+        spath = os.path.join(directory, name)
+        if not os.path.isfile(spath):
+            continue
+        if found.get(name, 0) != shard.get("records"):
+            problems.append(
+                f"{name}: the manifest says {shard.get('records')} records, "
+                f"the shard holds {found.get(name, 0)}"
+            )
+        size = os.path.getsize(spath)
+        if size != shard.get("bytes"):
+            problems.append(
+                f"{name}: the manifest says {shard.get('bytes')} bytes, the file has {size}"
+            )
+        with open(spath, "rb") as fh:
+            digest = hashlib.file_digest(fh, "sha256").hexdigest()
+        if digest != shard.get("sha256"):
+            problems.append(
+                f"{name}: sha256 {digest[:16]}... does not match the manifest's "
+                f"{str(shard.get('sha256'))[:16]}..."
+            )
+    listed = {s["file"] for s in manifest["shards"]}
+    pattern = shard_pattern(split)
+    for name in sorted(_listdir(directory)):
+        if pattern.fullmatch(name) and name not in listed:
+            problems.append(f"{name}: shard not in the manifest (a {split}-* glob would read it)")
+    return problems
+
+
+def _count_problems(manifest: dict, class_pixels: np.ndarray) -> list[str]:
+    """The manifest's class_pixel_counts against the counts of the records read."""
+    expected, num_classes = manifest.get("class_pixel_counts"), len(class_pixels)
+    if expected is None or list(expected) == class_pixels.tolist():
+        return []
+    diff = [c for c in range(num_classes) if c >= len(expected) or expected[c] != class_pixels[c]]
+    c = diff[0] if diff else len(expected)
+    return [
+        f"{manifest['manifest_path']}: class_pixel_counts disagree with the records "
+        f"(class {c}: manifest {expected[c] if c < len(expected) else 'none'}, "
+        f"records {int(class_pixels[c]) if c < num_classes else 'none'})"
+    ]
+
+
+def _listdir(directory: str) -> list[str]:
+    try:
+        return os.listdir(directory)
+    except OSError:
+        return []

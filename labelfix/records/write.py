@@ -1,0 +1,230 @@
+"""Write (image, mask) pairs as sharded TFRecords that DeepLab and TF Model Garden read unchanged.
+
+Read -> check -> encode -> write, as plain steps:
+
+* :func:`~labelfix.records.pairing.find_pairs` pairs every mask with its image;
+* worker processes (numpy + Pillow only, never TensorFlow) turn each pair into a checked,
+  encoded mask plus image header facts (:func:`~labelfix.records.prepare.prepare_pair`);
+* the parent reads the image bytes, serialises the ``tf.train.Example`` by hand and frames the
+  records into shards under temporary names (:class:`~labelfix.records.shards.ShardSet`); they
+  are renamed when every record is in, and the manifest is written last. While the workers
+  start, the parent imports TensorFlow or works through the first pairs itself.
+
+One bad pair stops the run with :class:`~labelfix.records.pairing.DatasetProblems` listing every
+problem, and no shard is left behind. The same :class:`~labelfix.records.spec.WriteSpec` runs on
+Apache Beam with :func:`labelfix.records.beam.write_dataset_beam`.
+
+>>> result = write_dataset(images="JPEGImages", masks="SegmentationClass", output="tfrecords",
+...                        label_map=preset("voc"), num_classes=21)     # doctest: +SKIP
+>>> result.num_records, [s.file for s in result.shards][:1]             # doctest: +SKIP
+(2913, ['train-00000-of-00003.tfrecord'])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from labelfix.checks.rules import expected_text
+from labelfix.errors import LabelfixError
+from labelfix.io import fs
+from labelfix.labels import IGNORE_AS
+from labelfix.parallel import BackgroundMap, default_jobs
+from labelfix.records.manifest import RecordTally, build_manifest, manifest_path
+from labelfix.records.pairing import DatasetProblems, Pair, find_pairs
+from labelfix.records.prepare import Prepared, RecordPlan, Rejected, prepare_pair, record_bytes
+from labelfix.records.shards import ShardInfo, ShardSet
+from labelfix.records.spec import WriteSpec
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What :func:`write_dataset` wrote.
+
+    ``ignore`` is the value stored in the masks for void pixels (None when there is none),
+    ``ignore_as`` the value :mod:`labelfix.data` presents it as by default.
+    """
+
+    output: str
+    split: str
+    manifest: str
+    shards: tuple[ShardInfo, ...]
+    num_records: int
+    num_classes: int
+    mask_encoding: str
+    mask_dtype: str
+    compression: str
+    ignore: int | None
+    ignore_as: int | None
+    class_pixel_counts: tuple[int, ...]
+    ignore_pixels: int
+    passthrough: int
+    skipped: tuple[str, ...] = ()
+
+    @classmethod
+    def of(
+        cls, spec: WriteSpec, shards: Sequence[ShardInfo], tally: RecordTally, skipped: Sequence
+    ) -> WriteResult:
+        stored_ignore, mask_dtype = spec.mask_storage()
+        return cls(
+            output=spec.output,
+            split=spec.split,
+            manifest=manifest_path(spec.output, spec.split),
+            shards=tuple(shards),
+            num_records=tally.records,
+            num_classes=spec.num_classes,
+            mask_encoding=spec.mask_encoding,
+            mask_dtype=mask_dtype,
+            compression=spec.compression,
+            ignore=stored_ignore,
+            ignore_as=IGNORE_AS if stored_ignore is not None else None,
+            class_pixel_counts=tuple(tally.class_pixels),
+            ignore_pixels=tally.ignore_pixels,
+            passthrough=tally.passthrough,
+            skipped=tuple(skipped),
+        )
+
+    @property
+    def paths(self) -> list[str]:
+        return [os.path.join(self.output, s.file) for s in self.shards]
+
+    def to_dict(self) -> dict:
+        return {
+            "output": self.output,
+            "split": self.split,
+            "manifest": self.manifest,
+            "num_records": self.num_records,
+            "num_classes": self.num_classes,
+            "mask_encoding": self.mask_encoding,
+            "mask_dtype": self.mask_dtype,
+            "compression": self.compression,
+            "ignore": self.ignore,
+            "ignore_as": self.ignore_as,
+            "ignore_pixels": self.ignore_pixels,
+            "class_pixel_counts": list(self.class_pixel_counts),
+            "passthrough_masks": self.passthrough,
+            "skipped": list(self.skipped),
+            "shards": [s.__dict__ for s in self.shards],
+        }
+
+
+def plan_pairs(spec: WriteSpec) -> tuple[list[Pair], list[str]]:
+    """The pairs of a run in record order, and the unpaired files skipped."""
+    pairs, skipped = find_pairs(
+        images=spec.images,
+        masks=spec.masks,
+        image_suffix=spec.image_suffix,
+        mask_suffix=spec.mask_suffix,
+        ids=spec.ids,
+        skip_unpaired=spec.skip_unpaired,
+    )
+    if not pairs:
+        raise LabelfixError(f"{spec.masks}: no (image, mask) pairs to write")
+    if spec.shuffle:
+        order = np.random.default_rng(spec.seed).permutation(len(pairs))
+        pairs = [pairs[i] for i in order]
+    return pairs, skipped
+
+
+def invalid(spec: WriteSpec, problems: Sequence[str], bad_files: int, pairs: int):
+    """The error a run with bad pairs ends with (the same for every runner)."""
+    void = (spec.out,) if spec.out is not None else ()
+    return DatasetProblems(
+        f"{bad_files} of {pairs} pair(s) cannot be written "
+        f"({expected_text(spec.num_classes, void)}); no shard was written",
+        problems,
+        kind="invalid",
+        files=bad_files,
+    )
+
+
+def write_dataset(
+    spec: WriteSpec | None = None,
+    *,
+    jobs: int | None = None,
+    on_record: Callable[[int], None] | None = None,
+    **options,
+) -> WriteResult:
+    """Write every (image, mask) pair as TFRecord shards plus a manifest; see the module doc.
+
+    ``spec`` is a :class:`~labelfix.records.spec.WriteSpec`, or its fields are given as keyword
+    ``options``. ``jobs`` worker processes prepare the pairs; ``on_record(1)`` is called as each
+    pair is done.
+
+    >>> from labelfix.labels.labelmap import LabelMap
+    >>> write_dataset(images="img", masks="gt", output="tfr", num_classes=3,
+    ...               label_map=LabelMap(ignore=(255,)))                   # doctest: +SKIP
+    WriteResult(output='tfr', split='train', ..., num_records=8, ...)
+    """
+    spec = spec if spec is not None else WriteSpec(**options)
+    pairs, skipped = plan_pairs(spec)
+    plan = RecordPlan.from_spec(spec)
+    fs.makedirs(spec.output)
+    work = functools.partial(prepare_pair, plan=plan)
+    jobs = default_jobs() if not jobs or jobs < 1 else jobs
+    results = None
+    if jobs > 1 and len(pairs) > 16:
+        # the workers get a label map whose lookup tables are not cached yet (smaller pickles)
+        local_plan = dataclasses.replace(plan, label_map=dataclasses.replace(plan.label_map))
+        results = BackgroundMap(
+            work,
+            pairs,
+            jobs=jobs,
+            local=functools.partial(prepare_pair, plan=local_plan),
+            size=lambda r: len(r.mask) if isinstance(r, Prepared) else 256,
+            preload=("labelfix.records.prepare",),
+        )
+    shards = None
+    try:
+        shards = ShardSet(spec.output, spec.split, spec.compression)  # imports TensorFlow
+        if results is not None:
+            results.help_until_started()
+        prepared = results if results is not None else map(work, pairs)
+        tally = _write_records(spec, pairs, prepared, shards, on_record)
+        infos = shards.finish(build_manifest(spec, tally))
+    except BaseException:
+        if shards is not None:
+            shards.discard()
+        raise
+    finally:
+        if results is not None:
+            results.close()
+    return WriteResult.of(spec, infos, tally, skipped)
+
+
+def _write_records(spec, pairs, prepared, shards: ShardSet, on_record) -> RecordTally:
+    """Frame each prepared pair into the shards, in order; after the first rejected pair, only
+    collect problems. Raises DatasetProblems when any pair failed."""
+    tally = RecordTally(spec.num_classes)
+    problems: list[str] = []
+    bad_files, total = 0, len(pairs)
+    for i, result in enumerate(prepared):
+        if on_record is not None:
+            on_record(1)
+        if isinstance(result, Rejected):
+            problems.extend(result.problems)
+            bad_files += 1
+            shards.discard()
+            continue
+        if problems:
+            continue
+        record = record_bytes(pairs[i], result, spec.mask_encoding)
+        if spec.num_shards is not None:
+            while len(shards.temps) <= i * spec.num_shards // total:
+                shards.open_next()
+        elif shards.writer is None or (
+            shards.sizes[-1] and shards.sizes[-1] + len(record) > spec.size_limit
+        ):
+            shards.open_next()
+        shards.write(record)
+        tally.add(result)
+    if problems:
+        raise invalid(spec, problems, bad_files, total)
+    while spec.num_shards is not None and len(shards.temps) < spec.num_shards:
+        shards.open_next()  # more shards than records: empty shards keep the -of-N names true
+    return tally

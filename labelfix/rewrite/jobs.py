@@ -1,0 +1,47 @@
+"""The units of a rewrite run: an input and where it goes, one file's job, one file's result."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Target:
+    """One input (directory or file) and the directory its outputs go to."""
+
+    source: str
+    destination: str
+
+
+@dataclass(frozen=True)
+class FileJob:
+    """One file to remap. ``record_root``/``record_name`` place it in a manifest."""
+
+    source: str
+    relpath: str
+    destination: str
+    format: str
+    record_root: str
+    record_name: str
+
+
+@dataclass(frozen=True)
+class FileResult:
+    """What happened to one file. ``status`` is ``changed``, ``unchanged`` or ``failed``.
+
+    ``values``/``counts`` are the input values and their pixels, ``outputs`` what each becomes;
+    ``stored`` says how the output was (or, in a dry run, would be) stored.
+    """
+
+    source: str
+    destination: str
+    status: str
+    written: bool = False
+    stored: str | None = None
+    values: tuple[int, ...] = ()
+    counts: tuple[int, ...] = ()
+    outputs: tuple[int, ...] = ()
+    errors: tuple[str, ...] = ()
+    #: with a repair: stray pixels changed, and how many of them became the ignore value
+    repaired: int = 0
+    to_ignore: int = 0

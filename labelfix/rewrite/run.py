@@ -1,0 +1,277 @@
+"""Running a rewrite (remap or repair): plan once, apply in parallel, fold the results.
+
+:func:`~labelfix.rewrite.plan.plan_remap` lists the files and decides where and how each is
+written; :func:`run_remap` records the run, hands the files to worker processes
+(:func:`~labelfix.rewrite.apply.remap_file`) and folds their results into a :class:`RemapResult`;
+:func:`remap` does both.
+
+>>> from labelfix.labels.presets import preset
+>>> result = remap(["gtFine/"], preset("cityscapes"), jobs=2)   # doctest: +SKIP
+>>> result.changed, result.written, result.destinations          # doctest: +SKIP
+(2975, 2975, ('gtFine-remapped',))
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import os
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from labelfix._version import __version__
+from labelfix.io.png import PNG_COMPRESS_LEVEL
+from labelfix.labels.labelmap import LabelMap
+from labelfix.parallel import ordered_map
+from labelfix.rewrite.apply import Rewrite, remap_file
+from labelfix.rewrite.jobs import FileResult, Target
+from labelfix.rewrite.plan import RemapPlan, plan_remap
+from labelfix.rewrite.record import read_runs, write_runs
+
+
+@dataclass(frozen=True)
+class ValueChange:
+    """Pixels of input ``value`` across the run and what they become."""
+
+    value: int
+    becomes: int
+    pixels: int
+    files: int
+
+    @property
+    def changed(self) -> bool:
+        return self.value != self.becomes
+
+
+@dataclass(frozen=True)
+class RemapResult:
+    """The summary of a run (or of a dry run: nothing ``written``)."""
+
+    label_map: LabelMap
+    in_place: bool
+    dry_run: bool
+    targets: tuple[Target, ...]
+    format: str | None
+    format_reason: str | None
+    files: int
+    read: int
+    changed: int
+    unchanged: int
+    written: int
+    errors: tuple[str, ...]
+    failed_files: tuple[str, ...]
+    skipped: tuple[str, ...]
+    skipped_reason: str | None
+    stored: tuple[tuple[str, int], ...]
+    values: tuple[ValueChange, ...]
+    manifests: tuple[str, ...]
+    notes: tuple[str, ...] = ()
+    repaired_pixels: int = 0
+    to_ignore_pixels: int = 0
+    repaired_files: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed_files and self.files > 0
+
+    @property
+    def destinations(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(t.destination for t in self.targets))
+
+    @property
+    def changed_pixels(self) -> int:
+        return sum(v.pixels for v in self.values if v.changed)
+
+    @property
+    def total_pixels(self) -> int:
+        return sum(v.pixels for v in self.values)
+
+    def to_dict(self) -> dict:
+        """JSON-ready summary (``labelfix remap --json``)."""
+        return {
+            "ok": self.ok,
+            "dry_run": self.dry_run,
+            "in_place": self.in_place,
+            "mapping": self.label_map.to_dict(),
+            "targets": [{"source": t.source, "destination": t.destination} for t in self.targets],
+            "format": self.format or "as input",
+            "format_reason": self.format_reason,
+            "files": self.files,
+            "read": self.read,
+            "changed": self.changed,
+            "unchanged": self.unchanged,
+            "written": self.written,
+            "failed": len(self.failed_files),
+            "skipped": len(self.skipped),
+            "skipped_reason": self.skipped_reason,
+            "stored": [{"as": kind, "files": n} for kind, n in self.stored],
+            "values": [
+                {"value": v.value, "becomes": v.becomes, "pixels": v.pixels, "files": v.files}
+                for v in self.values
+            ],
+            "changed_pixels": self.changed_pixels,
+            "repaired_pixels": self.repaired_pixels,
+            "repaired_to_ignore": self.to_ignore_pixels,
+            "repaired_files": self.repaired_files,
+            "total_pixels": self.total_pixels,
+            "manifests": list(self.manifests),
+            "errors": list(self.errors),
+            "notes": list(self.notes),
+        }
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
+def run_remap(
+    plan: RemapPlan,
+    *,
+    jobs: int | None = None,
+    dry_run: bool = False,
+    compress_level: int = PNG_COMPRESS_LEVEL,
+    on_file: Callable[[FileResult], None] | None = None,
+) -> RemapResult:
+    """Carry out ``plan`` over ``jobs`` processes and return the summary.
+
+    Before the first write every record directory gets the run (marked incomplete); each
+    worker notes each finished file; at the end the run is marked complete. ``on_file`` gets
+    each file's result as it arrives, in input order.
+    """
+    run_id = None if dry_run else f"{_now()}-{uuid.uuid4().hex[:8]}"
+    roots = tuple(dict.fromkeys(job.record_root for job in plan.files))
+    if run_id is not None:
+        for root in roots:
+            os.makedirs(root, exist_ok=True)
+            runs = read_runs(root)
+            runs.append(_run_record(plan, run_id))
+            write_runs(root, runs)
+    rewrite = Rewrite(
+        label_map=plan.label_map,
+        keep_palette=plan.keep_palette,
+        in_place=plan.in_place,
+        repair=plan.repair,
+        colours=plan.colours,
+        dry_run=dry_run,
+        compress_level=compress_level,
+        run_id=run_id,
+    )
+    func = functools.partial(remap_file, rewrite=rewrite)
+    tally = RemapTally()
+    for result in ordered_map(func, plan.files, jobs=jobs, preload=("labelfix.rewrite.run",)):
+        tally.add(result)
+        if on_file is not None:
+            on_file(result)
+    manifests = ()
+    if run_id is not None:
+        manifests = tuple(_finish_record(root, run_id) for root in roots)
+    return tally.result(plan, dry_run=dry_run, manifests=manifests)
+
+
+def _run_record(plan: RemapPlan, run_id: str) -> dict:
+    return {
+        "id": run_id,
+        "labelfix": __version__,
+        "started": _now(),
+        "finished": None,
+        "complete": False,
+        "mode": "in-place" if plan.in_place else "output",
+        "sources": [t.source for t in plan.targets],
+        "format": plan.format or "as input",
+        "mapping": plan.label_map.to_dict(),
+        "repair": plan.repair.to_dict() if plan.repair is not None else None,
+        "colormap": plan.colours.colormap.name if plan.colours is not None else None,
+        "files": [],
+    }
+
+
+def _finish_record(root: str, run_id: str) -> str:
+    runs = read_runs(root)
+    for run in runs:
+        if run.get("id") == run_id:
+            run["finished"] = _now()
+            run["complete"] = True
+    return write_runs(root, runs)
+
+
+class RemapTally:
+    """Folds file results together; memory grows with distinct values, not with files."""
+
+    def __init__(self) -> None:
+        self.files = self.read = self.changed = self.unchanged = self.written = 0
+        self.errors: list[str] = []
+        self.failed: list[str] = []
+        self.stored: dict[str, int] = {}
+        self.values: dict[tuple[int, int], list[int]] = {}
+        self.repaired = self.to_ignore = self.repaired_files = 0
+
+    def add(self, r: FileResult) -> None:
+        self.files += 1
+        self.read += bool(r.values)  # decoded as a label mask
+        if r.status == "failed":
+            self.failed.append(r.source)
+            self.errors.extend(r.errors)
+            return
+        self.changed += r.status == "changed"
+        self.unchanged += r.status == "unchanged"
+        self.written += r.written
+        self.repaired += r.repaired
+        self.to_ignore += r.to_ignore
+        self.repaired_files += r.repaired > 0
+        if r.stored is not None:  # written, or would be in a dry run
+            self.stored[r.stored] = self.stored.get(r.stored, 0) + 1
+        for v, c, o in zip(r.values, r.counts, r.outputs, strict=True):
+            entry = self.values.setdefault((v, o), [0, 0])
+            entry[0] += c
+            entry[1] += 1
+
+    def result(self, plan: RemapPlan, *, dry_run: bool, manifests: tuple[str, ...]):
+        return RemapResult(
+            label_map=plan.label_map,
+            in_place=plan.in_place,
+            dry_run=dry_run,
+            targets=plan.targets,
+            format=plan.format,
+            format_reason=plan.format_reason,
+            files=self.files + len(plan.skipped),
+            read=self.read,
+            changed=self.changed,
+            unchanged=self.unchanged,
+            written=self.written,
+            errors=tuple(self.errors),
+            failed_files=tuple(self.failed),
+            skipped=plan.skipped,
+            skipped_reason=plan.skipped_reason,
+            stored=tuple(sorted(self.stored.items())),
+            values=tuple(
+                ValueChange(value=v, becomes=o, pixels=p, files=f)
+                for (v, o), (p, f) in sorted(self.values.items())
+            ),
+            manifests=manifests,
+            notes=plan.notes,
+            repaired_pixels=self.repaired,
+            to_ignore_pixels=self.to_ignore,
+            repaired_files=self.repaired_files,
+        )
+
+
+def remap(
+    paths: Sequence[str | os.PathLike],
+    label_map: LabelMap,
+    *,
+    dry_run: bool = False,
+    jobs: int | None = None,
+    compress_level: int = PNG_COMPRESS_LEVEL,
+    on_file: Callable[[FileResult], None] | None = None,
+    **plan_options,
+) -> RemapResult:
+    """Plan and run a remap: :func:`~labelfix.rewrite.plan.plan_remap` then :func:`run_remap`.
+
+    ``plan_options`` (``output``, ``in_place``, ``fmt``, ``keep_palette``, ``glob``, ``force``,
+    ``repair``, ``colours``, ``suffix``, ``suffixes``) go to the plan.
+    """
+    plan = plan_remap(paths, label_map, **plan_options)
+    return run_remap(
+        plan, jobs=jobs, dry_run=dry_run, compress_level=compress_level, on_file=on_file
+    )
