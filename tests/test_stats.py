@@ -148,7 +148,8 @@ def test_stats_usage_errors_exit_2(tmp_path):
 def test_stats_empty_directory_is_a_data_problem(tmp_path):
     result = CliRunner().invoke(main, ["stats", str(tmp_path)])
     assert result.exit_code == 1
-    assert "no mask files found" in result.stderr
+    assert result.stderr == f"labelfix: error: no mask files (*.png, *.npy) under {tmp_path}\n"
+    assert result.stdout == ""
 
 
 def test_cli_does_not_import_tensorflow(tmp_path):

@@ -99,7 +99,7 @@ def test_usage_errors_exit_2(clean_masks):
     assert "Missing option '--num-classes'" in result.output
     result = runner.invoke(main, ["validate", str(clean_masks), "-n", "0"])
     assert result.exit_code == 2
-    assert "must be at least 1, got 0" in result.output
+    assert "must be 1..65536 (class ids are stored in 16-bit PNG masks), got 0" in result.output
 
 
 def test_many_identical_warnings_are_counted_not_repeated(tmp_path):

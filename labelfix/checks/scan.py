@@ -27,7 +27,8 @@ from labelfix.checks.artifacts import (
 )
 from labelfix.checks.rules import BadValue, find_bad_values
 from labelfix.errors import UnreadableMask
-from labelfix.io.images import find_image, image_size
+from labelfix.io import fs
+from labelfix.io.images import decode_problem, find_image, image_size
 from labelfix.io.masks import Mask
 from labelfix.labels.colormap import ColourPolicy, read_label_mask
 
@@ -168,6 +169,9 @@ def _image_problem(images: str, relpath: str, report: FileReport) -> str | None:
             f"no image for this mask under {images} (looked for {os.path.splitext(relpath)[0]}.*)"
         )
     try:
+        problem = decode_problem(fs.read_bytes(image))
+        if problem is not None:
+            return f"its image {image}: {problem}"
         height, width = image_size(image)
     except (OSError, ValueError, SyntaxError):
         return f"its image {image} cannot be read"

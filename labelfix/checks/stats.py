@@ -133,6 +133,13 @@ class DatasetStats:
         self.specks += other.specks
 
     @property
+    def unused_ignore(self) -> tuple[int, ...]:
+        """Ignore values that match no pixel of any label mask scanned (a wrong void value?)."""
+        if not self.label_files:
+            return ()
+        return tuple(v for v in self.ignore if v not in self.values)
+
+    @property
     def void_share(self) -> float:
         return self.void_pixels / self.total_pixels if self.total_pixels else 0.0
 
@@ -219,6 +226,16 @@ class DatasetStats:
         if self.num_classes is not None and not 0 <= value < self.num_classes:
             return "out of range"
         return "class"
+
+
+def unused_ignore_message(value: int, stats: DatasetStats) -> str:
+    """``ignore value 255 matches no pixel of the 12 masks (values seen: 0..5)``."""
+    seen = sorted(stats.values)
+    shown = f"{seen[0]}..{seen[-1]}" if len(seen) > 8 else ", ".join(map(str, seen))
+    return (
+        f"ignore value {value} matches no pixel of the {stats.label_files} mask(s) "
+        f"(values seen: {shown}); is it this dataset's void value?"
+    )
 
 
 def iter_reports(

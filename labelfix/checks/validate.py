@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from labelfix.checks.rules import bad_value_message
 from labelfix.checks.scan import FileReport
-from labelfix.checks.stats import DatasetStats, scan_dataset
+from labelfix.checks.stats import DatasetStats, scan_dataset, unused_ignore_message
 from labelfix.io.masks import KINDS
 
 
@@ -152,6 +152,7 @@ def validate(
 
     ``read_options`` (``colours``, ``artifacts``) go to the scan.
     """
+    paths = list(paths)
     problems: list[Problem] = []
 
     def check(report: FileReport) -> None:
@@ -170,5 +171,8 @@ def validate(
         on_file=check,
         **read_options,
     )
-    result = ValidationResult(stats=stats, problems=problems)
-    return result
+    for value in stats.unused_ignore:
+        where = ", ".join(os.fspath(p) for p in paths)
+        message = f"{where}: {unused_ignore_message(value, stats)}"
+        problems.append(Problem(where, "warning", "unused-ignore", message, value=value))
+    return ValidationResult(stats=stats, problems=problems)

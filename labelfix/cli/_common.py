@@ -69,6 +69,12 @@ def progress(label: str, *, enabled: bool = True) -> Iterator[Callable[[int], No
         stream.flush()
 
 
+def no_masks(paths, glob: str | None = None) -> str:
+    """``no mask files (*.png, *.npy) under masks/``: the error of a run that found nothing."""
+    pattern = glob or "*.png, *.npy"
+    return f"no mask files ({pattern}) under {', '.join(map(str, paths))}"
+
+
 def table(rows: Sequence[Sequence[object]], header: Sequence[str], *, right: set[int]) -> str:
     """Format rows as an aligned plain-text table (columns in ``right`` right-aligned)."""
     cells = [[str(h) for h in header]] + [[str(c) for c in row] for row in rows]

@@ -21,9 +21,15 @@ def _check_ignore(ctx, param, value):
     return tuple(_int_value(v, what="ignore value") for v in value)
 
 
+#: The most classes a command takes: every id must fit a 16-bit PNG mask (0..65535).
+MAX_CLASSES = 65536
+
+
 def _check_num_classes(ctx, param, value):
-    if value is not None and value < 1:
-        raise click.BadParameter(f"must be at least 1, got {value}")
+    if value is not None and not 1 <= value <= MAX_CLASSES:
+        raise click.BadParameter(
+            f"must be 1..{MAX_CLASSES} (class ids are stored in 16-bit PNG masks), got {value}"
+        )
     return value
 
 
@@ -150,7 +156,9 @@ def mapping_options(func):
     return func
 
 
-def label_map_from_options(*, ignore, out, maps, map_file, preset, unmapped, num_classes=None):
+def label_map_from_options(
+    *, ignore, out, maps, map_file, preset, unmapped, num_classes=None, void_is_class=False
+):
     """Build the LabelMap the mapping options describe; usage errors become click errors."""
     from labelfix.errors import MappingError
     from labelfix.labels.presets import build_label_map
@@ -164,6 +172,7 @@ def label_map_from_options(*, ignore, out, maps, map_file, preset, unmapped, num
             preset_name=preset,
             unmapped=unmapped,
             num_classes=num_classes,
+            allow_void_class=void_is_class,
         )
     except MappingError as err:
         raise click.UsageError(str(err)) from None

@@ -10,9 +10,9 @@ import os
 import click
 
 from labelfix.checks.scan import FileReport, report_to_dict
-from labelfix.checks.stats import DatasetStats, scan_dataset
+from labelfix.checks.stats import DatasetStats, scan_dataset, unused_ignore_message
 from labelfix.cli import options
-from labelfix.cli._common import handle_errors, progress, table
+from labelfix.cli._common import fail, handle_errors, no_masks, progress, table
 from labelfix.io.atomic import atomic_path
 from labelfix.io.masks import KINDS
 
@@ -70,7 +70,7 @@ def stats(
             colours=colours,
             artifacts=artifacts,
         )
-        return _report(result, as_json)
+        return _report(result, as_json, paths, glob)
     with contextlib.ExitStack() as stack:
         on_row = None
         if per_image is not None:
@@ -92,20 +92,22 @@ def stats(
             colours=colours,
             artifacts=artifacts,
         )
-    _report(result, as_json)
+    _report(result, as_json, paths, glob)
 
 
-def _report(result: DatasetStats, as_json: bool) -> None:
+def _report(result: DatasetStats, as_json: bool, paths, glob) -> None:
     """Print the report; exit 1 when a file is unreadable or there are none."""
+    if result.files == 0:
+        fail(no_masks(paths, glob))
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:
         click.echo(render(result))
+    for value in result.unused_ignore:
+        click.echo(f"labelfix: warning: {unused_ignore_message(value, result)}", err=True)
     for path, reason in result.unreadable:
         click.echo(f"labelfix: error: {path}: {reason}", err=True)
-    if result.files == 0:
-        click.echo("labelfix: error: no mask files found", err=True)
-    if result.unreadable or result.files == 0:
+    if result.unreadable:
         raise SystemExit(1)
 
 

@@ -196,7 +196,7 @@ def _label_map(ignore, out, maps, map_file, preset, unmapped, num_classes, class
     """The run's LabelMap from the mapping options; it must know num_classes."""
     label_map = options.label_map_from_options(
         ignore=ignore, out=out, maps=maps, map_file=map_file, preset=preset, unmapped=unmapped,
-        num_classes=num_classes,
+        num_classes=num_classes, void_is_class=True,  # WriteSpec refuses it, with its reason
     )  # fmt: skip
     if label_map.num_classes is None:
         raise click.UsageError("--num-classes is required (or a --preset that sets it)")

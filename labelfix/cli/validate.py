@@ -8,7 +8,7 @@ import click
 
 from labelfix.checks.validate import validate as run_validate
 from labelfix.cli import options
-from labelfix.cli._common import handle_errors, progress
+from labelfix.cli._common import fail, handle_errors, no_masks, progress
 
 #: Per kind of warning, how many files are named before the rest are counted.
 WARNINGS_SHOWN = 3
@@ -53,6 +53,8 @@ def validate(
             colours=options.colour_policy(colormap, unknown_colour, ignore=ignore),
             artifacts=artifacts,
         )
+    if result.stats.files == 0:
+        fail(no_masks(paths, glob))
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:
@@ -75,8 +77,5 @@ def validate(
             f"{verdict}: {result.stats.files} files, {len(result.bad_files)} with problems, "
             f"{len(result.warnings)} warning(s)"
         )
-    if result.stats.files == 0:
-        click.echo("labelfix: error: no mask files found", err=True)
-        raise SystemExit(1)
     if not result.ok:
         raise SystemExit(1)

@@ -132,10 +132,12 @@ def listdir(path: str) -> list[str]:
     ]
 
 
-def walk(top: str) -> Iterator[tuple[str, list[str], list[str]]]:
-    """``os.walk`` for local and remote directories; sorting ``dirs`` in place prunes/orders."""
+def walk(top: str, onerror=None) -> Iterator[tuple[str, list[str], list[str]]]:
+    """``os.walk`` for local and remote directories; sorting ``dirs`` in place prunes/orders.
+
+    ``onerror`` gets the OSError of a local directory that cannot be listed."""
     if not is_url(top):
-        yield from os.walk(top)
+        yield from os.walk(top, onerror=onerror)
         return
     fs, p = _split(top)
     yield from _walk_remote(fs, p.rstrip("/"), top.rstrip("/"))

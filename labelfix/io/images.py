@@ -18,7 +18,7 @@ import struct
 from PIL import Image
 
 from labelfix.io import fs
-from labelfix.io.png import png_header
+from labelfix.io.png import PNG_SIGNATURE, png_header, png_problem
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -147,6 +147,46 @@ def read_image_header(path: str) -> tuple[str, int, int, int]:
     if fs.is_url(path):
         return quick_header(head) or image_header(fs.read_bytes(path))
     return quick_header(head) or image_header(path)
+
+
+def decode_problem(data: bytes) -> str | None:
+    """Why an image file would not decode completely (as TensorFlow's decoders need), or None.
+
+    Headers alone pass truncated and garbage files: this decodes every pixel with Pillow and,
+    for PNGs, also checks what Pillow does not (chunk CRCs, the zlib stream; see
+    :func:`~labelfix.io.png.png_problem`).
+
+    >>> import numpy as np
+    >>> from labelfix.io.png import encode_png
+    >>> data = encode_png(np.zeros((4, 4), np.uint8))
+    >>> decode_problem(data) is None, decode_problem(data[:40])
+    (True, 'corrupt or truncated PNG (the file ends inside a chunk)')
+    """
+    if data[:8] == PNG_SIGNATURE:
+        problem = png_problem(data)
+        if problem is not None:
+            return f"corrupt or truncated PNG ({problem})"
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+    except Image.UnidentifiedImageError:
+        return "empty file" if not data else "not an image Pillow can identify"
+    except (OSError, SyntaxError, ValueError, EOFError) as err:
+        text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        return f"does not decode completely ({text[:160]})"
+    return None
+
+
+def check_image(path: str) -> tuple[bytes, tuple[str, int, int, int]]:
+    """``(file bytes, (format, height, width, channels))`` of an image that TensorFlow's
+    ``decode_image`` reads completely; OSError when unreadable, ValueError with the reason when
+    it is not such an image."""
+    data = fs.read_bytes(path)
+    header = quick_header(data) or image_header(data)
+    problem = decode_problem(data)
+    if problem is not None:
+        raise ValueError(problem)
+    return data, header
 
 
 def image_size(path: str) -> tuple[int, int]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import warnings
 import zlib
 from collections.abc import Iterator
@@ -25,7 +26,7 @@ from PIL import Image
 from labelfix.errors import NotALabelMask, UnreadableMask
 from labelfix.io import fs
 from labelfix.io.atomic import atomic_path
-from labelfix.io.png import PNG_COMPRESS_LEVEL, encode_png
+from labelfix.io.png import PNG_COMPRESS_LEVEL, PNG_SIGNATURE, encode_png, png_problem
 
 #: Refuse images with more pixels than this before decoding them (decompression bombs).
 MAX_PIXELS = 1 << 28  # 268 M pixels, e.g. 16384 x 16384
@@ -173,19 +174,61 @@ def read_mask(
     return _read_image(path, max_pixels=max_pixels, data=data)
 
 
-def _source(path: str, data: bytes | None):
-    """What to hand Pillow or NumPy: the bytes given, a remote file's bytes, or the path."""
+_SPECIAL_FILES = (
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def _file_bytes(path: str, data: bytes | None) -> bytes:
+    """The file's content; UnreadableMask for what is no readable regular file.
+
+    A local path is looked at with ``stat`` first, so a FIFO, socket or device named like a mask
+    is reported and never opened (opening a FIFO blocks until someone writes to it).
+    """
     if data is not None:
-        return io.BytesIO(data)
-    return io.BytesIO(fs.read_bytes(path)) if fs.is_url(path) else path
+        return data
+    if not fs.is_url(path):
+        try:
+            info = os.stat(path)
+        except FileNotFoundError:
+            raise UnreadableMask(path, "no such file") from None
+        except OSError as err:
+            raise UnreadableMask(path, f"cannot read ({err.strerror})") from None
+        if stat.S_ISDIR(info.st_mode):
+            raise UnreadableMask(path, _directory_problem(path))
+        for test, what in _SPECIAL_FILES:
+            if test(info.st_mode):
+                raise UnreadableMask(path, f"not a regular file ({what}): not read")
+    try:
+        return fs.read_bytes(path)
+    except FileNotFoundError:
+        raise UnreadableMask(path, "no such file") from None
+    except IsADirectoryError:
+        raise UnreadableMask(path, "is a directory") from None
+    except PermissionError:
+        raise UnreadableMask(path, "permission denied") from None
+    except OSError as err:
+        raise UnreadableMask(path, f"cannot read ({err.strerror or _short(err)})") from None
+
+
+def _directory_problem(path: str) -> str:
+    try:
+        os.listdir(path)
+    except OSError as err:
+        return f"cannot list this directory ({err.strerror}): the masks in it were not read"
+    return "is a directory"
 
 
 def _read_npy(path: str, *, max_pixels: int, data: bytes | None = None) -> Mask:
+    data = _file_bytes(path, data)
     try:
-        source = _source(path, data)
-        array = np.load(source, allow_pickle=False)
+        array = np.load(io.BytesIO(data), allow_pickle=False)
     except (ValueError, OSError, EOFError) as err:
-        raise UnreadableMask(path, f"not a readable .npy array ({_short(err)})") from None
+        reason = "empty file" if not data else f"not a readable .npy array ({_short(err)})"
+        raise UnreadableMask(path, reason) from None
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
     if array.ndim != 2:
@@ -198,15 +241,29 @@ def _read_npy(path: str, *, max_pixels: int, data: bytes | None = None) -> Mask:
         raise UnreadableMask(path, "empty array")
     if array.size > max_pixels:
         raise UnreadableMask(path, f"{array.size} pixels is more than the limit {max_pixels}")
+    if array.dtype == np.uint64:  # every later step computes in int64: no silent wrap-around
+        top = int(array.max())
+        if top > np.iinfo(np.int64).max:
+            raise UnreadableMask(
+                path,
+                f"value {top} does not fit a signed 64-bit integer (no class id is so large)",
+            )
+        array = array.astype(np.int64)
     return Mask(path=path, kind="npy", array=array)
 
 
 def _read_image(path: str, *, max_pixels: int, data: bytes | None = None) -> Mask:
+    data = _file_bytes(path, data)
+    if data[:8] == PNG_SIGNATURE:
+        problem = png_problem(data)
+        if problem is not None:
+            reason = f"corrupt or truncated image ({problem}; TensorFlow's PNG decoder fails)"
+            raise UnreadableMask(path, reason)
     im = None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(_source(path, data))
+            im = Image.open(io.BytesIO(data))
             width, height = im.size
             if width * height > max_pixels:
                 raise UnreadableMask(
@@ -230,15 +287,8 @@ def _read_image(path: str, *, max_pixels: int, data: bytes | None = None) -> Mas
         if im is not None:
             im.close()
         raise
-    except FileNotFoundError:
-        raise UnreadableMask(path, "no such file") from None
-    except IsADirectoryError:
-        raise UnreadableMask(path, "is a directory") from None
-    except PermissionError:
-        raise UnreadableMask(path, "permission denied") from None
     except Image.UnidentifiedImageError:
-        size = _size_or_none(path)
-        reason = "empty file" if size == 0 else "not an image Pillow can identify"
+        reason = "empty file" if not data else "not an image Pillow can identify"
         raise UnreadableMask(path, reason) from None
     except Image.DecompressionBombError as err:
         raise UnreadableMask(path, f"refused as a decompression bomb ({_short(err)})") from None
@@ -272,13 +322,6 @@ def _from_pil(path: str, im: Image.Image, fmt: str | None) -> Mask:
     raise UnreadableMask(path, f"unsupported image mode {mode!r} for a label mask")
 
 
-def _size_or_none(path: str) -> int | None:
-    try:
-        return fs.getsize(path)
-    except OSError:
-        return None
-
-
 def _short(err: BaseException) -> str:
     text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     return text[:160]
@@ -292,7 +335,8 @@ def iter_mask_files(
 ) -> Iterator[tuple[str, str]]:
     """Yield ``(path, relative path)`` of every mask under ``paths``, sorted, lazily.
 
-    Directories are walked recursively; files named directly are always yielded. ``glob``
+    Directories are walked recursively; files named directly are always yielded, and so are
+    directories that cannot be listed (reading them raises UnreadableMask saying so). ``glob``
     (e.g. ``"*.png"``) replaces the default ``suffixes`` (``.png`` and ``.npy``). Remote
     directories (``gs://...``) are walked through :mod:`labelfix.io.fs`, in the same order.
     """
@@ -303,18 +347,28 @@ def iter_mask_files(
             return fnmatch(name, glob)
         return name.lower().endswith(suffixes)
 
+    unlistable: list[str] = []
     for top in paths:
         top = os.fspath(top)
         if not fs.isdir(top):
             yield top, fs.basename(top)
             continue
-        for root, dirs, files in fs.walk(top):
+        for root, dirs, files in fs.walk(top, onerror=lambda err: unlistable.append(err.filename)):
+            yield from ((path, fs.relpath(path, top)) for path in _drain(unlistable))
             dirs.sort()
             dirs[:] = [d for d in dirs if not d.startswith(".")]
             for name in sorted(files):
                 if wanted(name) and not name.startswith("."):
                     full = fs.join(root, name)
                     yield full, fs.relpath(full, top)
+        # a directory that cannot be listed is yielded as a file: reading it says what is wrong
+        yield from ((path, fs.relpath(path, top)) for path in _drain(unlistable))
+
+
+def _drain(items: list[str]) -> list[str]:
+    found = sorted(items)
+    items.clear()
+    return found
 
 
 # ----------------------------------------------------------------------------- writing

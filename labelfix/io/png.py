@@ -140,3 +140,53 @@ def passthrough_png(data: bytes, bits: int) -> bytes | None:
     if header[3] == 3 and bits != 8:
         return None
     return grey_png(data)
+
+
+def png_problem(data: bytes) -> str | None:
+    """What TensorFlow's (libpng's) decoder would reject in a PNG that Pillow reads anyway, or None.
+
+    Pillow does not check chunk CRCs, and stops inflating once it has every row, before the
+    zlib stream's Adler-32 checksum. This checks every chunk's CRC-32 and inflates the whole
+    IDAT stream: a bad CRC, a corrupt or truncated stream, or data after its end are problems.
+
+    >>> good = encode_png(np.zeros((2, 3), np.uint8))
+    >>> png_problem(good) is None
+    True
+    >>> bad = bytearray(good); bad[-20] ^= 1                       # a bit flip in IDAT
+    >>> png_problem(bytes(bad))
+    'bad CRC-32 in chunk IDAT'
+    """
+    if data[:8] != PNG_SIGNATURE:
+        return "not a PNG signature"
+    pos, end = 8, len(data)
+    inflate = zlib.decompressobj()
+    seen_idat = False
+    while pos + 12 <= end:
+        (length,) = struct.unpack_from(">I", data, pos)
+        tag = data[pos + 4 : pos + 8]
+        stop = pos + 12 + length
+        if stop > end:
+            return f"chunk {tag.decode('latin-1')} cut short"
+        (crc,) = struct.unpack_from(">I", data, stop - 4)
+        if zlib.crc32(data[pos + 4 : stop - 4]) != crc:
+            return f"bad CRC-32 in chunk {tag.decode('latin-1')}"
+        if tag == b"IDAT":
+            seen_idat = True
+            try:  # inflate in bounded pieces, keeping nothing: only the integrity is wanted
+                inflate.decompress(data[pos + 8 : stop - 4], 1 << 22)
+                while inflate.unconsumed_tail:
+                    inflate.decompress(inflate.unconsumed_tail, 1 << 22)
+            except zlib.error as err:
+                return f"corrupt zlib stream: {err}"
+        if tag == b"IEND":
+            break
+        pos = stop
+    else:
+        return "the file ends inside a chunk" if pos < end else "no IEND chunk"
+    if not seen_idat:
+        return "no IDAT chunk"
+    if not inflate.eof:
+        return "zlib stream ends early"
+    if inflate.unused_data:
+        return "bytes after the end of the zlib stream"
+    return None

@@ -271,13 +271,13 @@ def read_map_file(path: str | os.PathLike) -> tuple[tuple[int, int], ...]:
     except OSError as err:
         raise MappingError(f"{path}: cannot read map file ({err.strerror})") from None
     if path.lower().endswith(".json") or text.lstrip().startswith("{"):
-        try:
-            data = json.loads(text)
+        try:  # pairs, not a dict: a key given twice must not silently keep its last value
+            data = json.loads(text, object_pairs_hook=lambda pairs: pairs)
         except json.JSONDecodeError as err:
             raise MappingError(f"{path}: invalid JSON ({err.msg} at line {err.lineno})") from None
-        if not isinstance(data, dict):
+        if not isinstance(data, list) or not all(isinstance(p, tuple) for p in data):
             raise MappingError(f'{path}: expected a JSON object like {{"7": 0}}')
-        items = list(data.items())
+        items = list(data)
     else:
         rows = [r for r in csv.reader(text.splitlines()) if r and not r[0].startswith("#")]
         if rows and not rows[0][0].strip().lstrip("-").isdigit():

@@ -311,12 +311,22 @@ def build_label_map(
     preset_name: str | None = None,
     unmapped: str | None = None,
     num_classes: int | None = None,
+    allow_void_class: bool = False,
 ) -> LabelMap:
     """Combine the mapping options every command shares into one LabelMap.
 
     A preset supplies rules, ignore value, num_classes and class names; explicit ``maps`` and
     ``map_file`` rules are added on top (explicit wins over the preset for the same value);
     ``ignore`` values are added to the preset's; ``out`` replaces its canonical ignore.
+
+    Contradictions are MappingErrors: one value mapped to two outputs (within ``maps``, within
+    the map file or between them), and, with ``num_classes``, a canonical ignore ``out`` that is
+    a class id (void pixels would train as that class) unless ``allow_void_class``.
+
+    >>> build_label_map(maps=[(1, 2), (1, 3)])
+    Traceback (most recent call last):
+    ...
+    labelfix.errors.MappingError: value 1 is mapped twice: to 2 (--map 1:2) and to 3 (--map 1:3)
     """
     base = preset(preset_name) if preset_name else LabelMap()
     rules = dict(base.rules_dict)
@@ -324,15 +334,13 @@ def build_label_map(
         rules.pop(v, None)
     # Explicit rules go on top; one that contradicts an explicit --ignore is a MappingError
     # from LabelMap (it used to be dropped silently).
-    if map_file is not None:
-        rules.update(read_map_file(map_file))
-    rules.update(dict(maps))
+    rules.update(_explicit_rules(maps, map_file))
     all_ignore = tuple(dict.fromkeys((*base.ignore, *ignore)))
     if num_classes is not None and base.num_classes is not None and num_classes != base.num_classes:
         class_names = None
     else:
         class_names = base.class_names
-    return LabelMap(
+    label_map = LabelMap(
         rules=tuple(sorted(rules.items())),
         ignore=all_ignore,
         out=out if out is not None else base.out,
@@ -341,3 +349,30 @@ def build_label_map(
         class_names=class_names,
         name=base.name,
     )
+    void, n = label_map.out_value, label_map.num_classes
+    if not allow_void_class and void is not None and n is not None and 0 <= void < n:
+        raise MappingError(
+            f"void pixels would become {void}, which is a class id (num_classes {n}: 0..{n - 1}),"
+            f" so they would train as that class; choose another --out (e.g. -1 or "
+            f"{255 if n <= 255 else 65535}), or pass --void-is-class to merge them on purpose"
+        )
+    return label_map
+
+
+def _explicit_rules(
+    maps: Sequence[tuple[int, int]], map_file: str | os.PathLike | None
+) -> dict[int, int]:
+    """The rules of the map file and then of ``--map``; a value given two outputs is an error."""
+    sources = [(f"{os.fspath(map_file)}", read_map_file(map_file))] if map_file else []
+    sources.append(("--map", tuple(maps)))
+    found: dict[int, tuple[int, str]] = {}
+    for source, pairs in sources:
+        for a, b in pairs:
+            where = f"--map {a}:{b}" if source == "--map" else source
+            if a in found and found[a][0] != b:
+                raise MappingError(
+                    f"value {a} is mapped twice: to {found[a][0]} ({found[a][1]}) and to {b} "
+                    f"({where})"
+                )
+            found[a] = (b, where)
+    return {a: b for a, (b, _) in found.items()}

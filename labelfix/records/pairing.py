@@ -46,7 +46,7 @@ def _posix(relpath: str) -> str:
 
 
 def _image_files(images: str, exclude: set[str]) -> Iterator[tuple[str, str]]:
-    for root, dirs, files in fs.walk(images):
+    for root, dirs, files in fs.walk(images, onerror=_raise):
         dirs.sort()
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         for name in sorted(files):
@@ -55,6 +55,10 @@ def _image_files(images: str, exclude: set[str]) -> Iterator[tuple[str, str]]:
             full = fs.join(root, name)
             if fs.normpath(full) not in exclude:
                 yield full, fs.relpath(full, images)
+
+
+def _raise(err: OSError) -> None:
+    raise LabelfixError(f"{err.filename}: cannot list this directory of images ({err.strerror})")
 
 
 def find_pairs(
@@ -115,6 +119,9 @@ def find_pairs(
 def _masks_by_key(masks: str, mask_suffix: str, problems: list[str]) -> dict:
     found: dict[str, tuple[str, str]] = {}
     for path, rel in iter_mask_files([masks]):
+        if fs.isdir(path):  # a directory that cannot be listed
+            problems.append(f"{path}: cannot list this directory: the masks in it were not read")
+            continue
         if mask_suffix and not os.path.splitext(rel)[0].endswith(mask_suffix):
             continue
         key = _posix(mask_stem(rel, mask_suffix=mask_suffix))

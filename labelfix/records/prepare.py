@@ -19,7 +19,7 @@ import numpy as np
 from labelfix.checks.rules import bad_value_message, find_bad_values
 from labelfix.errors import MappingError, UnreadableMask
 from labelfix.io import fs
-from labelfix.io.images import read_image_header
+from labelfix.io.images import check_image
 from labelfix.io.png import encode_png, passthrough_png, png_header
 from labelfix.labels.colormap import ColourPolicy, read_label_mask
 from labelfix.labels.labelmap import LabelMap, replace_values
@@ -111,7 +111,7 @@ def prepare_pair(pair: Pair, plan: RecordPlan) -> Prepared | Rejected:
     )
     problems = [bad_value_message(path, b, num_classes=num_classes, ignore=void) for b in bad]
     try:
-        image_format, height, width, channels = read_image_header(pair.image)
+        _, (image_format, height, width, channels) = check_image(pair.image)
     except OSError as err:
         problems.append(f"{pair.image}: cannot read the image ({err.strerror or err})")
     except ValueError as err:

@@ -138,9 +138,10 @@ class WriteSpec:
             raise UsageError(f"split must be a plain name like train or val, got {self.split!r}")
         out = self.label_map.out_value
         if out is not None and 0 <= out < n:
+            other = "".join(f"{v} or " for v in (255, 65535) if v >= n)
             raise UsageError(
                 f"the ignore value {out} is also a class id (num_classes {n}, ids 0..{n - 1}); "
-                "choose another canonical ignore with out, e.g. 255 or -1"
+                f"choose another canonical ignore with out, e.g. {other}-1"
             )
         self.mask_storage()  # raises when the values cannot be stored
 

@@ -21,9 +21,9 @@ from PIL import Image
 
 from labelfix.checks.rules import bad_value_message, find_bad_values, is_valid
 from labelfix.errors import MissingExtra
-from labelfix.io.images import image_header
+from labelfix.io.images import decode_problem, image_header
 from labelfix.io.masks import value_counts
-from labelfix.io.png import png_header
+from labelfix.io.png import png_header, png_problem
 from labelfix.parallel import ordered_map
 from labelfix.records.example import FEATURES, feature_key, parse_example
 from labelfix.records.manifest import read_manifest
@@ -86,6 +86,9 @@ def check_record(item: tuple[str, int, bytes], plan: _VerifyPlan) -> _Checked:
         _, ih, iw, _ = image_header(values["image"])
         if (ih, iw) != (height, width):
             problems.append(f"{where}: image is {iw}x{ih} but the record says {width}x{height}")
+        problem = decode_problem(values["image"])
+        if problem is not None:
+            problems.append(f"{where}: image {problem}")
     except ValueError as err:
         problems.append(f"{where}: image: {err}")
     fmt = values["mask_format"].decode("utf-8", "replace")
@@ -120,6 +123,9 @@ def _decode_mask(data: bytes, plan: _VerifyPlan, height: int, width: int) -> np.
             f"PNG is colour type {header[3]} with {header[2]} bits, expected {bits}-bit grey "
             "(tf.io.decode_png would not return the class ids)"
         )
+    problem = png_problem(data)
+    if problem is not None:
+        raise ValueError(f"corrupt or truncated PNG ({problem})")
     try:
         with Image.open(io.BytesIO(data)) as im:
             im.load()

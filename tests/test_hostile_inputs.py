@@ -1,0 +1,282 @@
+"""Regression tests for what a hostile-but-realistic user found (issue 11): inputs that passed
+every check and failed in training, tracebacks, hangs, contradictions accepted, unhelpful words."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from labelfix.cli import main
+from labelfix.errors import UnreadableMask
+from labelfix.io.masks import iter_mask_files, read_mask
+from labelfix.io.png import encode_png, png_problem
+
+from conftest import save_png, voc_mask
+
+
+def run(*args: str):
+    return CliRunner().invoke(main, list(args))
+
+
+def chunks(data: bytes) -> list[tuple[int, bytes]]:
+    """``(offset, tag)`` of every PNG chunk."""
+    found, pos = [], 8
+    while pos < len(data):
+        (length,) = struct.unpack_from(">I", data, pos)
+        found.append((pos, data[pos + 4 : pos + 8]))
+        pos += 12 + length
+    return found
+
+
+def bad_crc_png(array: np.ndarray) -> bytes:
+    """A PNG whose IDAT CRC is wrong: Pillow decodes it, TensorFlow's decoder does not."""
+    data = bytearray(encode_png(array))
+    pos = next(p for p, tag in chunks(bytes(data)) if tag == b"IDAT")
+    (length,) = struct.unpack_from(">I", data, pos)
+    data[pos + 8 + length] ^= 0xFF  # first byte of the CRC
+    return bytes(data)
+
+
+def bad_adler_png(array: np.ndarray) -> bytes:
+    """Correct CRCs, but the zlib stream's Adler-32 is wrong (a corrupt stream)."""
+    data = bytearray(encode_png(array))
+    pos = next(p for p, tag in chunks(bytes(data)) if tag == b"IDAT")
+    (length,) = struct.unpack_from(">I", data, pos)
+    body = bytearray(data[pos + 8 : pos + 8 + length])
+    body[-1] ^= 0xFF
+    crc = zlib.crc32(b"IDAT" + bytes(body))
+    data[pos + 8 : pos + 8 + length] = body
+    data[pos + 8 + length : pos + 12 + length] = struct.pack(">I", crc)
+    return bytes(data)
+
+
+# --------------------------------------------------------------------------- silently wrong
+
+
+def test_png_with_bad_crc_decodes_in_pillow_but_is_refused(tmp_path: Path):
+    data = bad_crc_png(voc_mask())
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(data))), voc_mask())  # Pillow
+    assert png_problem(data) == "bad CRC-32 in chunk IDAT"
+    assert png_problem(bad_adler_png(voc_mask())).startswith("corrupt zlib stream")
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "bad.png").write_bytes(data)
+    save_png(tmp_path / "m" / "good.png", voc_mask())
+    result = run("validate", str(tmp_path / "m"), "-n", "21", "--ignore", "255")
+    assert result.exit_code == 1
+    assert (
+        f"{tmp_path / 'm' / 'bad.png'}: corrupt or truncated image (bad CRC-32 in chunk IDAT; "
+        "TensorFlow's PNG decoder fails)"
+    ) in result.stdout
+    assert "1 with problems" in result.stdout  # the good file is still checked
+
+
+def test_png_with_bad_crc_does_not_reach_the_records(tmp_path: Path):
+    pytest.importorskip("tensorflow")
+    (tmp_path / "gt").mkdir()
+    (tmp_path / "gt" / "a.png").write_bytes(bad_adler_png(voc_mask()))
+    save_png(tmp_path / "img" / "a.png", np.zeros((8, 10, 3), np.uint8))
+    result = run(
+        "to-tfrecord", "--images", str(tmp_path / "img"), "--masks", str(tmp_path / "gt"),
+        "-o", str(tmp_path / "tfr"), "-n", "21", "--ignore", "255",
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert f"{tmp_path / 'gt' / 'a.png'}: corrupt or truncated image (corrupt zlib" in result.stderr
+    assert not list((tmp_path / "tfr").glob("*.tfrecord"))
+
+
+def test_truncated_jpeg_image_fails_validate_images_and_to_tfrecord(tmp_path: Path):
+    pytest.importorskip("tensorflow")
+    save_png(tmp_path / "gt" / "a.png", voc_mask())
+    buf = io.BytesIO()  # the header survives the cut, only the end of the pixel data is lost
+    noise = np.random.default_rng(0).integers(0, 255, (8, 10, 3), np.uint8)
+    Image.fromarray(noise).save(buf, format="JPEG")
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img" / "a.jpg").write_bytes(buf.getvalue()[:-40])
+    result = run(
+        "validate", str(tmp_path / "gt"), "-n", "21", "--ignore", "255",
+        "--images", str(tmp_path / "img"),
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert f"its image {tmp_path / 'img' / 'a.jpg'}: does not decode completely" in result.stdout
+    result = run(
+        "to-tfrecord", "--images", str(tmp_path / "img"), "--masks", str(tmp_path / "gt"),
+        "-o", str(tmp_path / "tfr"), "-n", "21", "--ignore", "255",
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert f"{tmp_path / 'img' / 'a.jpg'}: does not decode completely" in result.stderr
+
+
+def test_verify_decodes_images_and_checks_mask_crcs(tmp_path: Path):
+    """A record whose image is truncated or whose mask PNG has a bad CRC fails verify."""
+    pytest.importorskip("tensorflow")
+    from labelfix.records.example import feature_key, parse_example, serialize_example
+    from labelfix.records.verify import _VerifyPlan, check_record
+
+    buf = io.BytesIO()
+    noise = np.random.default_rng(0).integers(0, 255, (8, 10, 3), np.uint8)
+    Image.fromarray(noise).save(buf, format="JPEG")
+    good = {
+        feature_key("image"): buf.getvalue(),
+        feature_key("image_format"): "jpeg",
+        feature_key("filename"): "a.jpg",
+        feature_key("source_id"): "a",
+        feature_key("height"): 8,
+        feature_key("width"): 10,
+        feature_key("channels"): 3,
+        feature_key("mask"): encode_png(voc_mask()),
+        feature_key("mask_format"): "png",
+    }
+    plan = _VerifyPlan(num_classes=21, ignore=255, encoding="png", mask_dtype="uint8")
+    assert check_record(("s", 0, serialize_example(good)), plan).problems == ()
+    cut = {**good, feature_key("image"): buf.getvalue()[: len(buf.getvalue()) - 40]}
+    [problem] = check_record(("s", 1, serialize_example(cut)), plan).problems
+    assert problem.startswith("s: record 1 (a): image does not decode completely")
+    crc = {**good, feature_key("mask"): bad_crc_png(voc_mask())}
+    [problem] = check_record(("s", 2, serialize_example(crc)), plan).problems
+    assert problem == "s: record 2 (a): mask: corrupt or truncated PNG (bad CRC-32 in chunk IDAT)"
+    assert parse_example(serialize_example(crc))[feature_key("filename")] == [b"a.jpg"]
+
+
+def test_unlistable_directory_is_an_error_not_skipped(tmp_path: Path, monkeypatch):
+    """(Root ignores permissions, so the refusal is simulated where os.walk lists.)"""
+    save_png(tmp_path / "m" / "a.png", voc_mask())
+    save_png(tmp_path / "m" / "locked" / "b.png", voc_mask())
+    real = os.scandir
+
+    def scandir(path="."):
+        if os.fspath(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    monkeypatch.setattr(os, "listdir", lambda p=".": list(e.name for e in scandir(p)))
+    assert [rel for _, rel in iter_mask_files([tmp_path / "m"])] == ["a.png", "locked"]
+    result = run("validate", str(tmp_path / "m"), "-n", "21", "--ignore", "255", "-j", "1")
+    assert result.exit_code == 1
+    assert (
+        f"{tmp_path / 'm' / 'locked'}: cannot list this directory (Permission denied): "
+        "the masks in it were not read"
+    ) in result.stdout
+    assert "OK" not in result.stdout
+
+
+def test_fifo_named_like_a_mask_is_reported_and_never_opened(tmp_path: Path):
+    (tmp_path / "m").mkdir()
+    os.mkfifo(tmp_path / "m" / "x.png")
+    save_png(tmp_path / "m" / "y.png", voc_mask())
+    code = (
+        "import sys; from labelfix.cli import main; "
+        f"main(['validate', {str(tmp_path / 'm')!r}, '-n', '21', '--ignore', '255'])"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )  # a hang fails here
+    assert proc.returncode == 1
+    assert f"{tmp_path / 'm' / 'x.png'}: not a regular file (a FIFO): not read" in proc.stdout
+    with pytest.raises(UnreadableMask, match="a FIFO"):
+        read_mask(tmp_path / "m" / "x.png")
+
+
+# --------------------------------------------------------------------------- tracebacks
+
+
+def test_uint64_npy_gives_values_or_a_clean_error(tmp_path: Path):
+    np.save(tmp_path / "small.npy", np.array([[1, 7]], np.uint64))
+    np.save(tmp_path / "huge.npy", np.array([[1, 2**63 + 5]], np.uint64))
+    assert read_mask(tmp_path / "small.npy").labels.tolist() == [[1, 7]]
+    for command in (
+        ["stats"],
+        ["validate", "-n", "5"],
+        ["remap", "--map", "1:0", "-o", str(tmp_path / "o")],
+    ):
+        result = run(*command[:1], str(tmp_path / "huge.npy"), *command[1:])
+        assert result.exit_code == 1, (command, result.output)
+        assert (
+            f"{tmp_path / 'huge.npy'}: value 9223372036854775813 does not fit a signed 64-bit "
+            "integer (no class id is so large)"
+        ) in result.output
+        assert "Traceback" not in result.output
+
+
+def test_num_classes_is_bounded_by_what_a_png_mask_holds(tmp_path: Path):
+    save_png(tmp_path / "a.png", voc_mask())
+    for n in ("1000000000", "65537"):
+        result = run("validate", str(tmp_path), "-n", n)
+        assert result.exit_code == 2
+        assert f"must be 1..65536 (class ids are stored in 16-bit PNG masks), got {n}" in (
+            result.output
+        )
+    assert run("validate", str(tmp_path), "-n", "65536", "--ignore", "255").exit_code == 0
+
+
+# --------------------------------------------------------------------------- contradictions
+
+
+def test_a_value_mapped_twice_is_a_usage_error(tmp_path: Path):
+    save_png(tmp_path / "m" / "a.png", voc_mask())
+    result = run("remap", "--map", "1:2", "--map", "1:3", str(tmp_path / "m"))
+    assert result.exit_code == 2
+    assert "value 1 is mapped twice: to 2 (--map 1:2) and to 3 (--map 1:3)" in result.output
+    (tmp_path / "map.json").write_text('{"5": 1, "5": 2}')
+    result = run("remap", "--map-file", str(tmp_path / "map.json"), str(tmp_path / "m"))
+    assert result.exit_code == 2
+    assert f"value 5 is mapped twice: to 1 ({tmp_path / 'map.json'})" in result.output
+    result = run("remap", "--map-file", str(tmp_path / "map.json"), "--map", "7:0", "-h")
+    assert result.exit_code == 0  # help still works
+
+
+def test_void_merged_into_a_class_needs_an_explicit_flag(tmp_path: Path):
+    save_png(tmp_path / "m" / "a.png", voc_mask())
+    result = run("remap", "--ignore", "255", "--out", "0", "-n", "21", str(tmp_path / "m"))
+    assert result.exit_code == 2
+    assert "void pixels would become 0, which is a class id (num_classes 21: 0..20)" in (
+        result.output
+    )
+    assert not (tmp_path / "m-remapped").exists()
+
+
+def test_ignore_value_that_matches_no_pixel_is_a_warning(tmp_path: Path):
+    save_png(tmp_path / "m" / "a.png", voc_mask())
+    result = run("stats", str(tmp_path / "m"), "--ignore", "254")
+    assert result.exit_code == 0
+    assert (
+        "labelfix: warning: ignore value 254 matches no pixel of the 1 mask(s) "
+        "(values seen: 0, 5, 15, 255); is it this dataset's void value?"
+    ) in result.stderr
+    result = run("validate", str(tmp_path / "m"), "-n", "21", "--ignore", "254", "--json")
+    report = json.loads(result.stdout)
+    assert [p["code"] for p in report["problems"]].count("unused-ignore") == 1
+
+
+# --------------------------------------------------------------------------- words
+
+
+def test_empty_directory_is_named_and_nothing_says_ok(tmp_path: Path):
+    (tmp_path / "empty").mkdir()
+    result = run("validate", str(tmp_path / "empty"), "-n", "3")
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr == (
+        f"labelfix: error: no mask files (*.png, *.npy) under {tmp_path / 'empty'}\n"
+    )
+
+
+def test_ignore_suggestion_never_suggests_the_value_itself(tmp_path: Path):
+    from labelfix.errors import UsageError
+    from labelfix.labels.labelmap import LabelMap
+    from labelfix.records.spec import WriteSpec
+
+    with pytest.raises(UsageError) as info:
+        WriteSpec(images="i", masks="m", output="o", num_classes=300, label_map=LabelMap(out=255))
+    assert str(info.value).endswith("choose another canonical ignore with out, e.g. 65535 or -1")
