@@ -189,7 +189,7 @@ def to_tfrecord(
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:
-        click.echo(render(result))
+        click.echo(render(result, spec.readers()))
 
 
 def _label_map(ignore, out, maps, map_file, preset, unmapped, num_classes, class_names):
@@ -209,8 +209,9 @@ def _label_map(ignore, out, maps, map_file, preset, unmapped, num_classes, class
     return label_map
 
 
-def render(result) -> str:
-    """The human summary of a :class:`~labelfix.records.write.WriteResult`."""
+def render(result, readers: dict[str, str]) -> str:
+    """The human summary of a :class:`~labelfix.records.write.WriteResult`; ``readers`` says
+    which decoders read the records right (:meth:`~labelfix.records.spec.WriteSpec.readers`)."""
     shards = result.shards
     names = shards[0].file if len(shards) == 1 else f"{shards[0].file} .. {shards[-1].file}"
     size = sum(s.bytes for s in shards)
@@ -229,4 +230,6 @@ def render(result) -> str:
     if result.skipped:
         lines.append(f"Skipped {len(result.skipped)} unpaired file(s)")
     lines.append(f"Compression: {result.compression}; manifest: {result.manifest}")
+    names = {"labelfix.data": "labelfix.data", "deeplab": "DeepLab", "model_garden": "Model Garden"}
+    lines.append("Readers: " + "; ".join(f"{names[k]} {v}" for k, v in readers.items()))
     return "\n".join(lines)

@@ -85,6 +85,7 @@ def build_manifest(spec: WriteSpec, tally: RecordTally) -> dict:
         "mask_encoding": spec.mask_encoding,
         "mask_dtype": mask_dtype,
         "compression": spec.compression,
+        "readers": spec.readers(),
         "feature_keys": {name: k for name, (k, _) in FEATURES.items()},
         "class_pixel_counts": tally.class_pixels,
         "class_image_counts": tally.class_images,

@@ -156,18 +156,25 @@ class WriteSpec:
         return self.shard_size if self.shard_size is not None else DEFAULT_SHARD_SIZE
 
     def mask_storage(self) -> tuple[int | None, str]:
-        """``(stored ignore value, mask dtype)`` of the masks in the records."""
+        """``(stored ignore value, mask dtype)`` of the masks in the records.
+
+        PNG masks are 8-bit whenever the class ids and a void slot fit (up to 255 classes with
+        void, 256 without), because DeepLab's and Model Garden's decoders read masks as uint8;
+        void is then stored as ``out`` when it fits 0..255, else as 255 (``labelfix.data``
+        presents it as ``ignore_as`` either way). More classes need 16-bit PNGs, void stored
+        as ``out`` when it fits 0..65535, else 65535. Raw masks store ``out`` itself.
+        """
         hi, out = self.num_classes - 1, self.out
         if self.mask_encoding == "png":
-            stored = out
-            if out is not None and out < 0:
-                stored = 255 if hi < 255 else 65535
-            top = max(hi, stored if stored is not None else 0)
-            if top > 0xFFFF:
+            bits = 8 if hi + (out is not None) <= 0xFF else 16
+            top = (1 << bits) - 1
+            if hi > 0xFFFF - (out is not None):
                 raise LabelfixError(
-                    f"a PNG mask holds at most 65535, but {top} is needed; use mask_encoding='raw'"
+                    f"a PNG mask holds at most 65535, but {self.num_classes} classes and void do "
+                    "not fit; use mask_encoding='raw'"
                 )
-            return stored, "uint8" if top <= 0xFF else "uint16"
+            stored = None if out is None else (out if 0 <= out <= top else top)
+            return stored, f"uint{bits}"
         lo = min(0, out if out is not None else 0)
         top = max(hi, out if out is not None else 0)
         for name in ("int8", "int16", "int32"):
@@ -175,3 +182,26 @@ class WriteSpec:
             if info.min <= lo and top <= info.max:
                 return out, name
         raise LabelfixError(f"class ids {lo}..{top} do not fit 32-bit signed integers")
+
+    def readers(self) -> dict[str, str]:
+        """Which decoders read these records right: ``"yes"``, or ``"no: why"``, per reader.
+
+        DeepLab (``deeplab/datasets/data_generator.py``) and TF Model Garden
+        (``official/vision/dataloaders/segmentation_input.py``) decode masks with
+        ``decode_png``/``decode_image(channels=1)`` as uint8 from uncompressed records.
+        """
+        stored, dtype = self.mask_storage()
+        if self.mask_encoding == "raw":
+            deeplab = model_garden = "no: raw masks (only labelfix.data decodes them)"
+        elif dtype != "uint8":
+            deeplab = model_garden = (
+                f"no: 16-bit PNG masks ({self.num_classes} classes), read as uint8 they wrap"
+            )
+        else:
+            void = [] if stored in (None, 255) else [f"ignore_label={stored}"]
+            deeplab = "yes" + "".join(f", with {v}" for v in void)
+            gzip = ["file_type: tfrecord_compressed"] if self.compression == "gzip" else []
+            model_garden = "yes" + (", with " + " and ".join(void + gzip) if void + gzip else "")
+            if gzip:
+                deeplab = "no: gzip-compressed shards"
+        return {"labelfix.data": "yes", "deeplab": deeplab, "model_garden": model_garden}
