@@ -12,6 +12,9 @@ TensorFlow or Keras):
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.util
+import sys
 
 from labelfix._version import __version__
 
@@ -65,3 +68,54 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted(__all__)
+
+
+# ----------------------------------------------------------------------------- Keras objects
+#: Modules whose Keras objects (losses, metrics) are registered under the package "labelfix".
+_KERAS_MODULES = ("labelfix.losses", "labelfix.metrics")
+
+
+class _RegisterWithKeras(importlib.abc.MetaPathFinder):
+    """Register labelfix's losses and metrics with Keras as soon as Keras is imported.
+
+    ``import labelfix`` must stay light (no Keras, no TensorFlow), yet a model saved with a
+    labelfix loss must load with plain ``keras.saving.load_model`` after ``import labelfix``,
+    and Keras finds custom classes only once their modules have run. So this finder waits for
+    ``import keras``, lets it finish, then imports the modules that register the classes.
+    """
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != "keras":
+            return None
+        sys.meta_path.remove(self)  # once, and not for the lookup below
+        spec = importlib.util.find_spec(fullname)
+        if spec is None or spec.loader is None:
+            return spec
+        run = spec.loader.exec_module
+
+        def exec_module(module):
+            run(module)
+            _import_keras_modules()
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+def _import_keras_modules() -> None:
+    """Import the registering modules, unless one is being imported right now (it was what
+    imported Keras: importing the others in the middle of it could meet a half-run module; the
+    losses package imports the metrics module at its end, so both get registered anyway)."""
+    busy = [m for m in sys.modules if m.startswith(_KERAS_MODULES)]
+    if not busy:
+        for name in _KERAS_MODULES:
+            importlib.import_module(name)
+
+
+def _register_with_keras() -> None:
+    if "keras" in sys.modules:
+        _import_keras_modules()
+    elif not any(isinstance(f, _RegisterWithKeras) for f in sys.meta_path):
+        sys.meta_path.insert(0, _RegisterWithKeras())
+
+
+_register_with_keras()
