@@ -12,6 +12,7 @@ import logging
 import click
 
 from labelfix._version import __version__
+from labelfix.cli._common import quiet_tensorflow
 
 # command name -> "module:function"; each module imports TensorFlow only inside its function.
 COMMANDS: dict[str, str] = {
@@ -52,6 +53,8 @@ def main(ctx: click.Context, verbose: int, quiet: int) -> None:
     labelfix validate masks/ --num-classes 21 --ignore 255
     labelfix remap --ignore 255 --out -1 masks/
     """
+    if verbose < 1:
+        quiet_tensorflow()
     level = logging.WARNING - 10 * (verbose - quiet)
     logging.basicConfig(level=max(logging.DEBUG, level), format="labelfix: %(message)s")
     ctx.ensure_object(dict)

@@ -173,11 +173,11 @@ def verify_dataset(
     its mask decodes to that size and holds only class ids or the stored ignore value; the
     per-class pixel counts add up to the manifest's.
     """
+    manifest = read_manifest(path, split)  # before TensorFlow: a wrong path fails at once
     try:
         import tensorflow as tf
     except ImportError:  # pragma: no cover - exercised through the CLI's check
         raise MissingExtra("verify needs TensorFlow: pip install 'labelfix[tf]'") from None
-    manifest = read_manifest(path, split)
     directory = manifest["directory"]
     num_classes = int(manifest["num_classes"])
     plan = _VerifyPlan(

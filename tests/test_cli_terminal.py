@@ -1,0 +1,57 @@
+"""What the terminal shows (issue 14): no TensorFlow start-up noise, `python -m labelfix`."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "examples" / "data"
+#: What TensorFlow's native start-up and C++ logging print (absl's prefix, or its preamble).
+TF_LOG = re.compile(r"^([IWEF]\d{4} |WARNING: All log messages before absl)", re.M)
+
+
+def labelfix(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "labelfix", *args], cwd=cwd, capture_output=True, text=True
+    )
+
+
+@pytest.mark.slow
+def test_tensorflow_start_up_lines_stay_off_stderr_unless_verbose(tmp_path: Path):
+    pytest.importorskip("tensorflow")
+    write = labelfix(
+        "to-tfrecord", "--images", str(DATA / "images" / "val"), "--masks",
+        str(DATA / "masks" / "val"), "-o", "rec", "--split", "val", "-n", "6", "--ignore", "255",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert write.returncode == 0, write.stderr
+    assert write.stderr == ""
+    verify = labelfix("verify", "rec", "--split", "val", cwd=tmp_path)
+    assert verify.returncode == 0 and verify.stderr == ""
+    assert verify.stdout == "OK: 1 shard(s), 4 record(s), 0 problem(s)\n"
+    loud = labelfix("-v", "verify", "rec", "--split", "val", cwd=tmp_path)
+    assert loud.returncode == 0 and TF_LOG.search(loud.stderr)
+
+
+def test_python_dash_m_labelfix_is_the_cli(tmp_path: Path):
+    help_text = labelfix("--help", cwd=tmp_path)
+    assert help_text.returncode == 0
+    assert help_text.stdout.startswith("Usage: labelfix [OPTIONS] COMMAND [ARGS]...")
+    missing = labelfix("verify", "nowhere", cwd=tmp_path)
+    assert missing.returncode == 2 and "Path 'nowhere' does not exist" in missing.stderr
+
+
+def test_verify_without_a_manifest_fails_before_importing_tensorflow(tmp_path: Path):
+    (tmp_path / "empty").mkdir()
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "labelfix", "verify", "empty"],
+        cwd=tmp_path, capture_output=True, text=True,
+    )  # fmt: skip
+    assert out.returncode == 1
+    assert "empty/train.labelfix.json: no manifest for split 'train'" in out.stderr
+    assert not re.search(r"\| tensorflow$", out.stderr, re.M)
