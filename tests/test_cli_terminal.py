@@ -55,3 +55,41 @@ def test_verify_without_a_manifest_fails_before_importing_tensorflow(tmp_path: P
     assert out.returncode == 1
     assert "empty/train.labelfix.json: no manifest for split 'train'" in out.stderr
     assert not re.search(r"\| tensorflow$", out.stderr, re.M)
+
+
+def run_on_a_terminal(args: list[str], cwd: Path) -> tuple[int, str]:
+    """Run ``python -m labelfix ARGS`` with stderr on a pseudo-terminal; (exit code, stderr)."""
+    import os
+    import pty
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "labelfix", *args],
+        cwd=cwd, stdout=subprocess.DEVNULL, stderr=slave, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    return proc.wait(), b"".join(chunks).decode()
+
+
+def test_progress_bar_on_a_terminal_and_not_otherwise(tmp_path: Path):
+    masks = str(DATA / "masks")
+    code, stderr = run_on_a_terminal(["stats", masks, "-n", "6"], tmp_path)
+    assert code == 0
+    assert "\rstats: 12/12 files [########################]" in stderr
+    assert re.search(r"[\d.,]+/s ETA 0:\d\d", stderr)
+    piped = labelfix("stats", masks, "-n", "6", cwd=tmp_path)
+    assert piped.returncode == 0 and piped.stderr == ""
+    forced = labelfix("--progress", "validate", masks, "-n", "6", "--ignore", "255", cwd=tmp_path)
+    assert "validate: 12/12 files [" in forced.stderr  # (text mode reads \r as \n)
+    off = run_on_a_terminal(["--no-progress", "stats", masks], tmp_path)
+    assert off == (0, "")

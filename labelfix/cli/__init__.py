@@ -44,8 +44,13 @@ class LazyGroup(click.Group):
 @click.version_option(__version__, prog_name="labelfix")
 @click.option("-v", "--verbose", count=True, help="More log output on stderr (repeatable).")
 @click.option("-q", "--quiet", count=True, help="Less log output on stderr (repeatable).")
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Progress bars on stderr (default: only when stderr is a terminal).",
+)
 @click.pass_context
-def main(ctx: click.Context, verbose: int, quiet: int) -> None:
+def main(ctx: click.Context, verbose: int, quiet: int, progress: bool | None) -> None:
     """Find and fix the label-mask problems that make segmentation training go wrong silently.
 
     \b
@@ -59,3 +64,4 @@ def main(ctx: click.Context, verbose: int, quiet: int) -> None:
     logging.basicConfig(level=max(logging.DEBUG, level), format="labelfix: %(message)s")
     ctx.ensure_object(dict)
     ctx.obj["verbosity"] = verbose - quiet
+    ctx.obj["progress"] = progress

@@ -8,6 +8,7 @@ import importlib.abc
 import importlib.util
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 
 import click
@@ -47,29 +48,94 @@ def handle_errors(func: Callable) -> Callable:
     return wrapper
 
 
-@contextlib.contextmanager
-def progress(label: str, *, enabled: bool = True) -> Iterator[Callable[[int], None]]:
-    """A stderr progress bar of unknown length that turns itself off when stderr is no TTY.
+class Bar:
+    """A one-line stderr progress bar: done/total, a bar, rate and ETA (a counter when the total
+    is unknown). Redrawn at most ten times a second; ``close`` ends the line.
 
-    Yields ``advance(n)``.
+    ``bar(n)`` counts ``n`` more units; ``bar(0, total=N)`` sets the total once it is known.
     """
-    stream = sys.stderr
-    if not enabled or not stream.isatty():
-        yield lambda n=1: None
+
+    def __init__(self, label: str, *, unit: str = "files", total: int | None = None, stream=None):
+        self.label, self.unit, self.total = label, unit, total
+        self.stream = stream if stream is not None else sys.stderr
+        self.done = 0
+        self.started = time.monotonic()
+        self.drawn = 0.0
+
+    def __call__(self, n: int = 1, *, total: int | None = None) -> None:
+        if total is not None:
+            self.total = total
+        self.done += n
+        now = time.monotonic()
+        if now - self.drawn >= 0.1 or (self.total is not None and self.done >= self.total):
+            self.drawn = now
+            self.stream.write("\r" + self.line(now) + "\x1b[K")
+            self.stream.flush()
+
+    def line(self, now: float) -> str:
+        elapsed = max(now - self.started, 1e-9)
+        rate = self.done / elapsed
+        text = f"{self.label}: {self.done:,}"
+        if self.total:
+            filled = int(24 * min(self.done / self.total, 1.0))
+            left = (self.total - self.done) / rate if rate > 0 else 0.0
+            text += f"/{self.total:,} {self.unit} [{'#' * filled}{'.' * (24 - filled)}]"
+            text += f" {rate:,.1f}/s ETA {_clock(left)}"
+        else:
+            text += f" {self.unit}, {rate:,.1f}/s, {_clock(elapsed)}"
+        return text
+
+    def close(self) -> None:
+        if self.done or self.total:
+            self.stream.write("\r" + self.line(time.monotonic()) + "\x1b[K\n")
+            self.stream.flush()
+
+
+def _clock(seconds: float) -> str:
+    seconds = round(seconds)
+    return f"{seconds // 60}:{seconds % 60:02d}" if seconds < 3600 else f"{seconds // 3600}h"
+
+
+def _nothing(n: int = 1, *, total: int | None = None) -> None:
+    return None
+
+
+def show_progress(enabled: bool = True) -> bool:
+    """Progress bars are drawn on a terminal, or when ``labelfix --progress`` forces them
+    (``--no-progress`` turns them off)."""
+    ctx = click.get_current_context(silent=True)
+    forced = (ctx.find_root().obj or {}).get("progress") if ctx is not None else None
+    if not enabled or forced is False:
+        return False
+    return bool(forced) or sys.stderr.isatty()
+
+
+@contextlib.contextmanager
+def progress(
+    label: str, *, enabled: bool = True, total: int | None = None, unit: str = "files"
+) -> Iterator[Callable[..., None]]:
+    """Yield ``advance(n=1, *, total=None)``: a :class:`Bar` on stderr, or nothing.
+
+    >>> with progress("stats", enabled=False) as advance:
+    ...     advance(3)
+    """
+    if not show_progress(enabled):
+        yield _nothing
         return
-    state = {"n": 0}
-
-    def advance(n: int = 1) -> None:
-        state["n"] += n
-        if state["n"] % 10 == 0:
-            stream.write(f"\r{label}: {state['n']} files")
-            stream.flush()
-
+    bar = Bar(label, unit=unit, total=total)
     try:
-        yield advance
+        yield bar
     finally:
-        stream.write(f"\r{label}: {state['n']} files\n")
-        stream.flush()
+        bar.close()
+
+
+def count_masks(paths, glob: str | None = None) -> int | None:
+    """How many masks a run will read (for the bar's total), when a bar is shown."""
+    if not show_progress():
+        return None
+    from labelfix.io.masks import iter_mask_files
+
+    return sum(1 for _ in iter_mask_files(list(paths), glob=glob))
 
 
 def no_masks(paths, glob: str | None = None) -> str:

@@ -12,7 +12,7 @@ import click
 from labelfix.checks.scan import FileReport, report_to_dict
 from labelfix.checks.stats import DatasetStats, scan_dataset, unused_ignore_message
 from labelfix.cli import options
-from labelfix.cli._common import fail, handle_errors, no_masks, progress, table
+from labelfix.cli._common import count_masks, fail, handle_errors, no_masks, progress, table
 from labelfix.io.atomic import atomic_path
 from labelfix.io.masks import KINDS
 
@@ -75,7 +75,7 @@ def stats(
         on_row = None
         if per_image is not None:
             on_row = stack.enter_context(_row_writer(per_image))
-        advance = stack.enter_context(progress("stats"))
+        advance = stack.enter_context(progress("stats", total=count_masks(paths, glob)))
 
         def on_file(report: FileReport) -> None:
             advance(1)

@@ -8,7 +8,7 @@ import click
 
 from labelfix.checks.validate import validate as run_validate
 from labelfix.cli import options
-from labelfix.cli._common import fail, handle_errors, no_masks, progress
+from labelfix.cli._common import count_masks, fail, handle_errors, no_masks, progress
 
 #: Per kind of warning, how many files are named before the rest are counted.
 WARNINGS_SHOWN = 3
@@ -41,7 +41,7 @@ def validate(
     labelfix validate masks/ --num-classes 21 --ignore 255
     labelfix validate gtFine/ -n 19 --ignore 255 --images leftImg8bit/ --json
     """
-    with progress("validate") as advance:
+    with progress("validate", total=count_masks(paths, glob)) as advance:
         result = run_validate(
             paths,
             num_classes=num_classes,

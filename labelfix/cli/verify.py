@@ -27,9 +27,11 @@ def verify(directory, split, jobs, as_json):
     labelfix verify tfrecords/ --split val
     """
     require_tensorflow("verify")
+    from labelfix.records.manifest import read_manifest
     from labelfix.records.verify import verify_dataset
 
-    with progress("verify") as advance:
+    total = read_manifest(directory, split).get("num_records")
+    with progress("verify", total=total, unit="records") as advance:
         result = verify_dataset(directory, split=split, jobs=jobs, on_record=advance)
     if as_json:
         click.echo(
