@@ -34,7 +34,11 @@ def test_tensorflow_start_up_lines_stay_off_stderr_unless_verbose(tmp_path: Path
     verify = labelfix("verify", "rec", "--split", "val", cwd=tmp_path)
     assert verify.returncode == 0 and verify.stderr == ""
     assert verify.stdout == "OK: 1 shard(s), 4 record(s), 0 problem(s)\n"
-    loud = labelfix("-v", "verify", "rec", "--split", "val", cwd=tmp_path)
+    loud = labelfix(
+        "-v", "to-tfrecord", "--images", str(DATA / "images" / "val"), "--masks",
+        str(DATA / "masks" / "val"), "-o", "rec2", "--split", "val", "-n", "6", "--ignore", "255",
+        cwd=tmp_path,
+    )  # fmt: skip
     assert loud.returncode == 0 and TF_LOG.search(loud.stderr)
 
 

@@ -7,7 +7,7 @@ import json
 import click
 
 from labelfix.cli import options
-from labelfix.cli._common import handle_errors, progress, require_tensorflow
+from labelfix.cli._common import handle_errors, progress
 
 
 @click.command()
@@ -26,7 +26,6 @@ def verify(directory, split, jobs, as_json):
     \b
     labelfix verify tfrecords/ --split val
     """
-    require_tensorflow("verify")
     from labelfix.records.manifest import read_manifest
     from labelfix.records.verify import verify_dataset
 

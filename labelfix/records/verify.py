@@ -11,7 +11,6 @@ import functools
 import hashlib
 import io
 import os
-import re
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -20,12 +19,12 @@ import numpy as np
 from PIL import Image
 
 from labelfix.checks.rules import bad_value_message, find_bad_values, is_valid
-from labelfix.errors import MissingExtra
 from labelfix.io.images import decode_problem, image_header
 from labelfix.io.masks import value_counts
 from labelfix.io.png import png_header, png_problem
 from labelfix.parallel import ordered_map
 from labelfix.records.example import FEATURES, feature_key, parse_example
+from labelfix.records.framing import CorruptRecord, read_records
 from labelfix.records.manifest import read_manifest
 from labelfix.records.shards import shard_pattern
 
@@ -137,26 +136,50 @@ def _decode_mask(data: bytes, plan: _VerifyPlan, height: int, width: int) -> np.
     return labels
 
 
+class _Hashing:
+    """A read-only file wrapper that hashes (sha256) and counts what is read through it."""
+
+    def __init__(self, fh):
+        self.fh, self.digest, self.size = fh, hashlib.sha256(), 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.fh.read(n)
+        self.digest.update(data)
+        self.size += len(data)
+        return data
+
+    def finish(self) -> tuple[int, str]:
+        """Read the rest (after an error), then ``(bytes, sha256)`` of the whole file."""
+        while self.read(1 << 22):
+            pass
+        return self.size, self.digest.hexdigest()
+
+
 def _read_shards(
-    tf, directory: str, manifest: dict, problems: list[str], found: dict[str, int]
+    directory: str, manifest: dict, problems: list[str], found: dict[str, tuple]
 ) -> Iterator[tuple[str, int, bytes]]:
-    """Every record of every shard the manifest lists; read errors become problem lines."""
-    compression = "GZIP" if manifest["compression"] == "gzip" else ""
+    """Every record of every shard the manifest lists, framing and CRCs checked as the shard
+    is hashed (one read); ``found[name]`` becomes ``(records, bytes, sha256)``. Read errors
+    become problem lines naming the shard and the record."""
     for shard in manifest["shards"]:
         name = shard["file"]
         path = os.path.join(directory, name)
-        found[name] = 0
         if not os.path.isfile(path):
             problems.append(f"{name}: shard listed in the manifest is missing")
             continue
-        try:
-            for index, record in enumerate(tf.data.TFRecordDataset(path, compression)):
-                found[name] = index + 1
-                yield name, index, record.numpy()
-        except tf.errors.OpError as err:
-            message = str(err.message).strip().splitlines()[0]
-            message = re.sub(r"\{\{.*?\}\}\s*|\s*\[Op:.*$", "", message)  # TF's op context
-            problems.append(f"{name}: record {found[name]}: unreadable ({message})")
+        count = 0
+        with open(path, "rb") as raw:
+            fh = _Hashing(raw)
+            try:
+                for count, record in enumerate(
+                    read_records(fh, compression=manifest["compression"]), 1
+                ):
+                    yield name, count - 1, record
+            except (CorruptRecord, OSError, EOFError, zlib.error) as err:
+                index = err.index if isinstance(err, CorruptRecord) else count
+                reason = str(err).split(": ", 1)[-1] if isinstance(err, CorruptRecord) else err
+                problems.append(f"{name}: record {index}: unreadable ({reason})")
+            found[name] = (count, *fh.finish())
 
 
 def verify_dataset(
@@ -173,11 +196,7 @@ def verify_dataset(
     its mask decodes to that size and holds only class ids or the stored ignore value; the
     per-class pixel counts add up to the manifest's.
     """
-    manifest = read_manifest(path, split)  # before TensorFlow: a wrong path fails at once
-    try:
-        import tensorflow as tf
-    except ImportError:  # pragma: no cover - exercised through the CLI's check
-        raise MissingExtra("verify needs TensorFlow: pip install 'labelfix[tf]'") from None
+    manifest = read_manifest(path, split)
     directory = manifest["directory"]
     num_classes = int(manifest["num_classes"])
     plan = _VerifyPlan(
@@ -188,10 +207,10 @@ def verify_dataset(
     )
     problems: list[str] = []
     read_problems: list[str] = []
-    found: dict[str, int] = {}
+    found: dict[str, tuple[int, int, str]] = {}
     class_pixels = np.zeros(num_classes, np.int64)
     records = 0
-    items = _read_shards(tf, directory, manifest, read_problems, found)
+    items = _read_shards(directory, manifest, read_problems, found)
     check = functools.partial(check_record, plan=plan)
     for result in ordered_map(
         check, items, jobs=jobs, chunksize=8, preload=("labelfix.records.verify",)
@@ -219,26 +238,23 @@ def verify_dataset(
     )
 
 
-def _shard_problems(manifest: dict, found: dict[str, int], split: str) -> list[str]:
+def _shard_problems(manifest: dict, found: dict[str, tuple], split: str) -> list[str]:
     """Each listed shard's record count, size and sha256 against the manifest; stray shards."""
-    directory, problems = manifest["directory"], []
+    problems = []
     for shard in manifest["shards"]:
         name = shard["file"]
-        spath = os.path.join(directory, name)
-        if not os.path.isfile(spath):
+        if name not in found:  # missing: already said
             continue
-        if found.get(name, 0) != shard.get("records"):
+        records, size, digest = found[name]
+        if records != shard.get("records"):
             problems.append(
-                f"{name}: the manifest says {shard.get('records')} records, "
-                f"the shard holds {found.get(name, 0)}"
+                f"{name}: the manifest says {shard.get('records')} records, the shard holds "
+                f"{records}"
             )
-        size = os.path.getsize(spath)
         if size != shard.get("bytes"):
             problems.append(
                 f"{name}: the manifest says {shard.get('bytes')} bytes, the file has {size}"
             )
-        with open(spath, "rb") as fh:
-            digest = hashlib.file_digest(fh, "sha256").hexdigest()
         if digest != shard.get("sha256"):
             problems.append(
                 f"{name}: sha256 {digest[:16]}... does not match the manifest's "
@@ -246,7 +262,7 @@ def _shard_problems(manifest: dict, found: dict[str, int], split: str) -> list[s
             )
     listed = {s["file"] for s in manifest["shards"]}
     pattern = shard_pattern(split)
-    for name in sorted(_listdir(directory)):
+    for name in sorted(_listdir(manifest["directory"])):
         if pattern.fullmatch(name) and name not in listed:
             problems.append(f"{name}: shard not in the manifest (a {split}-* glob would read it)")
     return problems
