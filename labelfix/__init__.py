@@ -84,17 +84,24 @@ class _RegisterWithKeras(importlib.abc.MetaPathFinder):
     ``import keras``, lets it finish, then imports the modules that register the classes.
     """
 
+    busy = False
+
     def find_spec(self, fullname, path=None, target=None):
-        if fullname != "keras":
+        if fullname != "keras" or self.busy:
             return None
-        sys.meta_path.remove(self)  # once, and not for the lookup below
-        spec = importlib.util.find_spec(fullname)
+        self.busy = True  # the lookup below must not come back here
+        try:
+            spec = importlib.util.find_spec(fullname)
+        finally:
+            self.busy = False
         if spec is None or spec.loader is None:
             return spec
         run = spec.loader.exec_module
 
         def exec_module(module):
             run(module)
+            if self in sys.meta_path:
+                sys.meta_path.remove(self)
             _import_keras_modules()
 
         spec.loader.exec_module = exec_module
