@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job on the bundled example data (examples/data): inspect and validate the masks,
+# The main job on the bundled example data (examples/data): inspect, draw and validate the masks,
 # write TFRecords ready for an ignore-aware loss, verify them, and train a small model.
 # Run from anywhere, with labelfix installed ('.[tf]'); outputs go to ${1:-example-output}/.
 set -euo pipefail
@@ -11,6 +11,22 @@ mkdir -p "$out"
 
 echo "== labelfix stats"
 labelfix stats "$data/masks" --ignore 255 --num-classes 6
+
+echo "== labelfix show (contact sheet: class colours over the images, void hatched)"
+labelfix show "$data/masks" --images "$data/images" --ignore 255 --num-classes 6 \
+    --class-names "$data/classes.txt" --zoom 2 -o "$out/contact-sheet.png"
+
+echo "== labelfix stats --html"
+# The HTML report needs matplotlib (pip install 'labelfix[viz]'): skipped, saying so, without it.
+if labelfix stats "$data/masks" --ignore 255 --num-classes 6 --class-names "$data/classes.txt" \
+    --html "$out/report.html" > /dev/null 2> "$out/stats-html.log"; then
+    echo "wrote $out/report.html (open it in a browser)"
+elif grep -q "needs matplotlib" "$out/stats-html.log"; then
+    echo "skipped: $(cat "$out/stats-html.log")"
+else
+    cat "$out/stats-html.log" >&2
+    exit 1
+fi
 
 echo "== labelfix validate"
 labelfix validate "$data/masks" --num-classes 6 --ignore 255 --images "$data/images" \

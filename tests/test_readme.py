@@ -16,7 +16,7 @@ def readme_commands() -> list[str]:
 
 def test_readme_opens_with_two_setup_commands():
     install_and_run, install_and_test = readme_commands()
-    assert "pip install -e '.[tf]'" in install_and_run
+    assert "pip install -e '.[tf,viz]'" in install_and_run
     assert "examples/run_example.sh" in install_and_run
     assert "pip install -e '.[test]'" in install_and_test
     assert (ROOT / "examples" / "run_example.sh").exists()

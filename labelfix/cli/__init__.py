@@ -17,6 +17,7 @@ from labelfix.cli._common import quiet_tensorflow
 # command name -> "module:function"; each module imports TensorFlow only inside its function.
 COMMANDS: dict[str, str] = {
     "stats": "labelfix.cli.stats:stats",
+    "show": "labelfix.cli.show:show",
     "validate": "labelfix.cli.validate:validate",
     "remap": "labelfix.cli.remap:remap",
     "repair": "labelfix.cli.repair:repair",

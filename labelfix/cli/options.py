@@ -178,6 +178,31 @@ def label_map_from_options(
         raise click.UsageError(str(err)) from None
 
 
+def _read_class_names(ctx, param, value):
+    """One class name per line (blank lines skipped): line k names class k."""
+    if value is None:
+        return None
+    try:
+        with open(value, encoding="utf-8") as fh:
+            names = tuple(line.strip() for line in fh if line.strip())
+    except (OSError, UnicodeDecodeError) as err:
+        raise click.BadParameter(f"{value}: cannot read ({err})") from None
+    if not names:
+        raise click.BadParameter(f"{value}: no class names in it")
+    return names
+
+
+def class_names_option(help: str = "Class names, one per line (line k names class k)."):
+    """--class-names FILE (also used by ``stats`` for its --html report)."""
+    return click.option(
+        "--class-names",
+        type=click.Path(exists=True, dir_okay=False),
+        callback=_read_class_names,
+        metavar="FILE",
+        help=help,
+    )
+
+
 # ----------------------------------------------------------------------------- colour masks
 
 

@@ -33,6 +33,17 @@ from labelfix.io.masks import KINDS
     metavar="FILE",
     help="Also write one row per mask to FILE (.csv, or .jsonl for JSON Lines).",
 )
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(dir_okay=False, writable=True),
+    metavar="FILE",
+    help="Also write a self-contained HTML report: charts, the worst masks, a sortable"
+    " per-image table (needs matplotlib: pip install 'labelfix[viz]').",
+)
+@options.class_names_option(
+    "Class names for the --html report, one per line (line k names class k)."
+)
 @handle_errors
 def stats(
     paths,
@@ -46,6 +57,8 @@ def stats(
     runner,
     as_json,
     per_image,
+    html_path,
+    class_names,
     pipeline_args,
 ):
     """Report sizes, storage kinds, per-value pixel counts, void share and class weights.
@@ -53,12 +66,21 @@ def stats(
     \b
     labelfix stats masks/
     labelfix stats masks/ --ignore 255 --num-classes 21 --per-image rows.csv
+    labelfix stats masks/ --ignore 255 --num-classes 21 --html report.html
     labelfix stats gs://bucket/masks --runner beam -- --runner=DataflowRunner ...
     """
     colours = options.colour_policy(colormap, unknown_colour, ignore=ignore)
+    if class_names is not None and html_path is None:
+        raise click.UsageError("--class-names names the classes of the --html report: add --html")
+    if html_path is not None:
+        from labelfix.viz.report import require_matplotlib
+
+        require_matplotlib()
     if runner == "beam":
         if per_image is not None:
             raise click.UsageError("--per-image needs --runner local")
+        if html_path is not None:
+            raise click.UsageError("--html needs --runner local")
         from labelfix.records.beam import scan_dataset_beam
 
         result = scan_dataset_beam(
@@ -76,11 +98,14 @@ def stats(
         if per_image is not None:
             on_row = stack.enter_context(_row_writer(per_image))
         advance = stack.enter_context(progress("stats", total=count_masks(paths, glob)))
+        reports: list[FileReport] = []
 
         def on_file(report: FileReport) -> None:
             advance(1)
             if on_row is not None:
                 on_row(report)
+            if html_path is not None:
+                reports.append(report)
 
         result = scan_dataset(
             paths,
@@ -92,7 +117,26 @@ def stats(
             colours=colours,
             artifacts=artifacts,
         )
+    if html_path is not None and result.files:
+        _write_html(
+            html_path,
+            result,
+            reports,
+            paths=paths,
+            read=colours,
+            artifacts=artifacts,
+            class_names=class_names,
+        )
     _report(result, as_json, paths, glob)
+
+
+def _write_html(path: str, result: DatasetStats, reports, *, paths, read, **options) -> None:
+    """The --html report, from the same DatasetStats and FileReports as the other outputs."""
+    from labelfix.viz.report import ReportOptions, html_report, write_report
+
+    text = html_report(result, reports, paths=paths, options=ReportOptions(**options), read=read)
+    write_report(path, text)
+    click.echo(f"labelfix: wrote {path}", err=True)
 
 
 def _report(result: DatasetStats, as_json: bool, paths, glob) -> None:

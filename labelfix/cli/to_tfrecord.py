@@ -29,16 +29,6 @@ def _check_size(ctx, param, value):
         raise click.BadParameter(str(err)) from None
 
 
-def _read_class_names(ctx, param, value):
-    if value is None:
-        return None
-    with open(value, encoding="utf-8") as fh:
-        names = tuple(line.strip() for line in fh if line.strip())
-    if not names:
-        raise click.BadParameter(f"{value}: no class names in it")
-    return names
-
-
 @click.command("to-tfrecord", cls=options.PipelineCommand)
 @click.option(
     "--images",
@@ -116,13 +106,7 @@ def _read_class_names(ctx, param, value):
 @click.option("--shuffle", is_flag=True, help="Shuffle the record order (reproducibly, by --seed).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for --shuffle.")
 @options.colormap_options
-@click.option(
-    "--class-names",
-    type=click.Path(exists=True, dir_okay=False),
-    callback=_read_class_names,
-    metavar="FILE",
-    help="Class names, one per line in id order (recorded in the manifest).",
-)
+@options.class_names_option("Class names, one per line in id order (recorded in the manifest).")
 @options.jobs_option
 @options.runner_option
 @options.json_option
