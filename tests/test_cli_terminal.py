@@ -97,3 +97,21 @@ def test_progress_bar_on_a_terminal_and_not_otherwise(tmp_path: Path):
     assert "validate: 12/12 files [" in forced.stderr  # (text mode reads \r as \n)
     off = run_on_a_terminal(["--no-progress", "stats", masks], tmp_path)
     assert off == (0, "")
+
+
+def test_json_runs_that_fail_still_print_one_json_document(tmp_path: Path):
+    import json
+
+    from click.testing import CliRunner
+
+    from labelfix.cli import main
+
+    (tmp_path / "empty").mkdir()
+    for command in (["stats"], ["validate", "-n", "3"]):
+        result = CliRunner().invoke(main, [*command, str(tmp_path / "empty"), "--json"])
+        assert result.exit_code == 1
+        document = json.loads(result.stdout)
+        assert document["ok"] is False and document["exit_code"] == 1
+        assert document["problems"] == [f"no mask files (*.png, *.npy) under {tmp_path / 'empty'}"]
+    ok = CliRunner().invoke(main, ["stats", str(DATA / "masks"), "--json"])
+    assert ok.exit_code == 0 and json.loads(ok.stdout)["ok"] is True

@@ -171,6 +171,7 @@ class DatasetStats:
     def to_dict(self) -> dict:
         """The whole report as plain JSON-ready data."""
         return {
+            "ok": self.files > 0 and not self.unreadable,
             "files": self.files,
             "label_files": self.label_files,
             "total_pixels": self.total_pixels,

@@ -6,6 +6,7 @@ import contextlib
 import functools
 import importlib.abc
 import importlib.util
+import json
 import os
 import sys
 import time
@@ -19,8 +20,17 @@ from labelfix.errors import LabelfixError, MissingExtra, UsageError
 PROGRESS_MIN_FILES = 20
 
 
-def fail(message: str, code: int = 1) -> None:
-    """Print ``labelfix: error: message`` on stderr and exit with ``code``."""
+def fail(message: str, code: int = 1, *, problems: Sequence[str] | None = None) -> None:
+    """Print ``labelfix: error: message`` on stderr and exit with ``code``.
+
+    Under ``--json`` the failure is also a JSON document on stdout, so scripts that parse the
+    output always get one: ``{"ok": false, "error": message, "problems": [...]}``.
+    """
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and ctx.params.get("as_json"):
+        lines = list(problems) if problems else [message]
+        document = {"ok": False, "error": message, "exit_code": code, "problems": lines}
+        click.echo(json.dumps(document, indent=2))
     click.echo(f"labelfix: error: {message}", err=True)
     sys.exit(code)
 

@@ -165,13 +165,14 @@ def to_tfrecord(
         if refused.kind == "unpaired":
             fail(
                 f"{len(refused.problems)} unpaired file(s); nothing was written "
-                "(--skip-unpaired leaves them out, --list picks ids)"
+                "(--skip-unpaired leaves them out, --list picks ids)",
+                problems=refused.problems,
             )
-        fail(str(refused))
+        fail(str(refused), problems=refused.problems)
     for line in result.skipped:
         click.echo(f"labelfix: skipped: {line}", err=True)
     if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2))
+        click.echo(json.dumps({"ok": True, **result.to_dict()}, indent=2))
     else:
         click.echo(render(result, spec.readers()))
 
