@@ -1,6 +1,6 @@
 """Benchmark a whole training step with the masked loss against the same step with Keras' losses.
 
-The reference step of ``labelfix.train`` (XLA forward + backward, Adam update, confusion matrix)
+The reference step of ``labelfix.training`` (XLA forward + backward, Adam update, confusion matrix)
 on the reference DeepLabV3+; only the loss differs. Labels have no void pixel, so every loss
 computes the same value (checked on the first step from identical weights). Target (issue 5):
 the masked step costs at most 5% more than the step with Keras' plain loss. Prints one table;
@@ -21,14 +21,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from labelfix.model import build_model
-from labelfix.train import (
-    describe_devices,
-    make_strategy,
-    make_train_step,
-    masked_loss,
-    resolve_precision,
-)
+from labelfix.training.devices import describe_devices, make_strategy, resolve_precision
+from labelfix.training.model import build_model
+from labelfix.training.steps import make_train_step, masked_loss
 
 
 def main() -> None:

@@ -5,7 +5,7 @@ From masks on disk to a trained model with labelfix:
 1. validate the masks (every value a class id or the void value),
 2. write them as TFRecords with a manifest (`labelfix to-tfrecord`),
 3. read them back with `labelfix.data` (void presented as -1),
-4. train the reference DeepLabV3+ with the masked loss (`labelfix.train`),
+4. train the reference DeepLabV3+ with the masked loss (`labelfix.training`),
 5. reload the saved model and measure mean IoU with void excluded.
 
 It makes its own small dataset of coloured shapes with VOC-style void borders (255) unless you
@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from labelfix.mapping import LabelMap
+from labelfix.checks.validate import validate
+from labelfix.labels.labelmap import LabelMap
+from labelfix.records.write import write_dataset
 from labelfix.synthetic import shapes_sample
-from labelfix.tfrecord import write_dataset
-from labelfix.validate import validate
 
 parser = argparse.ArgumentParser(description="Train a segmentation model with labelfix.")
 parser.add_argument("--images", type=Path, help="image directory (default: synthetic data)")
@@ -130,7 +130,7 @@ of the global batch, every visible GPU (mixed precision) or the CPU, mean IoU wi
 out. `class_weights="auto"` gives rare classes median-frequency weights from the manifest.
 """
 
-from labelfix.train import train  # noqa: E402
+from labelfix.training.loop import train  # noqa: E402
 
 
 def show(event) -> None:
@@ -170,8 +170,8 @@ never resized), and the confusion matrix leaves void pixels out.
 
 import keras  # noqa: E402
 
-from labelfix.augment import pad_to_multiple  # noqa: E402
 from labelfix.metrics import confusion_matrix, iou_per_class, mean_iou  # noqa: E402
+from labelfix.training.augment import pad_to_multiple  # noqa: E402
 
 model = keras.models.load_model(result.model_path)
 split = "val" if "val" in splits else "train"

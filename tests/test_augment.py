@@ -7,7 +7,7 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from labelfix.augment import (  # noqa: E402
+from labelfix.training.augment import (  # noqa: E402
     augment,
     pad_to_multiple,
     random_crop,
@@ -121,7 +121,7 @@ def test_pad_to_multiple():
 def test_docstring_examples_run():
     import doctest
 
-    import labelfix.augment
+    import labelfix.training.augment
 
-    result = doctest.testmod(labelfix.augment)
+    result = doctest.testmod(labelfix.training.augment)
     assert result.attempted > 0 and result.failed == 0

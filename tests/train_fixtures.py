@@ -5,6 +5,7 @@ Imported by test_train.py (pytest puts tests/ on sys.path); not a test module it
 
 from __future__ import annotations
 
+import sys
 import types
 
 import numpy as np
@@ -79,4 +80,15 @@ def fake_data_module(splits: dict, *, num_classes: int, ignore_stored: int = 255
     module = types.ModuleType("labelfix.data")
     module.load = load
     module.read_manifest = read_manifest
+    return module
+
+
+def install_fake_data(monkeypatch, splits: dict, *, num_classes: int):
+    """Put :func:`fake_data_module` in place of ``labelfix.data`` (``train`` imports it when
+    used) for as long as ``monkeypatch`` (a fixture, or ``pytest.MonkeyPatch.context()``) lasts."""
+    import labelfix
+
+    module = fake_data_module(splits, num_classes=num_classes)
+    monkeypatch.setitem(sys.modules, "labelfix.data", module)
+    monkeypatch.setattr(labelfix, "data", module, raising=False)
     return module

@@ -11,11 +11,10 @@ from pathlib import Path
 
 import click
 
-from labelfix import options
+from labelfix.cli import options
 from labelfix.cli._common import fail, handle_errors, require_tensorflow
 from labelfix.errors import MissingExtra
-
-PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+from labelfix.training import PRECISIONS
 
 
 def _check_crop_size(ctx, param, value):
@@ -180,7 +179,7 @@ def train(
         raise MissingExtra("`labelfix train` needs Keras 3: pip install 'labelfix[tf]'")
     import tensorflow as tf
 
-    from labelfix.train import train as run_train
+    from labelfix.training.loop import train as run_train
 
     try:
         result = run_train(

@@ -42,8 +42,8 @@ def build_model(
         input_shape: ``(H, W, 3)``; H and W may be None with the built-in encoder and must be
             multiples of 8 at run time (16 with ``backbone``). Keras 3.15's bilinear
             ``UpSampling2D`` cannot be traced with unknown H and W, so feed ``fit``/``predict``
-            batches of a fixed size (``labelfix.train.training_pipeline`` crops; pad validation
-            images to one size), or call the model eagerly per image.
+            batches of a fixed size (``labelfix.training.pipelines.training_pipeline`` crops;
+            pad validation images to one size), or call the model eagerly per image.
         width: channels of the first stage of the built-in encoder (doubling twice); the ASPP
             head and decoder scale with it.
         backbone: a ``keras.applications`` model name ("MobileNetV2", "ResNet50", ...), built
