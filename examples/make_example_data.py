@@ -1,7 +1,8 @@
 """Generate the small bundled dataset in examples/data (committed, with this script).
 
-A handful of RGB images of coloured shapes with masks in the forms real datasets use:
-Pascal-VOC-style palette PNGs with 255 borders (train), plain 8-bit PNGs (val), one 16-bit
+A handful of RGB images of coloured shapes, of mixed sizes and orientations (landscape 160x120,
+portrait 120x160, and 176x136, as real datasets mix them), with masks in the forms real datasets
+use: Pascal-VOC-style palette PNGs with 255 borders (train), plain 8-bit PNGs (val), one 16-bit
 PNG (val/0012), and a class-names file. Run from the repository root:
 
     python examples/make_example_data.py
@@ -19,7 +20,8 @@ from labelfix.labels.presets import voc_palette
 from labelfix.synthetic import shapes_sample
 
 CLASSES = ["background", "red", "green", "blue", "yellow", "magenta"]
-HEIGHT, WIDTH = 120, 160
+#: (height, width) of the images, in turn: landscape, portrait, another size.
+SIZES = ((120, 160), (160, 120), (136, 176))
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 
 
@@ -30,8 +32,9 @@ def main() -> None:
         os.makedirs(os.path.join(ROOT, "images", split))
         os.makedirs(os.path.join(ROOT, "masks", split))
         for i in ids:
+            height, width = SIZES[i % len(SIZES)]
             image, mask = shapes_sample(
-                rng, height=HEIGHT, width=WIDTH, num_classes=len(CLASSES), void=255, shapes=5
+                rng, height=height, width=width, num_classes=len(CLASSES), void=255, shapes=5
             )
             name = f"{i:04d}"
             Image.fromarray(image).save(
