@@ -25,6 +25,9 @@ import keras
 import numpy as np
 from keras import ops
 
+from labelfix.labels import IGNORE_AS
+from labelfix.losses._common import raise_on_invalid_labels
+
 __all__ = ["MeanIoU", "confusion_matrix", "iou_per_class", "mean_iou", "pixel_accuracy"]
 
 
@@ -41,16 +44,29 @@ class MeanIoU(keras.metrics.MeanIoU):
     matrix (the spec's case gives 0.5, not 0.3333 as when void is counted), -1 works as well as
     255, and on TensorFlow (Keras >= 3.8) the matrix is int64, exact for any dataset.
 
-    Where it is not, and what labelfix does instead (``labelfix.train`` accumulates
-    :func:`confusion_matrix` batches in int64 NumPy on the host):
+    Labels that are neither a class id nor ``ignore`` (37 with 21 classes, 255 with
+    ``ignore=-1``) follow the losses' rule (see :mod:`labelfix.losses`):
 
-    * ids that are neither a class nor ``ignore`` (37 with 21 classes): older Keras 3 releases
-      crash in the scatter; newer ones (3.15) drop them silently. Validate masks first.
+    ===========================  ==========================================================
+    eager (``update_state`` on   ``ValueError`` naming each value, its pixel count and its
+    NumPy / eager tensors)       first index, the losses' message
+    compiled (``model.fit``,     those pixels are left out of the matrix (as Keras >= 3.15
+    ``evaluate``, ``jax.jit``)   and :func:`confusion_matrix` do), never counted as a
+                                 clamped class; the loss of the same batch is NaN, which is
+                                 what makes the batch fail visibly
+    ===========================  ==========================================================
+
+    Where Keras' metric is not enough, and what labelfix does instead (``labelfix.train``
+    accumulates :func:`confusion_matrix` batches in int64 NumPy on the host):
+
+    * older Keras 3 releases crash in the scatter on such ids (3.15 drops them).
     * counts: Keras <= 3.3 keeps the matrix in float32 (increments are lost past 2**24 pixels
       per cell, about eight Cityscapes images of road); on JAX without x64 it is int32 and wraps
       past 2**31 pixels per cell (a Cityscapes epoch has 6e9 pixels).
     * under ``tf.distribute`` its variables are sync-on-read; the reference training step
       rather returns a per-replica confusion matrix from the compiled step and sums those.
+      Keras' symbolic build under a strategy passes float labels (the replicas' batches
+      averaged): this metric takes them, as Keras' does.
 
     >>> import numpy as np
     >>> m = MeanIoU(2, ignore=255, from_logits=False)
@@ -63,7 +79,7 @@ class MeanIoU(keras.metrics.MeanIoU):
         self,
         num_classes: int,
         *,
-        ignore: int = -1,
+        ignore: int = IGNORE_AS,
         from_logits: bool = True,
         axis: int = -1,
         name: str = "mean_iou",
@@ -81,6 +97,15 @@ class MeanIoU(keras.metrics.MeanIoU):
         self.ignore = ignore
         self.from_logits = from_logits
 
+    def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> Any:
+        """Keras' update, after the eager check of labels that are neither class nor void."""
+        if hasattr(y_true, "dtype") or isinstance(y_true, (list, tuple)):
+            labels = y_true if hasattr(y_true, "dtype") else np.asarray(y_true)
+            dtype = keras.backend.standardize_dtype(labels.dtype)
+            if "int" in dtype:
+                raise_on_invalid_labels(labels, num_classes=self.num_classes, ignore=self.ignore)
+        return super().update_state(y_true, y_pred, sample_weight=sample_weight)
+
     def pixel_accuracy(self) -> Any:
         """Correct valid pixels / valid pixels, from the same confusion matrix (0 if empty)."""
         cm = ops.cast(self.total_cm, "float32")
@@ -97,12 +122,16 @@ class MeanIoU(keras.metrics.MeanIoU):
         }
 
 
-def confusion_matrix(labels: Any, predictions: Any, *, num_classes: int, ignore: int = -1) -> Any:
+def confusion_matrix(
+    labels: Any, predictions: Any, *, num_classes: int, ignore: int = IGNORE_AS
+) -> Any:
     """``[num_classes, num_classes]`` int32 counts (rows: label, columns: prediction), one batch.
 
-    Pixels labelled ``ignore`` are left out, as are (defensively) labels and predictions outside
-    ``0..num_classes-1``, which validated masks do not have. ``keras.ops`` only, static shapes:
-    it runs inside ``jit_compile=True`` steps (an unsorted segment sum, i.e. an XLA scatter-add).
+    Pixels labelled ``ignore`` are left out, as are labels and predictions outside
+    ``0..num_classes-1``: silently, in eager code too, as this is the jit-friendly counting
+    helper; the loss of the same batch is what raises or turns NaN (see
+    :mod:`labelfix.losses`). ``keras.ops`` only, static shapes: it runs inside
+    ``jit_compile=True`` steps (an unsorted segment sum, i.e. an XLA scatter-add).
     Counts are exact up to 2**31 per cell and batch; sum batches in int64 on the host.
 
     >>> import numpy as np

@@ -89,10 +89,32 @@ def test_ids_that_are_neither_class_nor_ignore_are_dropped():
     assert cm.tolist() == [[1, 0], [0, 1]]
 
 
+def test_metric_refuses_invalid_labels_in_eager_code():
+    """Same rule and message as the losses: 7 is neither a class of 2 nor ignore 255."""
+    metric = MeanIoU(2, ignore=255, from_logits=False)
+    for y_true in (np.array([0, 1, 7, 1]), tf.constant([0, 1, 7, 1])):
+        with pytest.raises(ValueError, match=r"labels hold 7 \(1 px\), which is not a class id"):
+            metric.update_state(y_true, Y_PRED)
+    assert float(metric.result()) == 0.0  # nothing was counted
+
+
+def test_metric_drops_invalid_labels_in_compiled_code():
+    """Compiled, the values are unknown: the pixel is left out (never counted as a clamped
+    class), as confusion_matrix does; the loss of the same batch is what turns NaN."""
+    metric = MeanIoU(2, ignore=255, from_logits=False)
+    tf.function(metric.update_state, jit_compile=False)(
+        tf.constant([0, 1, 7, 255, 1]), tf.constant([0, 0, 1, 1, 1])
+    )
+    assert float(metric.result()) == pytest.approx(0.5)  # the spec case: 7 and 255 left out
+    cm = confusion_matrix(np.array([0, 1, 7, 1]), Y_PRED, num_classes=2, ignore=255)
+    assert np.asarray(cm).tolist() == [[1, 0], [1, 1]]
+
+
 def test_metric_config_round_trip_and_compile():
     metric = MeanIoU(4, ignore=255, from_logits=True, name="miou")
     clone = MeanIoU.from_config(metric.get_config())
     assert clone.get_config() == metric.get_config()
+    assert clone.dtype == metric.dtype and clone.get_config()["ignore"] == 255
     model = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Conv2D(4, 1)])
     model.compile(loss=MaskedSparseCategoricalCrossentropy(ignore=255), metrics=[clone])
     y = np.full((2, 4, 4), 255, np.int32)
