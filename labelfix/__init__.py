@@ -12,10 +12,9 @@ TensorFlow or Keras):
 from __future__ import annotations
 
 import importlib
-import importlib.abc
-import importlib.util
 import sys
 
+from labelfix._imports import around_import
 from labelfix._version import __version__
 
 _EXPORTS: dict[str, str] = {
@@ -82,37 +81,15 @@ def __dir__() -> list[str]:
 _KERAS_MODULES = ("labelfix.losses", "labelfix.metrics")
 
 
-class _RegisterWithKeras(importlib.abc.MetaPathFinder):
+def _after_keras(run, module) -> None:
     """Register labelfix's losses and metrics with Keras as soon as Keras is imported.
 
     ``import labelfix`` must stay light (no Keras, no TensorFlow), yet a model saved with a
     labelfix loss must load with plain ``keras.saving.load_model`` after ``import labelfix``,
-    and Keras finds custom classes only once their modules have run. So this finder waits for
-    ``import keras``, lets it finish, then imports the modules that register the classes.
+    and Keras finds custom classes only once their modules have run.
     """
-
-    busy = False
-
-    def find_spec(self, fullname, path=None, target=None):
-        if fullname != "keras" or self.busy:
-            return None
-        self.busy = True  # the lookup below must not come back here
-        try:
-            spec = importlib.util.find_spec(fullname)
-        finally:
-            self.busy = False
-        if spec is None or spec.loader is None:
-            return spec
-        run = spec.loader.exec_module
-
-        def exec_module(module):
-            run(module)
-            if self in sys.meta_path:
-                sys.meta_path.remove(self)
-            _import_keras_modules()
-
-        spec.loader.exec_module = exec_module
-        return spec
+    run(module)
+    _import_keras_modules()
 
 
 def _import_keras_modules() -> None:
@@ -128,8 +105,8 @@ def _import_keras_modules() -> None:
 def _register_with_keras() -> None:
     if "keras" in sys.modules:
         _import_keras_modules()
-    elif not any(isinstance(f, _RegisterWithKeras) for f in sys.meta_path):
-        sys.meta_path.insert(0, _RegisterWithKeras())
+    else:
+        around_import("keras", _after_keras)
 
 
 _register_with_keras()

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib.abc
-import importlib.util
 import json
 import os
 import sys
@@ -14,6 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import click
 
+from labelfix._imports import around_import
 from labelfix.errors import LabelfixError, MissingExtra, UsageError
 
 #: Progress bars appear only for runs of at least this many files.
@@ -176,7 +175,7 @@ def require_tensorflow(command: str) -> None:
         raise MissingExtra(f"`labelfix {command}` needs TensorFlow: pip install 'labelfix[tf]'")
 
 
-class _QuietTensorFlow(importlib.abc.MetaPathFinder):
+def _stderr_silenced(run, module) -> None:
     """Run ``import tensorflow`` with the process's stderr (fd 2) sent to /dev/null.
 
     TensorFlow's native libraries print start-up lines (oneDNN, CUDA probing, CPU features)
@@ -184,42 +183,18 @@ class _QuietTensorFlow(importlib.abc.MetaPathFinder):
     noise to our users. Python errors raised by the import still reach stderr: the descriptor
     is restored before they propagate.
     """
-
-    busy = False
-
-    def find_spec(self, fullname, path=None, target=None):
-        if fullname != "tensorflow" or self.busy:
-            return None
-        self.busy = True  # the lookup below must not come back here
-        try:
-            spec = importlib.util.find_spec(fullname)
-        finally:
-            self.busy = False
-        if spec is None or spec.loader is None:
-            return spec
-        run = spec.loader.exec_module
-
-        def exec_module(module):
-            sys.stderr.flush()
-            saved = os.dup(2)
-            try:
-                with open(os.devnull, "w") as null:
-                    os.dup2(null.fileno(), 2)
-                run(module)
-            finally:
-                os.dup2(saved, 2)
-                os.close(saved)
-                if self in sys.meta_path:
-                    sys.meta_path.remove(self)
-
-        spec.loader.exec_module = exec_module
-        return spec
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        run(module)
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def quiet_tensorflow() -> None:
     """Keep TensorFlow's start-up and C++ log lines off stderr (``-v`` shows them)."""
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"  # also over the 1 that an importing parent set
-    if "tensorflow" not in sys.modules and not any(
-        isinstance(f, _QuietTensorFlow) for f in sys.meta_path
-    ):
-        sys.meta_path.insert(0, _QuietTensorFlow())
+    around_import("tensorflow", _stderr_silenced)

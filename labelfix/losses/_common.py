@@ -103,6 +103,23 @@ class Labels:
     scale: Any
 
 
+def class_last(labels: Any, logits: Any, *, ignore: int, axis: int) -> tuple[Any, Any, int]:
+    """``(labels, logits, num_classes)`` checked and aligned: labels' dtype and ``ignore``
+    (:func:`check_labels`), logits with the class axis last (static size), labels shaped like
+    the logits without it, and invalid labels refused in eager code."""
+    labels = check_labels(labels, ignore)
+    logits = ops.convert_to_tensor(logits)
+    rank = len(logits.shape)
+    if axis % rank != rank - 1:  # channels_first: move classes last (one transpose, fused by XLA)
+        logits = ops.moveaxis(logits, axis % rank, -1)
+    num_classes = logits.shape[-1]
+    if num_classes is None:
+        raise ValueError("the class axis of logits must have a static size")
+    labels = align_labels(labels, tuple(logits.shape[:-1]), tuple(logits.shape))
+    raise_on_invalid_labels(labels, num_classes=num_classes, ignore=ignore)
+    return labels, logits, num_classes
+
+
 def prepare_labels(labels: Any, num_classes: int, ignore: int) -> Labels:
     """:class:`Labels` from checked, aligned labels (see :func:`check_labels`)."""
     valid = ops.not_equal(labels, ignore)
@@ -277,6 +294,11 @@ class MaskedLoss(keras.losses.Loss):
     float32 whatever it says (mixed precision needs exactly that).
     """
 
+    #: The pure loss function (a staticmethod) and the names of the options an instance holds:
+    #: ``call`` passes them to the function and ``get_config`` records them.
+    function: Any = None
+    options: tuple[str, ...] = ()
+
     def __init__(self, *, ignore: int, reduction: str | None, name: str, dtype: Any = None):
         if reduction is not None:
             check_reduction(reduction)
@@ -293,6 +315,14 @@ class MaskedLoss(keras.losses.Loss):
             )
         with keras.name_scope(self.name):
             return self.call(y_true, y_pred)
+
+    def option_values(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.options}
+
+    def call(self, y_true: Any, y_pred: Any) -> Any:
+        return self.call_pixelwise(
+            type(self).function, y_true, y_pred, ignore=self.ignore, **self.option_values()
+        )
 
     def call_pixelwise(self, function: Any, y_true: Any, y_pred: Any, **kwargs: Any) -> Any:
         """``function(y_true, y_pred, ...)``; under a tf.distribute strategy with more than one
@@ -313,4 +343,4 @@ class MaskedLoss(keras.losses.Loss):
         }
         if self.labelfix_reduction is not None:
             config["reduction"] = self.labelfix_reduction
-        return config
+        return {**config, **self.option_values()}

@@ -138,6 +138,9 @@ class MaskedBinaryCrossentropy(MaskedLoss):
     0.3790003
     """
 
+    function = staticmethod(masked_binary_crossentropy)
+    options = ("from_logits", "pos_weight")
+
     def __init__(
         self,
         *,
@@ -151,20 +154,3 @@ class MaskedBinaryCrossentropy(MaskedLoss):
         super().__init__(ignore=ignore, reduction=reduction, name=name, dtype=dtype)
         self.from_logits = bool(from_logits)
         self.pos_weight = None if pos_weight is None else float(pos_weight)
-
-    def call(self, y_true: Any, y_pred: Any) -> Any:
-        return self.call_pixelwise(
-            masked_binary_crossentropy,
-            y_true,
-            y_pred,
-            ignore=self.ignore,
-            from_logits=self.from_logits,
-            pos_weight=self.pos_weight,
-        )
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "from_logits": self.from_logits,
-            "pos_weight": self.pos_weight,
-        }

@@ -12,12 +12,10 @@ from labelfix.labels import IGNORE_AS
 from labelfix.losses._common import (
     Labels,
     MaskedLoss,
-    align_labels,
-    check_labels,
     check_reduction,
+    class_last,
     per_class,
     prepare_labels,
-    raise_on_invalid_labels,
     reduce_pixels,
 )
 
@@ -83,19 +81,8 @@ def masked_sparse_categorical_crossentropy(
     check_reduction(reduction, global_valid_count)
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
-    labels = check_labels(labels, ignore)
-
-    logits = ops.convert_to_tensor(logits)
-    rank = len(logits.shape)
-    axis = axis % rank
-    if axis != rank - 1:  # channels_first: move classes last (one transpose, fused by XLA)
-        logits = ops.moveaxis(logits, axis, -1)
-    num_classes = logits.shape[-1]
-    if num_classes is None:
-        raise ValueError("the class axis of logits must have a static size")
-    labels = align_labels(labels, tuple(logits.shape[:-1]), tuple(logits.shape))
+    labels, logits, num_classes = class_last(labels, logits, ignore=ignore, axis=axis)
     cw = None if class_weights is None else per_class(class_weights, num_classes, "class_weights")
-    raise_on_invalid_labels(labels, num_classes=num_classes, ignore=ignore)
 
     prepared = prepare_labels(labels, num_classes, ignore)
     x = ops.cast(logits, "float32")  # float32 compute under mixed precision (fused by XLA)
@@ -203,6 +190,9 @@ class MaskedSparseCategoricalCrossentropy(MaskedLoss):
     1.039721
     """
 
+    function = staticmethod(masked_sparse_categorical_crossentropy)
+    options = ("from_logits", "axis", "class_weights", "label_smoothing")
+
     def __init__(
         self,
         *,
@@ -220,24 +210,3 @@ class MaskedSparseCategoricalCrossentropy(MaskedLoss):
         self.axis = int(axis)
         self.class_weights = None if class_weights is None else [float(w) for w in class_weights]
         self.label_smoothing = float(label_smoothing)
-
-    def call(self, y_true: Any, y_pred: Any) -> Any:
-        return self.call_pixelwise(
-            masked_sparse_categorical_crossentropy,
-            y_true,
-            y_pred,
-            ignore=self.ignore,
-            from_logits=self.from_logits,
-            axis=self.axis,
-            class_weights=self.class_weights,
-            label_smoothing=self.label_smoothing,
-        )
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "from_logits": self.from_logits,
-            "axis": self.axis,
-            "class_weights": self.class_weights,
-            "label_smoothing": self.label_smoothing,
-        }

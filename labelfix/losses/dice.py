@@ -11,11 +11,9 @@ from keras import ops
 from labelfix.labels import IGNORE_AS
 from labelfix.losses._common import (
     MaskedLoss,
-    align_labels,
-    check_labels,
+    class_last,
     ones_where,
     prepare_labels,
-    raise_on_invalid_labels,
     replica_context,
 )
 
@@ -71,16 +69,7 @@ def masked_dice_loss(
         raise ValueError(f"classes must be one of {CLASSES}, got {classes!r}")
     if smooth < 0:
         raise ValueError(f"smooth must be >= 0, got {smooth}")
-    labels = check_labels(labels, ignore)
-    logits = ops.convert_to_tensor(logits)
-    rank = len(logits.shape)
-    if axis % rank != rank - 1:
-        logits = ops.moveaxis(logits, axis % rank, -1)
-    num_classes = logits.shape[-1]
-    if num_classes is None:
-        raise ValueError("the class axis of logits must have a static size")
-    labels = align_labels(labels, tuple(logits.shape[:-1]), tuple(logits.shape))
-    raise_on_invalid_labels(labels, num_classes=num_classes, ignore=ignore)
+    labels, logits, num_classes = class_last(labels, logits, ignore=ignore, axis=axis)
 
     prepared = prepare_labels(labels, num_classes, ignore)
     use = ops.reshape(prepared.valid, (-1,))
@@ -199,6 +188,8 @@ class MaskedDiceLoss(MaskedLoss):
     0.5833333
     """
 
+    options = ("from_logits", "axis", "classes", "smooth")
+
     def __init__(
         self,
         *,
@@ -231,12 +222,3 @@ class MaskedDiceLoss(MaskedLoss):
             sum_over_replicas=all_reduce_sum,
             num_replicas=num_replicas,
         )
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "from_logits": self.from_logits,
-            "axis": self.axis,
-            "classes": self.classes,
-            "smooth": self.smooth,
-        }

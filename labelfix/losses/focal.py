@@ -12,12 +12,10 @@ from labelfix.labels import IGNORE_AS
 from labelfix.losses._common import (
     Labels,
     MaskedLoss,
-    align_labels,
-    check_labels,
     check_reduction,
+    class_last,
     per_class,
     prepare_labels,
-    raise_on_invalid_labels,
     reduce_pixels,
 )
 
@@ -61,17 +59,8 @@ def masked_sparse_categorical_focal_crossentropy(
     check_reduction(reduction, global_valid_count)
     if gamma < 0:
         raise ValueError(f"gamma must be >= 0, got {gamma}")
-    labels = check_labels(labels, ignore)
-    logits = ops.convert_to_tensor(logits)
-    rank = len(logits.shape)
-    if axis % rank != rank - 1:
-        logits = ops.moveaxis(logits, axis % rank, -1)
-    num_classes = logits.shape[-1]
-    if num_classes is None:
-        raise ValueError("the class axis of logits must have a static size")
-    labels = align_labels(labels, tuple(logits.shape[:-1]), tuple(logits.shape))
+    labels, logits, num_classes = class_last(labels, logits, ignore=ignore, axis=axis)
     weights = None if alpha is None else per_class(alpha, num_classes, "alpha")
-    raise_on_invalid_labels(labels, num_classes=num_classes, ignore=ignore)
 
     prepared = prepare_labels(labels, num_classes, ignore)
     x = ops.cast(logits, "float32")
@@ -161,6 +150,9 @@ class MaskedSparseCategoricalFocalCrossentropy(MaskedLoss):
     0.476539
     """
 
+    function = staticmethod(masked_sparse_categorical_focal_crossentropy)
+    options = ("from_logits", "axis", "gamma", "alpha")
+
     def __init__(
         self,
         *,
@@ -181,24 +173,3 @@ class MaskedSparseCategoricalFocalCrossentropy(MaskedLoss):
             self.alpha = None if alpha is None else float(alpha)
         else:
             self.alpha = [float(a) for a in alpha]
-
-    def call(self, y_true: Any, y_pred: Any) -> Any:
-        return self.call_pixelwise(
-            masked_sparse_categorical_focal_crossentropy,
-            y_true,
-            y_pred,
-            ignore=self.ignore,
-            from_logits=self.from_logits,
-            axis=self.axis,
-            gamma=self.gamma,
-            alpha=self.alpha,
-        )
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "from_logits": self.from_logits,
-            "axis": self.axis,
-            "gamma": self.gamma,
-            "alpha": self.alpha,
-        }
