@@ -4,22 +4,33 @@
 caller can do other work (import TensorFlow, process the first items itself) while the worker
 processes start.
 
+Workers die with the process that started them: killed with SIGKILL, a parent gets no chance to
+stop them, and they would wait for work forever. On Linux the kernel sends forked workers SIGTERM
+(``prctl(PR_SET_PDEATHSIG)``); everywhere a thread in each worker also checks on that process.
+
 >>> list(ordered_map(len, ["a", "bb"], jobs=2))   # doctest: +SKIP
 [1, 2]
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import functools
 import itertools
 import multiprocessing
 import os
+import signal
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import TypeVar
+
+from labelfix.errors import LabelfixError
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -44,6 +55,82 @@ def _context(preload: tuple[str, ...]) -> multiprocessing.context.BaseContext:
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(list(preload))
     return ctx
+
+
+#: ``PR_SET_PDEATHSIG`` from ``<linux/prctl.h>``: the signal a process gets when its parent dies.
+_PR_SET_PDEATHSIG = 1
+#: How often (seconds) a worker's watcher thread checks that the process it works for is alive.
+PARENT_POLL_S = 0.5
+
+
+def _die_with_parent(owner: int) -> None:
+    """Worker initializer: end this process when ``owner`` (the process that made the pool) dies.
+
+    Forked workers are ``owner``'s children: the kernel sends them SIGTERM when it dies
+    (Linux). Forkserver workers are children of the server, which outlives ``owner`` while they
+    live; for them, and everywhere, a daemon thread checks ``owner`` and this process's parent
+    every :data:`PARENT_POLL_S` seconds and ends the process once either is gone.
+    """
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    parent, born = os.getppid(), _started(owner)
+    if not _alive(owner, born):  # died before the prctl took effect
+        os._exit(1)
+    threading.Thread(
+        target=_watch, args=(owner, born, parent), name="labelfix-owner-watch", daemon=True
+    ).start()
+
+
+def _watch(owner: int, born: str | None, parent: int) -> None:
+    """Exit the process (no cleanup: nobody waits for its results) once its owner is gone."""
+    while os.getppid() == parent and _alive(owner, born):
+        time.sleep(PARENT_POLL_S)
+    os._exit(1)
+
+
+def _proc_stat(pid: int) -> tuple[str, str] | None:
+    """``(state, start time)`` of a process from ``/proc`` (None when it is gone or unknown)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            stat = fh.read()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return fields[0], fields[19]
+
+
+def _started(pid: int) -> str | None:
+    """The start time of ``pid`` (Linux), which tells a reused pid from the process itself."""
+    found = _proc_stat(pid)
+    return found[1] if found is not None else None
+
+
+def _alive(pid: int, born: str | None) -> bool:
+    """True while process ``pid`` (started at ``born``, when known) runs; a zombie is dead."""
+    if born is not None:
+        found = _proc_stat(pid)
+        return found is not None and found[0] not in ("Z", "X", "x") and found[1] == born
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+#: How the pool itself fails (a worker killed, a pipe to one closed), as opposed to ``func``.
+_POOL_FAILURES = (BrokenProcessPool, ConnectionError, EOFError)
+
+
+def _pool_failed(err: BaseException) -> LabelfixError:
+    reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
+    return LabelfixError(
+        f"worker processes stopped unexpectedly ({reason}); files are never left half-written, "
+        "so run the same command again to finish (or with --jobs 1)"
+    )
 
 
 def _run_chunk(func: Callable[[T], R], chunk: list[T]) -> list[R]:
@@ -77,7 +164,9 @@ def ordered_map(
     iterator = itertools.chain(head, iterator)
     ctx = _context(preload)
     work = functools.partial(_run_chunk, func)
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(
+        max_workers=jobs, mp_context=ctx, initializer=_die_with_parent, initargs=(os.getpid(),)
+    ) as pool:
         pending: deque = deque()
         try:
             while True:
@@ -85,10 +174,17 @@ def ordered_map(
                     chunk = list(itertools.islice(iterator, chunksize))
                     if not chunk:
                         break
-                    pending.append(pool.submit(work, chunk))
+                    try:
+                        pending.append(pool.submit(work, chunk))
+                    except _POOL_FAILURES as err:
+                        raise _pool_failed(err) from err
                 if not pending:
                     break
-                yield from pending.popleft().result()
+                try:
+                    results = pending.popleft().result()
+                except _POOL_FAILURES as err:
+                    raise _pool_failed(err) from err
+                yield from results
         finally:
             for future in pending:
                 future.cancel()

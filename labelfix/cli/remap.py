@@ -122,7 +122,14 @@ def execute(paths, label_map, command, *, dry_run, jobs, as_json, **plan_options
 
     try:
         with progress(command, enabled=not as_json) as advance:
-            result = run_remap(plan, jobs=jobs, dry_run=dry_run, on_file=on_file)
+            result = run_remap(
+                plan,
+                jobs=jobs,
+                dry_run=dry_run,
+                on_file=on_file,
+                on_note=lambda note: click.echo(f"labelfix: warning: {note}", err=True),
+                command=command,
+            )
     except KeyboardInterrupt:
         again = (
             "run the same command again to finish (the files already remapped are recorded "
@@ -205,6 +212,10 @@ def render(result: RemapResult) -> str:
         lines.append(f"Note: {result.format_reason}.")
     if result.skipped_reason:
         lines.append(f"Skipped: {result.skipped_reason}.")
+    if result.stale_temporaries:
+        lines.append(
+            f"Removed {result.stale_temporaries} temporary file(s) left by an interrupted run."
+        )
     if result.manifests:
         lines.append("Record of this run: " + ", ".join(result.manifests))
     return "\n".join(lines)

@@ -12,7 +12,10 @@ at most a temporary file, never a half-written file under a final name.
   temporary name and then moved; on object stores an object is all-or-nothing anyway.
 
 A new file gets the mode ``0o666`` less the umask (as ``open`` would give it); a replaced file
-keeps its mode.
+keeps its mode. An ``OSError`` met on the temporary file (a full disk, a read-only directory)
+names the final path: the hidden name means nothing to the user. A killed run can leave a
+temporary file behind; :func:`remove_stale_temporaries` clears them (the next run does, once it
+holds the directory's lock, see :mod:`labelfix.io.lock`).
 
 >>> import pathlib, tempfile
 >>> d = pathlib.Path(tempfile.mkdtemp())
@@ -25,21 +28,79 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
+from typing import NoReturn
 
 from labelfix.io import fs
 
 #: What every temporary name ends with (stale ones are found by it).
 TMP_SUFFIX = ".labelfix-tmp"
+#: Exactly the names :func:`temporary_name` makes; nothing else is ever removed as stale.
+TMP_PATTERN = re.compile(r"\.(?P<final>.+)\.[0-9a-f]{12}" + re.escape(TMP_SUFFIX))
 
 
 def temporary_name(final: str | os.PathLike) -> str:
     """A hidden, unique name beside ``final``: ``dir/.NAME.<12 hex>.labelfix-tmp``."""
     final = os.fspath(final)
     return fs.join(fs.dirname(final), f".{fs.basename(final)}.{uuid.uuid4().hex[:12]}{TMP_SUFFIX}")
+
+
+def is_temporary(name: str) -> bool:
+    """True for a name :func:`temporary_name` makes (a base name, not a path).
+
+    >>> is_temporary(".0001.png.0123456789ab.labelfix-tmp"), is_temporary("0001.png")
+    (True, False)
+    """
+    return TMP_PATTERN.fullmatch(name) is not None
+
+
+def remove_stale_temporaries(directory: str | os.PathLike) -> int:
+    """Remove the temporary files an interrupted run left in ``directory`` (not below it).
+
+    Only regular files whose names match :data:`TMP_PATTERN` are removed; call it only while
+    holding the directory's lock, or a running writer's temporary file goes too. Returns how
+    many were removed (0 for a missing or remote directory).
+    """
+    directory = os.fspath(directory)
+    if fs.is_url(directory):
+        return 0
+    removed = 0
+    try:
+        entries = list(os.scandir(directory))
+    except (FileNotFoundError, NotADirectoryError):
+        return 0
+    for entry in entries:
+        if is_temporary(entry.name) and entry.is_file(follow_symlinks=False):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+                removed += 1
+    return removed
+
+
+def _raise_on_final(err: OSError, tmp: str, final: str) -> NoReturn:
+    """Raise ``err`` again, naming ``final`` when it was raised on the temporary file."""
+    renamed = _on_final(err, tmp, final)
+    if renamed is err:
+        raise err
+    raise renamed from err
+
+
+def _on_final(err: OSError, tmp: str, final: str) -> OSError:
+    """``err`` naming ``final`` when it was raised on the temporary file (or names no file).
+
+    >>> _on_final(OSError(28, "No space left on device", ".a.png.0123456789ab.labelfix-tmp"),
+    ...           ".a.png.0123456789ab.labelfix-tmp", "a.png")
+    OSError(28, 'No space left on device')
+    >>> _.filename
+    'a.png'
+    """
+    if err.filename not in (None, tmp) or err.filename2 not in (None, final):
+        return err
+    return OSError(err.errno, err.strerror or str(err), final)
 
 
 def _umask() -> int:
@@ -72,7 +133,10 @@ def move_into_place(tmp: str, final: str, *, durable: bool = False) -> None:
         mode = 0o666 & ~_umask()
     with contextlib.suppress(OSError):
         os.chmod(tmp, mode)
-    os.replace(tmp, final)
+    try:
+        os.replace(tmp, final)
+    except OSError as err:
+        _raise_on_final(err, tmp, final)
     if durable:
         _sync_directory(os.path.dirname(final) or ".")
 
@@ -91,7 +155,8 @@ def atomic_path(final: str | os.PathLike, *, durable: bool = False) -> Iterator[
     """Yield a temporary local path beside ``final``; rename it over ``final`` only on success.
 
     The temporary file is removed if the block raises or is interrupted. With ``durable`` the
-    file is synced to disk before the rename.
+    file is synced to disk before the rename. An ``OSError`` on the temporary file (raised here
+    or in the block) is raised again naming ``final``.
 
     >>> with atomic_path("out/0001.png") as tmp:   # doctest: +SKIP
     ...     Image.fromarray(a).save(tmp, format="PNG")
@@ -100,7 +165,10 @@ def atomic_path(final: str | os.PathLike, *, durable: bool = False) -> Iterator[
     directory = os.path.dirname(final) or "."
     os.makedirs(directory, exist_ok=True)
     tmp = temporary_name(final)
-    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    try:
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError as err:
+        _raise_on_final(err, tmp, final)
     try:
         yield tmp
         if durable:
@@ -110,6 +178,10 @@ def atomic_path(final: str | os.PathLike, *, durable: bool = False) -> Iterator[
             finally:
                 os.close(fd)
         move_into_place(tmp, final, durable=durable)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        _raise_on_final(err, tmp, final)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)

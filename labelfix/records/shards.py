@@ -1,6 +1,10 @@
 """Shards: the ``{split}-NNNNN-of-MMMMM.tfrecord`` files, written under temporary names and
 published (renamed into place, the manifest written last) only when every record is in.
 
+A write that fails (a full disk, a read-only directory) raises a LabelfixError naming the
+shard's final path and the reason, never the hidden temporary name; the caller discards the
+temporary files, and the output is left without a manifest, so a rerun writes it whole.
+
 >>> shard_name("train", 1, 4)
 'train-00001-of-00004.tfrecord'
 """
@@ -18,6 +22,7 @@ import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
+from labelfix.errors import LabelfixError
 from labelfix.io import fs
 from labelfix.io.atomic import move_into_place, temporary_name, write_atomic
 from labelfix.records.manifest import manifest_path
@@ -47,14 +52,15 @@ class ShardSet:
 
     Local output: the temporary files live in ``output`` (so the rename is atomic). Remote output
     (``gs://...``): they are written to a local temporary directory and uploaded by
-    :func:`publish` once every record is in.
+    :func:`publish` once every record is in. ``count``, when known before the run, names the
+    shards in error messages.
     """
 
-    def __init__(self, output: str, split: str, compression: str):
+    def __init__(self, output: str, split: str, compression: str, *, count: int | None = None):
         import tensorflow as tf
 
         self._tf = tf
-        self.output, self.split = output, split
+        self.output, self.split, self.count = output, split, count
         self.options = tf.io.TFRecordOptions(
             compression_type="GZIP" if compression == "gzip" else ""
         )
@@ -64,6 +70,34 @@ class ShardSet:
         self.sizes: list[int] = []
         self.writer = None
 
+    def final_path(self, index: int) -> str:
+        """Where shard ``index`` goes: ``out/train-00003-of-00008.tfrecord`` (``-of-?????``
+        while the number of shards is not known yet)."""
+        if self.count is not None:
+            return fs.join(self.output, shard_name(self.split, index, self.count))
+        return fs.join(self.output, f"{self.split}-{index:05d}-of-?????.tfrecord")
+
+    def _failed(self, err: Exception) -> LabelfixError:
+        """A write error of the current shard, naming its final path and the reason."""
+        index = len(self.temps) - 1
+        tmp = self.temps[index] if self.temps else ""
+        if isinstance(err, OSError):
+            reason = err.strerror or str(err)
+        else:  # tf.errors.OpError: "PATH; reason"
+            reason = str(getattr(err, "message", err))
+            if tmp and reason.startswith(tmp):
+                reason = reason[len(tmp) :].lstrip(";: ") or type(err).__name__
+            reason = reason.replace(tmp, fs.basename(self.final_path(index))) if tmp else reason
+        return LabelfixError(
+            f"{self.final_path(index)}: cannot write the shard ({reason}); nothing was published"
+        )
+
+    def _guarded(self, step, *args):
+        try:
+            return step(*args)
+        except (OSError, self._tf.errors.OpError) as err:
+            raise self._failed(err) from err
+
     def open_next(self) -> None:
         self.close()
         tmp = temporary_name(
@@ -72,20 +106,22 @@ class ShardSet:
         self.temps.append(tmp)
         self.records.append(0)
         self.sizes.append(0)
-        self.writer = self._tf.io.TFRecordWriter(tmp, self.options)
+        self.writer = self._guarded(self._tf.io.TFRecordWriter, tmp, self.options)
 
     def write(self, data: bytes) -> None:
-        self.writer.write(data)
+        self._guarded(self.writer.write, data)
         self.records[-1] += 1
         self.sizes[-1] += len(data)
 
     def close(self) -> None:
         if self.writer is not None:
-            self.writer.close()
-            self.writer = None
+            writer, self.writer = self.writer, None
+            self._guarded(writer.close)
 
     def discard(self) -> None:
-        self.close()
+        with contextlib.suppress(OSError, self._tf.errors.OpError, LabelfixError):
+            self.close()
+        self.writer = None
         for tmp in self.temps:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
@@ -110,7 +146,14 @@ class ShardSet:
                     sha256=digest,
                 )
             )
-        publish(self.output, self.split, list(zip(self.temps, shards, strict=True)), manifest)
+        try:
+            publish(self.output, self.split, list(zip(self.temps, shards, strict=True)), manifest)
+        except OSError as err:
+            where = err.filename or self.output
+            raise LabelfixError(
+                f"{where}: cannot write ({err.strerror or err}); the output has no manifest "
+                "until a run finishes: run the same command again"
+            ) from err
         self.temps = []
         self.discard()
         return tuple(shards)

@@ -11,7 +11,9 @@ Read -> check -> encode -> write, as plain steps:
   start, the parent imports TensorFlow or works through the first pairs itself.
 
 One bad pair stops the run with :class:`~labelfix.records.pairing.DatasetProblems` listing every
-problem, and no shard is left behind. The same :class:`~labelfix.records.spec.WriteSpec` runs on
+problem, and no shard is left behind. A local output directory is locked for the whole run
+(:mod:`labelfix.io.lock`: a second run into it fails at once), and the temporary shards a killed
+run left there are removed first. The same :class:`~labelfix.records.spec.WriteSpec` runs on
 Apache Beam with :func:`labelfix.records.beam.write_dataset_beam`.
 
 >>> result = write_dataset(images="JPEGImages", masks="SegmentationClass", output="tfrecords",
@@ -22,6 +24,7 @@ Apache Beam with :func:`labelfix.records.beam.write_dataset_beam`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
@@ -33,6 +36,8 @@ import numpy as np
 from labelfix.checks.rules import expected_text
 from labelfix.errors import LabelfixError
 from labelfix.io import fs
+from labelfix.io.atomic import remove_stale_temporaries
+from labelfix.io.lock import directory_lock
 from labelfix.labels import IGNORE_AS
 from labelfix.parallel import BackgroundMap, default_jobs
 from labelfix.records.manifest import RecordTally, build_manifest, manifest_path
@@ -65,10 +70,21 @@ class WriteResult:
     ignore_pixels: int
     passthrough: int
     skipped: tuple[str, ...] = ()
+    #: temporary files of earlier, killed runs removed from the output directory
+    stale_temporaries: int = 0
+    #: lines worth a warning (a lock taken over from a killed run)
+    notes: tuple[str, ...] = ()
 
     @classmethod
     def of(
-        cls, spec: WriteSpec, shards: Sequence[ShardInfo], tally: RecordTally, skipped: Sequence
+        cls,
+        spec: WriteSpec,
+        shards: Sequence[ShardInfo],
+        tally: RecordTally,
+        skipped: Sequence,
+        *,
+        stale_temporaries: int = 0,
+        notes: Sequence[str] = (),
     ) -> WriteResult:
         stored_ignore, mask_dtype = spec.mask_storage()
         return cls(
@@ -87,6 +103,8 @@ class WriteResult:
             ignore_pixels=tally.ignore_pixels,
             passthrough=tally.passthrough,
             skipped=tuple(skipped),
+            stale_temporaries=stale_temporaries,
+            notes=tuple(notes),
         )
 
     @property
@@ -109,6 +127,8 @@ class WriteResult:
             "class_pixel_counts": list(self.class_pixel_counts),
             "passthrough_masks": self.passthrough,
             "skipped": list(self.skipped),
+            "stale_temporaries_removed": self.stale_temporaries,
+            "notes": list(self.notes),
             "shards": [s.__dict__ for s in self.shards],
         }
 
@@ -131,12 +151,22 @@ def plan_pairs(spec: WriteSpec) -> tuple[list[Pair], list[str]]:
     return pairs, skipped
 
 
+#: What every bad-value message says (:func:`labelfix.checks.rules.bad_value_message`).
+BAD_VALUE_TEXT = " is not a class id ("
+
+
 def invalid(spec: WriteSpec, problems: Sequence[str], bad_files: int, pairs: int):
-    """The error a run with bad pairs ends with (the same for every runner)."""
+    """The error a run with bad pairs ends with (the same for every runner).
+
+    The expected values are named only when a problem is a bad value (not for a size mismatch
+    or an unreadable file). Problems arrive as lines of text (the Beam runner has nothing
+    else), so bad values are told by the words of their one message.
+    """
     void = (spec.out,) if spec.out is not None else ()
+    bad_values = any(BAD_VALUE_TEXT in line for line in problems)
+    expected = f" ({expected_text(spec.num_classes, void)})" if bad_values else ""
     return DatasetProblems(
-        f"{bad_files} of {pairs} pair(s) cannot be written "
-        f"({expected_text(spec.num_classes, void)}); no shard was written",
+        f"{bad_files} of {pairs} pair(s) cannot be written{expected}; no shard was written",
         problems,
         kind="invalid",
         files=bad_files,
@@ -148,13 +178,16 @@ def write_dataset(
     *,
     jobs: int | None = None,
     on_record: Callable[[int], None] | None = None,
+    on_note: Callable[[str], None] | None = None,
     **options,
 ) -> WriteResult:
     """Write every (image, mask) pair as TFRecord shards plus a manifest; see the module doc.
 
     ``spec`` is a :class:`~labelfix.records.spec.WriteSpec`, or its fields are given as keyword
     ``options``. ``jobs`` worker processes prepare the pairs; ``on_record(1)`` is called as each
-    pair is done.
+    pair is done, ``on_note(line)`` with each line worth a warning (also in the result's
+    ``notes``). Raises :class:`~labelfix.io.lock.DirectoryLocked` when another run writes into
+    the output directory.
 
     >>> from labelfix.labels.labelmap import LabelMap
     >>> write_dataset(images="img", masks="gt", output="tfr", num_classes=3,
@@ -163,8 +196,23 @@ def write_dataset(
     """
     spec = spec if spec is not None else WriteSpec(**options)
     pairs, skipped = plan_pairs(spec)
-    plan = RecordPlan.from_spec(spec)
     fs.makedirs(spec.output)
+    with contextlib.ExitStack() as stack:
+        notes: list[str] = []
+        if not fs.is_url(spec.output):
+            held = stack.enter_context(directory_lock(spec.output, command="to-tfrecord"))
+            if held.note is not None:
+                notes.append(held.note)
+                if on_note is not None:
+                    on_note(held.note)
+        stale = remove_stale_temporaries(spec.output)
+        infos, tally = _write_locked(spec, pairs, jobs, on_record)
+    return WriteResult.of(spec, infos, tally, skipped, stale_temporaries=stale, notes=notes)
+
+
+def _write_locked(spec: WriteSpec, pairs: list[Pair], jobs, on_record):
+    """Prepare the pairs on ``jobs`` workers and write the shards: ``(shard infos, tally)``."""
+    plan = RecordPlan.from_spec(spec)
     work = functools.partial(prepare_pair, plan=plan)
     jobs = default_jobs() if not jobs or jobs < 1 else jobs
     results = None
@@ -181,12 +229,13 @@ def write_dataset(
         )
     shards = None
     try:
-        shards = ShardSet(spec.output, spec.split, spec.compression)  # imports TensorFlow
+        # imports TensorFlow
+        shards = ShardSet(spec.output, spec.split, spec.compression, count=spec.num_shards)
         if results is not None:
             results.help_until_started()
         prepared = results if results is not None else map(work, pairs)
         tally = _write_records(spec, pairs, prepared, shards, on_record)
-        infos = shards.finish(build_manifest(spec, tally))
+        return shards.finish(build_manifest(spec, tally)), tally
     except BaseException:
         if shards is not None:
             shards.discard()
@@ -194,7 +243,6 @@ def write_dataset(
     finally:
         if results is not None:
             results.close()
-    return WriteResult.of(spec, infos, tally, skipped)
 
 
 def _write_records(spec, pairs, prepared, shards: ShardSet, on_record) -> RecordTally:

@@ -9,10 +9,15 @@ every file of a run travels once, as a :class:`Rewrite`.
   palette (unless ``keep_palette=False`` or the output needs 16 bits).
 * In place, a file whose values do not change is left untouched, and a file is only ever
   replaced by renaming a complete (synced) temporary file over it.
+* Before the rename the run journal gets the sha256 of the new content (an intent), after it
+  the file's done line (see :mod:`labelfix.rewrite.record`): a run killed in between cannot
+  make the next run map the file again.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import io
 from dataclasses import dataclass
 
@@ -27,7 +32,7 @@ from labelfix.labels.colormap import ColourPolicy, read_label_mask
 from labelfix.labels.labelmap import LabelMap
 from labelfix.rewrite.jobs import FileJob, FileResult
 from labelfix.rewrite.plan import PNG_MAX
-from labelfix.rewrite.record import journal
+from labelfix.rewrite.record import file_digest, journal
 from labelfix.rewrite.repair import RepairSpec
 
 
@@ -85,24 +90,37 @@ def remap_file(job: FileJob, rewrite: Rewrite) -> FileResult:
         return failed(str(err), **stats)
     if rewrite.in_place and not changed:  # left as it is, and done as far as the record goes
         if not rewrite.dry_run:
-            journal(job, rewrite.run_id)
+            with contextlib.suppress(OSError):  # mapping it again would leave it as it is too
+                journal(job, rewrite.run_id)
         return FileResult(job.source, job.destination, status, **stats)
     if rewrite.dry_run:
         return FileResult(job.source, job.destination, status, stored=storage.describe(), **stats)
     try:
         if not changed and storage.matches(mask, labels, job):
+            journal(job, rewrite.run_id, intent=file_digest(job.source) or "unreadable")
             copy_atomic(job.source, job.destination)
         else:
             if array is None:
                 array = label_map.apply(labels, path=job.source) if changed else labels
             data = storage.encode(array, compress_level=rewrite.compress_level)
+            digest = hashlib.sha256(data).hexdigest()
+            journal(job, rewrite.run_id, intent=digest, durable=rewrite.in_place)
             write_atomic(job.destination, data, durable=rewrite.in_place)
     except OSError as err:
-        return failed(f"{job.destination}: cannot write ({err.strerror or err})", **stats)
-    journal(job, rewrite.run_id)
+        return failed(_write_error(job, err), **stats)
+    with contextlib.suppress(OSError):  # the intent line already vouches for the new content
+        journal(job, rewrite.run_id)
     return FileResult(
         job.source, job.destination, status, written=True, stored=storage.describe(), **stats
     )
+
+
+def _write_error(job: FileJob, err: OSError) -> str:
+    """``out/a.png: cannot write (No space left on device)``, naming another file involved."""
+    reason = err.strerror or str(err)
+    if err.filename is not None and err.filename != job.destination:
+        reason += f": {err.filename}"  # the run journal, or the source of a copy
+    return f"{job.destination}: cannot write ({reason}); it was left as it was"
 
 
 class _Failure:

@@ -16,6 +16,7 @@ the records of earlier runs. Nothing is read or written here but directory listi
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from labelfix.io.masks import MASK_SUFFIXES, iter_mask_files
 from labelfix.labels.colormap import ColourPolicy
 from labelfix.labels.labelmap import LabelMap
 from labelfix.rewrite.jobs import FileJob, Target
-from labelfix.rewrite.record import guard
+from labelfix.rewrite.record import AlreadyRemapped, guard, run_finished
 from labelfix.rewrite.repair import RepairSpec
 
 #: ``masks`` -> ``masks-remapped`` when no output directory is given.
@@ -55,6 +56,37 @@ class RemapPlan:
     notes: tuple[str, ...] = ()
     repair: RepairSpec | None = None
     colours: ColourPolicy | None = None
+    #: every directory that keeps a record of the run (the output or in-place directories)
+    record_roots: tuple[str, ...] = ()
+    force: bool = False
+    #: ``(record directory, run id)`` of interrupted runs whose work this run finishes
+    resumes: tuple[tuple[str, str], ...] = ()
+
+
+def recheck(plan: RemapPlan) -> RemapPlan:
+    """``plan`` with the records read again (a run that finished since it was made may have
+    remapped some of its files); called once the run holds its directories' locks."""
+    if plan.force or plan.label_map.idempotent:
+        return plan
+    if not plan.files:  # a resume with nothing left: unless the run it resumes has finished since
+        if plan.resumes and all(run_finished(d, run_id) for d, run_id in plan.resumes):
+            raise AlreadyRemapped(
+                f"{len(plan.skipped)} file(s), e.g. {plan.skipped[0]}, were already remapped "
+                f"by this mapping ({plan.label_map.describe()}) in a run that finished while "
+                "this one started; the mapping is not idempotent, so applying it again would "
+                "change them a second time. Use --force to apply it anyway."
+            )
+        return plan
+    guarded = guard(plan.files, plan.label_map, in_place=plan.in_place, force=False)
+    if len(guarded.files) == len(plan.files):
+        return plan
+    return dataclasses.replace(
+        plan,
+        files=guarded.files,
+        skipped=plan.skipped + guarded.skipped,
+        skipped_reason=guarded.reason,
+        resumes=tuple(dict.fromkeys(plan.resumes + guarded.resumes)),
+    )
 
 
 def output_format(label_map: LabelMap, *, fmt: str | None = None) -> tuple[str | None, str | None]:
@@ -160,11 +192,10 @@ def plan_remap(
                 )
             )
     _check_destinations(files, targets, in_place=in_place)
-    skipped, skipped_reason, notes = (), None, ()
-    if files:
-        files, skipped, skipped_reason, notes = guard(
-            files, label_map, in_place=in_place, force=force
-        )
+    roots = tuple(dict.fromkeys(job.record_root for job in files))
+    guarded = guard(files, label_map, in_place=in_place, force=force) if files else None
+    if guarded is not None:
+        files = guarded.files
     return RemapPlan(
         label_map=label_map,
         files=tuple(files),
@@ -173,11 +204,14 @@ def plan_remap(
         format=run_format,
         format_reason=reason,
         keep_palette=keep_palette,
-        skipped=skipped,
-        skipped_reason=skipped_reason,
-        notes=notes,
+        skipped=guarded.skipped if guarded else (),
+        skipped_reason=guarded.reason if guarded else None,
+        notes=guarded.notes if guarded else (),
         repair=repair,
         colours=colours,
+        record_roots=roots,
+        force=force,
+        resumes=guarded.resumes if guarded else (),
     )
 
 

@@ -1,18 +1,25 @@
 """The record of rewrite runs kept in every output (or in-place) directory, and its journal.
 
 ``.labelfix-remap.json`` lists every run (mapping, sources, which files it finished); while a run
-is under way its workers append each finished file to ``.labelfix-remap.journal``, which the end
-of the run (or the next run, after an interruption) folds into the record. :func:`guard` reads
-the records to keep a non-idempotent mapping (Cityscapes labelIds -> trainIds) from being applied
-twice to the same file.
+is under way its workers append to ``.labelfix-remap.journal``, which the end of the run (or the
+next run, after an interruption) folds into the record. :func:`guard` reads the records to keep a
+non-idempotent mapping (Cityscapes labelIds -> trainIds) from being applied twice to the same file.
+
+Each written file gets two journal lines: before its new content is renamed into place an
+*intent* line with the sha256 of that content, after it a *done* line. A run killed between the
+rename and the done line leaves the intent: a file whose content has that digest was written by
+the run, and counts as done. A run killed before the rename leaves the old content, whose digest
+differs, so the file is remapped again. Either way no file is mapped twice.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from labelfix.errors import LabelfixError
 from labelfix.io.atomic import write_atomic
@@ -43,7 +50,9 @@ def mapping_key(mapping: dict) -> tuple:
 def read_runs(directory: str | os.PathLike) -> list[dict]:
     """The runs recorded in ``directory`` (empty when there is no record).
 
-    Files of an interrupted run are taken from the journal its workers left behind.
+    Files of an interrupted run are taken from the journal its workers left behind: ``files``
+    lists the files it finished, ``pending`` (name -> sha256) the files it was renaming into
+    place when it stopped (see the module doc).
     """
     directory = os.fspath(directory)
     runs: list[dict] = []
@@ -51,26 +60,48 @@ def read_runs(directory: str | os.PathLike) -> list[dict]:
         with open(os.path.join(directory, RECORD_NAME), encoding="utf-8") as fh:
             data = json.load(fh)
         runs = [dict(r) for r in data.get("runs", []) if isinstance(r, dict)]
-    journal = _read_journal(directory)
+    done, intents = _read_journal(directory)
     for run in runs:
-        extra = journal.get(run.get("id"), [])
+        extra = done.get(run.get("id"), [])
         if extra:
             run["files"] = list(dict.fromkeys([*run.get("files", []), *extra]))
+        pending = dict(run.get("pending") or {}) if isinstance(run.get("pending"), dict) else {}
+        pending.update(intents.get(run.get("id"), {}))
+        finished = set(run.get("files", []))
+        pending = {name: digest for name, digest in pending.items() if name not in finished}
+        if pending:
+            run["pending"] = pending
+        else:
+            run.pop("pending", None)
     return runs
 
 
-def _read_journal(directory: str) -> dict[str, list[str]]:
+def _read_journal(directory: str) -> tuple[dict[str, list[str]], dict[str, dict[str, str]]]:
+    """``(done, intents)``: per run id, the files finished and the digests they were to get."""
     done: dict[str, list[str]] = {}
+    intents: dict[str, dict[str, str]] = {}
     try:
         with open(os.path.join(directory, JOURNAL_NAME), encoding="utf-8") as fh:
             lines = fh.read().splitlines()
     except OSError:
-        return done
+        return done, intents
     for line in lines:
-        with contextlib.suppress(ValueError, TypeError, KeyError):
+        with contextlib.suppress(ValueError, TypeError, KeyError, AttributeError):
             entry = json.loads(line)  # a line cut short by a crash is skipped
-            done.setdefault(entry["run"], []).append(entry["file"])
-    return done
+            if entry.get("intent"):
+                intents.setdefault(entry["run"], {})[entry["file"]] = str(entry["intent"])
+            else:
+                done.setdefault(entry["run"], []).append(entry["file"])
+    return done, intents
+
+
+def file_digest(path: str | os.PathLike) -> str | None:
+    """The sha256 of a file's content (None when it cannot be read)."""
+    try:
+        with open(path, "rb") as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest()
+    except OSError:
+        return None
 
 
 def write_runs(directory: str, runs: list[dict]) -> str:
@@ -91,25 +122,51 @@ def _ancestors(directory: str) -> Iterable[str]:
         directory = parent
 
 
-def guard(
-    files: Sequence[FileJob], label_map: LabelMap, *, in_place: bool, force: bool
-) -> tuple[Sequence[FileJob], tuple[str, ...], str | None, tuple[str, ...]]:
+@dataclass(frozen=True)
+class Guarded:
+    """What :func:`guard` leaves of a run: the files to remap, the files skipped and why, notes,
+    and ``resumes``: ``(record directory, run id)`` of interrupted runs this one finishes."""
+
+    files: tuple[FileJob, ...]
+    skipped: tuple[str, ...] = ()
+    reason: str | None = None
+    notes: tuple[str, ...] = ()
+    resumes: tuple[tuple[str, str], ...] = ()
+
+
+def finished(run: dict) -> bool:
+    """True for a run that completed, or whose work a later run completed."""
+    return bool(run.get("complete") or run.get("finished_by"))
+
+
+def run_finished(directory: str, run_id: str) -> bool:
+    """True when the run ``run_id`` recorded in ``directory`` has finished (:func:`finished`)."""
+    return any(finished(r) for r in read_runs(directory) if r.get("id") == run_id)
+
+
+def guard(files: Sequence[FileJob], label_map: LabelMap, *, in_place: bool, force: bool) -> Guarded:
     """Keep a non-idempotent mapping from being applied twice to the same files.
 
-    Returns the files to remap, the files skipped (in place: already remapped by this
-    mapping), why, and notes; raises AlreadyRemapped when nothing would be left, or when
-    writing elsewhere (skipping would leave holes in the output).
+    A file counts as remapped by a run when the run finished it, or when the run was renaming
+    it into place when it stopped and the file now has the content it was to get. In place,
+    such files are skipped; when every file was remapped by runs that did not finish, this run
+    finishes their work (nothing left to do). Raises AlreadyRemapped when every file was
+    remapped by a finished run, or when writing elsewhere (skipping would leave holes in the
+    output).
     """
     if label_map.idempotent:
-        return files, (), None, ()
+        return Guarded(tuple(files))
     key = mapping_key(label_map.to_dict())
-    cache: dict[str, list[tuple[dict, frozenset[str]]]] = {}
+    cache: dict[str, list[tuple[dict, frozenset[str], dict]]] = {}
 
-    def records(directory: str) -> list[tuple[dict, frozenset[str]]]:
+    def records(directory: str) -> list[tuple[dict, frozenset[str], dict]]:
         if directory not in cache:
             found = []
             if os.path.exists(os.path.join(directory, RECORD_NAME)):
-                found = [(r, frozenset(r.get("files", ()))) for r in read_runs(directory)]
+                found = [
+                    (r, frozenset(r.get("files", ())), r.get("pending") or {})
+                    for r in read_runs(directory)
+                ]
             cache[directory] = found
         return cache[directory]
 
@@ -117,19 +174,20 @@ def guard(
     others: list[tuple[int, dict]] = []
     for index, job in enumerate(files):
         path = os.path.realpath(job.source)
+        digest = _LazyDigest(path)
         hit = None
         for directory in _ancestors(os.path.dirname(path)):
             runs = records(directory)
             if not runs:
                 continue
             name = os.path.relpath(path, directory)
-            for run, names in runs:
-                if name not in names:
+            for run, names, pending in runs:  # oldest first: the latest hit wins
+                if name not in names and (name not in pending or pending[name] != digest()):
                     continue
                 if _run_key(run) == key:
                     hit = (index, directory, run)
-                    break
-                others.append((index, run))
+                else:
+                    others.append((index, run))
             if hit is not None:
                 hits.append(hit)
                 break
@@ -142,23 +200,42 @@ def guard(
             "meant for them",
         )
     if not hits or force:
-        return files, (), None, notes
+        return Guarded(tuple(files), notes=notes)
     index, directory, _ = hits[0]
     run = max((h[2] for h in hits), key=lambda r: str(r.get("started")))  # the latest
     when = run.get("finished") or run.get("started") or "an earlier run"
-    state = "" if run.get("complete") else " (a run that did not finish)"
+    state = "" if finished(run) else " (a run that did not finish)"
     what = (
         f"{len(hits)} file(s), e.g. {files[index].source}, were already remapped by this "
         f"mapping ({label_map.describe()}) on {when}{state}, as recorded in "
         f"{os.path.join(directory, RECORD_NAME)}; the mapping is not idempotent, so "
         "applying it again would change them a second time"
     )
-    if not in_place or len(hits) == len(files):
+    interrupted = [(d, r) for _, d, r in hits if not finished(r)]
+    if not in_place or (len(hits) == len(files) and len(interrupted) < len(hits)):
         raise AlreadyRemapped(f"{what}. Use --force to apply it anyway.")
     done = {i for i, _, _ in hits}
-    remaining = [job for i, job in enumerate(files) if i not in done]
-    skipped = tuple(files[i].source for i in sorted(done))
-    return remaining, skipped, f"{what}; they were skipped (--force remaps them again)", notes
+    return Guarded(
+        files=tuple(job for i, job in enumerate(files) if i not in done),
+        skipped=tuple(files[i].source for i in sorted(done)),
+        reason=f"{what}; they were skipped (--force remaps them again)",
+        notes=notes,
+        resumes=tuple(dict.fromkeys((d, str(r["id"])) for d, r in interrupted if r.get("id"))),
+    )
+
+
+class _LazyDigest:
+    """A file's sha256, read only when first asked for."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.value: str | None = None
+        self.read = False
+
+    def __call__(self) -> str | None:
+        if not self.read:
+            self.value, self.read = file_digest(self.path), True
+        return self.value
 
 
 def _run_key(run: dict) -> tuple | None:
@@ -173,15 +250,26 @@ def _describe_record(run: dict) -> str:
     return "unreadable record"
 
 
-def journal(job: FileJob, run_id: str | None) -> None:
-    """Record one finished file (one short append, so parallel workers do not interleave)."""
+def journal(
+    job: FileJob, run_id: str | None, *, intent: str | None = None, durable: bool = False
+) -> None:
+    """Record one finished file, or with ``intent`` (a sha256) the content it is about to get.
+
+    One short append, so parallel workers do not interleave; ``durable`` syncs it to disk (an
+    intent must be on disk before the rename it announces).
+    """
     if run_id is None:
         return
-    line = json.dumps({"run": run_id, "file": job.record_name}) + "\n"
+    entry = {"run": run_id, "file": job.record_name}
+    if intent is not None:
+        entry["intent"] = intent
+    line = json.dumps(entry) + "\n"
     fd = os.open(
         os.path.join(job.record_root, JOURNAL_NAME), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644
     )
     try:
         os.write(fd, line.encode("utf-8"))
+        if durable:
+            os.fsync(fd)
     finally:
         os.close(fd)

@@ -5,6 +5,10 @@ written; :func:`run_remap` records the run, hands the files to worker processes
 (:func:`~labelfix.rewrite.apply.remap_file`) and folds their results into a :class:`RemapResult`;
 :func:`remap` does both.
 
+A run holds the lock (:mod:`labelfix.io.lock`) of every directory it records in for its whole
+length, so two runs never write the same files; once it holds them it reads the records again
+and removes the temporary files a killed run left in the directories it writes into.
+
 >>> from labelfix.labels.presets import preset
 >>> result = remap(["gtFine/"], preset("cityscapes"), jobs=2)   # doctest: +SKIP
 >>> result.changed, result.written, result.destinations          # doctest: +SKIP
@@ -13,6 +17,7 @@ written; :func:`run_remap` records the run, hands the files to worker processes
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import functools
 import os
@@ -21,12 +26,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from labelfix._version import __version__
+from labelfix.io.atomic import remove_stale_temporaries
+from labelfix.io.lock import check_free, directory_lock
 from labelfix.io.png import PNG_COMPRESS_LEVEL
 from labelfix.labels.labelmap import LabelMap
 from labelfix.parallel import ordered_map
 from labelfix.rewrite.apply import Rewrite, remap_file
 from labelfix.rewrite.jobs import FileResult, Target
-from labelfix.rewrite.plan import RemapPlan, plan_remap
+from labelfix.rewrite.plan import RemapPlan, plan_remap, recheck
 from labelfix.rewrite.record import read_runs, write_runs
 
 
@@ -70,6 +77,8 @@ class RemapResult:
     repaired_pixels: int = 0
     to_ignore_pixels: int = 0
     repaired_files: int = 0
+    #: temporary files of earlier, killed runs removed from the directories written
+    stale_temporaries: int = 0
 
     @property
     def ok(self) -> bool:
@@ -116,6 +125,7 @@ class RemapResult:
             "repaired_files": self.repaired_files,
             "total_pixels": self.total_pixels,
             "manifests": list(self.manifests),
+            "stale_temporaries_removed": self.stale_temporaries,
             "errors": list(self.errors),
             "notes": list(self.notes),
         }
@@ -132,28 +142,64 @@ def run_remap(
     dry_run: bool = False,
     compress_level: int = PNG_COMPRESS_LEVEL,
     on_file: Callable[[FileResult], None] | None = None,
+    on_note: Callable[[str], None] | None = None,
+    command: str = "remap",
 ) -> RemapResult:
     """Carry out ``plan`` over ``jobs`` processes and return the summary.
 
-    Before the first write every record directory gets the run (marked incomplete); each
-    worker notes each finished file; at the end the run is marked complete. ``on_file`` gets
-    each file's result as it arrives, in input order.
+    Unless it is a dry run, the run first takes the lock of every record directory (raising
+    :class:`~labelfix.io.lock.DirectoryLocked` when another run holds one), reads the records
+    again and removes stale temporary files; then every record directory gets the run (marked
+    incomplete); each worker notes each file it writes; at the end the run is marked complete.
+    ``on_file`` gets each file's result as it arrives, in input order; ``on_note`` each line
+    worth a warning (a lock taken over from a killed run), which the result's ``notes`` list
+    too. ``command`` is what the lock records.
     """
-    run_id = None if dry_run else f"{_now()}-{uuid.uuid4().hex[:8]}"
-    roots = tuple(dict.fromkeys(job.record_root for job in plan.files))
-    if run_id is not None:
+    if dry_run:
+        return _run(plan, None, jobs, compress_level, on_file, 0, ())
+    roots = plan.record_roots or tuple(dict.fromkeys(job.record_root for job in plan.files))
+    with contextlib.ExitStack() as stack:
+        notes = []
+        for root in sorted(roots, key=os.path.realpath):
+            held = stack.enter_context(directory_lock(root, command=command))
+            if held.note is not None:
+                notes.append(held.note)
+                if on_note is not None:
+                    on_note(held.note)
+        plan = recheck(plan)  # a run that ended while this one waited may have done some
+        written = sorted({os.path.dirname(job.destination) for job in plan.files} - set(roots))
+        # another run locked a directory below a root, where this one writes too
+        check_free(_between(written, roots), inside=", ".join(roots))
+        stale = sum(remove_stale_temporaries(d) for d in (*roots, *written))
+        run_id = f"{_now()}-{uuid.uuid4().hex[:8]}"
         for root in roots:
-            os.makedirs(root, exist_ok=True)
             runs = read_runs(root)
             runs.append(_run_record(plan, run_id))
             write_runs(root, runs)
+        return _run(plan, run_id, jobs, compress_level, on_file, stale, tuple(notes), roots)
+
+
+def _between(directories: Sequence[str], roots: Sequence[str]) -> list[str]:
+    """``directories`` and their parents up to (not including) the root each lies in."""
+    tops = {os.path.realpath(r) for r in roots}
+    found: dict[str, None] = {}
+    for directory in directories:
+        while directory and os.path.realpath(directory) not in tops and directory not in found:
+            found[directory] = None
+            parent = os.path.dirname(directory)
+            directory = parent if parent != directory else ""
+    return list(found)
+
+
+def _run(plan, run_id, jobs, compress_level, on_file, stale, notes, roots=()) -> RemapResult:
+    """Apply ``plan`` (``run_id`` None: a dry run), fold the results, finish the records."""
     rewrite = Rewrite(
         label_map=plan.label_map,
         keep_palette=plan.keep_palette,
         in_place=plan.in_place,
         repair=plan.repair,
         colours=plan.colours,
-        dry_run=dry_run,
+        dry_run=run_id is None,
         compress_level=compress_level,
         run_id=run_id,
     )
@@ -165,8 +211,14 @@ def run_remap(
             on_file(result)
     manifests = ()
     if run_id is not None:
-        manifests = tuple(_finish_record(root, run_id) for root in roots)
-    return tally.result(plan, dry_run=dry_run, manifests=manifests)
+        resumes = {}
+        for directory, resumed in plan.resumes:
+            resumes.setdefault(os.path.realpath(directory), set()).add(resumed)
+        manifests = tuple(
+            _finish_record(root, run_id, resumes.get(os.path.realpath(root), set()))
+            for root in roots
+        )
+    return tally.result(plan, dry_run=run_id is None, manifests=manifests, stale=stale, notes=notes)
 
 
 def _run_record(plan: RemapPlan, run_id: str) -> dict:
@@ -186,12 +238,15 @@ def _run_record(plan: RemapPlan, run_id: str) -> dict:
     }
 
 
-def _finish_record(root: str, run_id: str) -> str:
+def _finish_record(root: str, run_id: str, resumed: set[str]) -> str:
+    """Mark the run complete, and the interrupted runs it finished as finished by it."""
     runs = read_runs(root)
     for run in runs:
         if run.get("id") == run_id:
             run["finished"] = _now()
             run["complete"] = True
+        elif run.get("id") in resumed and not run.get("complete"):
+            run["finished_by"] = run_id
     return write_runs(root, runs)
 
 
@@ -226,7 +281,15 @@ class RemapTally:
             entry[0] += c
             entry[1] += 1
 
-    def result(self, plan: RemapPlan, *, dry_run: bool, manifests: tuple[str, ...]):
+    def result(
+        self,
+        plan: RemapPlan,
+        *,
+        dry_run: bool,
+        manifests: tuple[str, ...],
+        stale: int = 0,
+        notes: tuple[str, ...] = (),
+    ) -> RemapResult:
         return RemapResult(
             label_map=plan.label_map,
             in_place=plan.in_place,
@@ -249,10 +312,11 @@ class RemapTally:
                 for (v, o), (p, f) in sorted(self.values.items())
             ),
             manifests=manifests,
-            notes=plan.notes,
+            notes=plan.notes + notes,
             repaired_pixels=self.repaired,
             to_ignore_pixels=self.to_ignore,
             repaired_files=self.repaired_files,
+            stale_temporaries=stale,
         )
 
 
@@ -264,6 +328,7 @@ def remap(
     jobs: int | None = None,
     compress_level: int = PNG_COMPRESS_LEVEL,
     on_file: Callable[[FileResult], None] | None = None,
+    on_note: Callable[[str], None] | None = None,
     **plan_options,
 ) -> RemapResult:
     """Plan and run a remap: :func:`~labelfix.rewrite.plan.plan_remap` then :func:`run_remap`.
@@ -273,5 +338,10 @@ def remap(
     """
     plan = plan_remap(paths, label_map, **plan_options)
     return run_remap(
-        plan, jobs=jobs, dry_run=dry_run, compress_level=compress_level, on_file=on_file
+        plan,
+        jobs=jobs,
+        dry_run=dry_run,
+        compress_level=compress_level,
+        on_file=on_file,
+        on_note=on_note,
     )
