@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -34,12 +35,21 @@ def test_tensorflow_start_up_lines_stay_off_stderr_unless_verbose(tmp_path: Path
     verify = labelfix("verify", "rec", "--split", "val", cwd=tmp_path)
     assert verify.returncode == 0 and verify.stderr == ""
     assert verify.stdout == "OK: 1 shard(s), 4 record(s), 0 problem(s)\n"
-    loud = labelfix(
-        "-v", "to-tfrecord", "--images", str(DATA / "images" / "val"), "--masks",
-        str(DATA / "masks" / "val"), "-o", "rec2", "--split", "val", "-n", "6", "--ignore", "255",
-        cwd=tmp_path,
-    )  # fmt: skip
-    assert loud.returncode == 0 and TF_LOG.search(loud.stderr)
+    # train, evaluate and predict import TensorFlow: the CLI hides its start-up unless -v
+    (tmp_path / "uses_tf.py").write_text(
+        "import click\n@click.command()\ndef uses_tf():\n    import tensorflow  # noqa: F401\n"
+    )
+    run = (
+        f"import sys; sys.path.insert(0, {str(tmp_path)!r}); import labelfix.cli as cli; "
+        "cli.COMMANDS['uses-tf'] = 'uses_tf:uses_tf'; cli.main(sys.argv[1:])"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    for flags, loud in (([], False), (["-v"], True)):
+        out = subprocess.run(
+            [sys.executable, "-c", run, *flags, "uses-tf"], capture_output=True, text=True, env=env
+        )
+        assert out.returncode == 0, out.stderr
+        assert bool(TF_LOG.search(out.stderr)) == loud, out.stderr
 
 
 def test_python_dash_m_labelfix_is_the_cli(tmp_path: Path):

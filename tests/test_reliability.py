@@ -497,25 +497,17 @@ def test_write_errors_on_the_temporary_file_name_the_final_path(tmp_path, monkey
 
 
 def test_shard_write_error_names_the_final_shard_and_leaves_nothing(tmp_path, monkeypatch):
-    import tensorflow as tf
+    import errno
+
+    import labelfix.records.shards as shards
 
     images, masks = pairs(tmp_path)
     out = tmp_path / "tfr"
-    real_writer = tf.io.TFRecordWriter
 
-    class FullDiskWriter:
-        def __init__(self, path, options=None):
-            self.path = path
+    def full_disk(fh, data):
+        raise OSError(errno.ENOSPC, "No space left on device", str(fh))
 
-        def write(self, data):
-            raise tf.errors.ResourceExhaustedError(
-                None, None, f"{self.path}; No space left on device"
-            )
-
-        def close(self):
-            pass
-
-    monkeypatch.setattr(tf.io, "TFRecordWriter", FullDiskWriter)
+    monkeypatch.setattr(shards, "write_record", full_disk)
     args = ("to-tfrecord", "--images", str(images), "--masks", str(masks), "-o", str(out),
             "-n", "21", "--ignore", "255", "--num-shards", "2")  # fmt: skip
     result = cli(*args)
@@ -529,7 +521,7 @@ def test_shard_write_error_names_the_final_shard_and_leaves_nothing(tmp_path, mo
     def replace_fails(src, dst):
         raise OSError(errno.ENOSPC, "No space left on device", src, None, dst)
 
-    monkeypatch.setattr(tf.io, "TFRecordWriter", real_writer)
+    monkeypatch.undo()
     monkeypatch.setattr(atomic.os, "replace", replace_fails)
     result = cli(*args)
     assert result.exit_code == 1

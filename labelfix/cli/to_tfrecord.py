@@ -9,7 +9,7 @@ import json
 import click
 
 from labelfix.cli import options
-from labelfix.cli._common import fail, handle_errors, progress, require_tensorflow
+from labelfix.cli._common import fail, handle_errors, progress
 from labelfix.records.pairing import DatasetProblems, read_id_list
 from labelfix.records.spec import (
     COMPRESSIONS,
@@ -134,8 +134,6 @@ def to_tfrecord(
     if spec_options["num_shards"] is not None and spec_options["shard_size"] is not None:
         raise click.UsageError("give --num-shards or --shard-size, not both")
     label_map = _label_map(ignore, out, maps, map_file, preset, unmapped, num_classes, class_names)
-    if runner == "local":
-        require_tensorflow("to-tfrecord")  # Beam frames records itself
     spec = WriteSpec(
         **spec_options,  # the options named like WriteSpec's fields
         label_map=label_map,
@@ -156,7 +154,8 @@ def to_tfrecord(
     refused = None
     with progress("to-tfrecord", enabled=runner == "local") as advance:
         try:
-            result = write(spec, **({"on_record": advance} if runner == "local" else {}))
+            local = {"on_record": advance, "on_note": _warn} if runner == "local" else {}
+            result = write(spec, **local)
         except DatasetProblems as err:
             refused = err
     if refused is not None:  # the validate-style report, one line per problem
@@ -171,10 +170,18 @@ def to_tfrecord(
         fail(str(refused), problems=refused.problems)
     for line in result.skipped:
         click.echo(f"labelfix: skipped: {line}", err=True)
+    if label_map.ignore and result.ignore_pixels == 0:
+        values = ", ".join(map(str, label_map.ignore))
+        _warn(f"no pixel of the {result.num_records} mask(s) was void (ignore {values}); is "
+              "it this dataset's void value?")  # fmt: skip
     if as_json:
         click.echo(json.dumps({"ok": True, **result.to_dict()}, indent=2))
     else:
         click.echo(render(result, spec.readers()))
+
+
+def _warn(line: str) -> None:
+    click.echo(f"labelfix: warning: {line}", err=True)
 
 
 def _label_map(ignore, out, maps, map_file, preset, unmapped, num_classes, class_names):
@@ -215,6 +222,10 @@ def render(result, readers: dict[str, str]) -> str:
     if result.skipped:
         lines.append(f"Skipped {len(result.skipped)} unpaired file(s)")
     lines.append(f"Compression: {result.compression}; manifest: {result.manifest}")
+    if result.stale_temporaries:
+        lines.append(
+            f"Removed {result.stale_temporaries} temporary file(s) left by an interrupted run."
+        )
     names = {"labelfix.data": "labelfix.data", "deeplab": "DeepLab", "model_garden": "Model Garden"}
     lines.append("Readers: " + "; ".join(f"{names[k]} {v}" for k, v in readers.items()))
     return "\n".join(lines)

@@ -12,6 +12,7 @@ temporary files, and the output is left without a manifest, so a rerun writes it
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
 import json
 import os
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from labelfix.errors import LabelfixError
 from labelfix.io import fs
 from labelfix.io.atomic import move_into_place, temporary_name, write_atomic
+from labelfix.records.framing import write_record
 from labelfix.records.manifest import manifest_path
 
 
@@ -47,27 +49,44 @@ class ShardInfo:
     sha256: str
 
 
+class _HashingFile:
+    """A binary file being written, whose sha256 and size are kept as the bytes go by (so a
+    finished shard is not read again to hash it)."""
+
+    def __init__(self, path: str):
+        self.fh = open(path, "wb")  # noqa: SIM115 - closed by close()
+        self.digest, self.size = hashlib.sha256(), 0
+
+    def write(self, data) -> int:
+        self.digest.update(data)
+        self.size += len(data)
+        return self.fh.write(data)
+
+    def flush(self) -> None:
+        self.fh.flush()
+
+    def close(self) -> None:
+        self.fh.close()
+
+
 class ShardSet:
     """Shards under temporary names; moved to their final names only by :meth:`finish`.
 
-    Local output: the temporary files live in ``output`` (so the rename is atomic). Remote output
-    (``gs://...``): they are written to a local temporary directory and uploaded by
-    :func:`publish` once every record is in. ``count``, when known before the run, names the
-    shards in error messages.
+    Records are framed by :mod:`labelfix.records.framing` (no TensorFlow: the bytes are what
+    ``tf.io.TFRecordWriter`` writes). Local output: the temporary files live in ``output`` (so
+    the rename is atomic). Remote output (``gs://...``): they are written to a local temporary
+    directory and uploaded by :func:`publish` once every record is in. ``count``, when known
+    before the run, names the shards in error messages.
     """
 
     def __init__(self, output: str, split: str, compression: str, *, count: int | None = None):
-        import tensorflow as tf
-
-        self._tf = tf
         self.output, self.split, self.count = output, split, count
-        self.options = tf.io.TFRecordOptions(
-            compression_type="GZIP" if compression == "gzip" else ""
-        )
+        self.compression = compression
         self.directory = tempfile.mkdtemp(prefix="labelfix-") if fs.is_url(output) else output
         self.temps: list[str] = []
         self.records: list[int] = []
         self.sizes: list[int] = []
+        self.files: list[_HashingFile] = []
         self.writer = None
 
     def final_path(self, index: int) -> str:
@@ -77,26 +96,16 @@ class ShardSet:
             return fs.join(self.output, shard_name(self.split, index, self.count))
         return fs.join(self.output, f"{self.split}-{index:05d}-of-?????.tfrecord")
 
-    def _failed(self, err: Exception) -> LabelfixError:
-        """A write error of the current shard, naming its final path and the reason."""
-        index = len(self.temps) - 1
-        tmp = self.temps[index] if self.temps else ""
-        if isinstance(err, OSError):
-            reason = err.strerror or str(err)
-        else:  # tf.errors.OpError: "PATH; reason"
-            reason = str(getattr(err, "message", err))
-            if tmp and reason.startswith(tmp):
-                reason = reason[len(tmp) :].lstrip(";: ") or type(err).__name__
-            reason = reason.replace(tmp, fs.basename(self.final_path(index))) if tmp else reason
-        return LabelfixError(
-            f"{self.final_path(index)}: cannot write the shard ({reason}); nothing was published"
-        )
-
     def _guarded(self, step, *args):
+        """Run a write step; an OSError names the shard's final path, not the temporary one."""
         try:
             return step(*args)
-        except (OSError, self._tf.errors.OpError) as err:
-            raise self._failed(err) from err
+        except OSError as err:
+            index = len(self.temps) - 1
+            raise LabelfixError(
+                f"{self.final_path(index)}: cannot write the shard ({err.strerror or err}); "
+                "nothing was published"
+            ) from err
 
     def open_next(self) -> None:
         self.close()
@@ -106,10 +115,16 @@ class ShardSet:
         self.temps.append(tmp)
         self.records.append(0)
         self.sizes.append(0)
-        self.writer = self._guarded(self._tf.io.TFRecordWriter, tmp, self.options)
+        raw = self._guarded(_HashingFile, tmp)
+        self.files.append(raw)
+        self.writer = (
+            gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0, filename="")
+            if self.compression == "gzip"
+            else raw
+        )
 
     def write(self, data: bytes) -> None:
-        self._guarded(self.writer.write, data)
+        self._guarded(write_record, self.writer, data)
         self.records[-1] += 1
         self.sizes[-1] += len(data)
 
@@ -117,35 +132,34 @@ class ShardSet:
         if self.writer is not None:
             writer, self.writer = self.writer, None
             self._guarded(writer.close)
+            if writer is not self.files[-1]:  # gzip leaves the file beneath it open
+                self._guarded(self.files[-1].close)
 
     def discard(self) -> None:
-        with contextlib.suppress(OSError, self._tf.errors.OpError, LabelfixError):
+        with contextlib.suppress(OSError, LabelfixError):
             self.close()
         self.writer = None
         for tmp in self.temps:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
-        self.temps = []
+        self.temps, self.files = [], []
         if self.directory != self.output:
             with contextlib.suppress(OSError):
                 os.rmdir(self.directory)
 
     def finish(self, manifest: dict) -> tuple[ShardInfo, ...]:
-        """Hash the shards, move them to their final names, write the manifest last."""
+        """Move the shards to their final names and write the manifest last."""
         self.close()
         count = len(self.temps)
-        shards = []
-        for i, tmp in enumerate(self.temps):
-            with open(tmp, "rb") as fh:
-                digest = hashlib.file_digest(fh, "sha256").hexdigest()
-            shards.append(
-                ShardInfo(
-                    file=shard_name(self.split, i, count),
-                    records=self.records[i],
-                    bytes=os.path.getsize(tmp),
-                    sha256=digest,
-                )
+        shards = [
+            ShardInfo(
+                file=shard_name(self.split, i, count),
+                records=self.records[i],
+                bytes=self.files[i].size,
+                sha256=self.files[i].digest.hexdigest(),
             )
+            for i in range(count)
+        ]
         try:
             publish(self.output, self.split, list(zip(self.temps, shards, strict=True)), manifest)
         except OSError as err:

@@ -177,16 +177,17 @@ def write_dataset(
     spec: WriteSpec | None = None,
     *,
     jobs: int | None = None,
-    on_record: Callable[[int], None] | None = None,
+    on_record: Callable[..., None] | None = None,
     on_note: Callable[[str], None] | None = None,
     **options,
 ) -> WriteResult:
     """Write every (image, mask) pair as TFRecord shards plus a manifest; see the module doc.
 
     ``spec`` is a :class:`~labelfix.records.spec.WriteSpec`, or its fields are given as keyword
-    ``options``. ``jobs`` worker processes prepare the pairs; ``on_record(1)`` is called as each
-    pair is done, ``on_note(line)`` with each line worth a warning (also in the result's
-    ``notes``). Raises :class:`~labelfix.io.lock.DirectoryLocked` when another run writes into
+    ``options``. ``jobs`` worker processes prepare the pairs; ``on_record(0, total=N)`` is
+    called once the N pairs are known, then ``on_record(1)`` as each pair is done;
+    ``on_note(line)`` with each line worth a warning (also in the result's ``notes``). Raises
+    :class:`~labelfix.io.lock.DirectoryLocked` when another run writes into
     the output directory.
 
     >>> from labelfix.labels.labelmap import LabelMap
@@ -196,6 +197,8 @@ def write_dataset(
     """
     spec = spec if spec is not None else WriteSpec(**options)
     pairs, skipped = plan_pairs(spec)
+    if on_record is not None:
+        on_record(0, total=len(pairs))
     fs.makedirs(spec.output)
     with contextlib.ExitStack() as stack:
         notes: list[str] = []
@@ -229,7 +232,6 @@ def _write_locked(spec: WriteSpec, pairs: list[Pair], jobs, on_record):
         )
     shards = None
     try:
-        # imports TensorFlow
         shards = ShardSet(spec.output, spec.split, spec.compression, count=spec.num_shards)
         if results is not None:
             results.help_until_started()
