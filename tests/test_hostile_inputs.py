@@ -280,3 +280,33 @@ def test_ignore_suggestion_never_suggests_the_value_itself(tmp_path: Path):
     with pytest.raises(UsageError) as info:
         WriteSpec(images="i", masks="m", output="o", num_classes=300, label_map=LabelMap(out=255))
     assert str(info.value).endswith("choose another canonical ignore with out, e.g. 65535 or -1")
+
+
+def test_remap_reports_an_unlistable_directory_and_keeps_going(tmp_path: Path, monkeypatch):
+    save_png(tmp_path / "m" / "a.png", voc_mask())
+    save_png(tmp_path / "m" / "locked" / "b.png", voc_mask())
+    real = os.scandir
+
+    def scandir(path="."):
+        if os.fspath(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    monkeypatch.setattr(os, "listdir", lambda p=".": list(e.name for e in scandir(p)))
+    result = run("remap", "--ignore", "255", "--out", "0", str(tmp_path / "m"), "--in-place",
+                 "-j", "1")  # fmt: skip
+    assert result.exit_code == 1
+    assert (
+        f"labelfix: error: {tmp_path / 'm' / 'locked'}: cannot list this directory "
+        "(Permission denied): the masks in it were not read"
+    ) in result.stderr
+    assert read_mask(tmp_path / "m" / "a.png").labels.max() == 15  # 255 became 0, 15 stayed
+
+
+def test_void_is_class_merges_void_on_purpose(tmp_path: Path):
+    save_png(tmp_path / "m" / "a.png", voc_mask())
+    result = run("remap", "--ignore", "255", "--out", "0", "-n", "21", "--void-is-class",
+                 str(tmp_path / "m"), "-o", str(tmp_path / "o"))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert 255 not in read_mask(tmp_path / "o" / "a.png").labels

@@ -306,7 +306,8 @@ def test_usage_errors(masks, tmp_path):
 def test_no_mask_files(tmp_path):
     (tmp_path / "empty").mkdir()
     result = run("--ignore", "255", "--out", "0", str(tmp_path / "empty"))
-    assert result.exit_code == 1 and "no mask files found" in result.stderr
+    assert result.exit_code == 1
+    assert f"no mask files (*.png, *.npy) under {tmp_path / 'empty'}" in result.stderr
 
 
 # ----------------------------------------------------------------------------- dry run, json

@@ -8,7 +8,7 @@ import os
 import click
 
 from labelfix.cli import options
-from labelfix.cli._common import handle_errors, progress, table
+from labelfix.cli._common import fail, handle_errors, no_masks, progress, table
 from labelfix.rewrite.jobs import FileResult
 from labelfix.rewrite.plan import FORMATS, RemapUsageError, plan_remap
 from labelfix.rewrite.run import RemapResult, run_remap
@@ -61,11 +61,16 @@ def rewrite_options(suffix: str):
 @options.paths_argument
 @options.mapping_options
 @options.num_classes_option()
+@click.option(
+    "--void-is-class",
+    is_flag=True,
+    help="Allow an --out that is a class id (0..N-1): void pixels then train as that class.",
+)
 @rewrite_options("-remapped")
 @handle_errors
 def remap(
-    paths, ignore, out, maps, map_file, preset, unmapped, num_classes, output, in_place, fmt,
-    no_palette, dry_run, force, glob, colormap, unknown_colour, jobs, as_json,
+    paths, ignore, out, maps, map_file, preset, unmapped, num_classes, void_is_class, output,
+    in_place, fmt, no_palette, dry_run, force, glob, colormap, unknown_colour, jobs, as_json,
 ):  # fmt: skip
     """Map label values: ignore values to one canonical value, ids to train ids, presets.
 
@@ -82,7 +87,7 @@ def remap(
     """
     label_map = options.label_map_from_options(
         ignore=ignore, out=out, maps=maps, map_file=map_file, preset=preset, unmapped=unmapped,
-        num_classes=num_classes,
+        num_classes=num_classes, void_is_class=void_is_class,
     )  # fmt: skip
     if label_map.is_identity and fmt is None and not no_palette and colormap is None:
         raise click.UsageError(
@@ -106,8 +111,7 @@ def execute(paths, label_map, command, *, dry_run, jobs, as_json, **plan_options
     except RemapUsageError as err:
         raise click.UsageError(str(err)) from None
     if not plan.files and not plan.skipped:
-        click.echo("labelfix: error: no mask files found", err=True)
-        raise SystemExit(1)
+        fail(no_masks(paths, plan_options.get("glob")))
     for note in plan.notes:
         click.echo(f"labelfix: warning: {note}", err=True)
 
@@ -121,7 +125,7 @@ def execute(paths, label_map, command, *, dry_run, jobs, as_json, **plan_options
             click.echo(f"{result.source}: {verb} {result.repaired:,} px{void}")
 
     try:
-        with progress(command, enabled=not as_json) as advance:
+        with progress(command, enabled=not as_json, total=len(plan.files)) as advance:
             result = run_remap(
                 plan,
                 jobs=jobs,
@@ -140,6 +144,12 @@ def execute(paths, label_map, command, *, dry_run, jobs, as_json, **plan_options
         click.echo(f"labelfix: every file is either as it was or complete; {again}", err=True)
         raise
     click.echo(json.dumps(result.to_dict(), indent=2) if as_json else render(result))
+    for value in result.unused_ignore:
+        click.echo(
+            f"labelfix: warning: ignore value {value} matches no pixel of the {result.read} "
+            "mask(s) read; is it this dataset's void value?",
+            err=True,
+        )
     if result.failed_files:
         click.echo(
             f"labelfix: error: {len(result.failed_files)} of {result.files} file(s) could not be "

@@ -181,6 +181,8 @@ def plan_remap(
         for path, relpath in iter_mask_files([source], glob=glob, suffixes=suffixes):
             file_format = run_format or ("npy" if path.lower().endswith(".npy") else "png")
             name = os.path.join(prefix, _with_format(relpath, file_format))
+            if os.path.isdir(path):  # one that cannot be listed: reading it fails, naming it
+                name = os.path.join(prefix, relpath)
             files.append(
                 FileJob(
                     source=path,
@@ -233,7 +235,12 @@ def _check_destinations(files: list[FileJob], targets: list[Target], *, in_place
             raise RemapUsageError(f"{job.source} {what}: give each input once")
         seen[key] = job.source
     if in_place:
-        changed = [job for job in files if job.destination != _with_format(job.source, job.format)]
+        changed = [
+            job
+            for job in files
+            if job.destination != _with_format(job.source, job.format)
+            and not os.path.isdir(job.source)  # an unlistable directory: it fails when read
+        ]
         if changed:
             job = changed[0]
             hint = (

@@ -85,6 +85,14 @@ class RemapResult:
         return not self.failed_files and self.files > 0
 
     @property
+    def unused_ignore(self) -> tuple[int, ...]:
+        """``ignore`` values of the mapping that match no pixel of the files read."""
+        if not self.read:
+            return ()
+        seen = {v.value for v in self.values}
+        return tuple(v for v in self.label_map.ignore if v not in seen)
+
+    @property
     def destinations(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(t.destination for t in self.targets))
 
