@@ -36,20 +36,32 @@ def test_tensorflow_start_up_lines_stay_off_stderr_unless_verbose(tmp_path: Path
     assert verify.returncode == 0 and verify.stderr == ""
     assert verify.stdout == "OK: 1 shard(s), 4 record(s), 0 problem(s)\n"
     # train, evaluate and predict import TensorFlow: the CLI hides its start-up unless -v
-    (tmp_path / "uses_tf.py").write_text(
-        "import click\n@click.command()\ndef uses_tf():\n    import tensorflow  # noqa: F401\n"
+    (tmp_path / "probe.py").write_text(
+        "import sys, click\n"
+        "from labelfix._imports import ImportHook\n"
+        "@click.command()\n"
+        "@click.option('--import-tf', is_flag=True)\n"
+        "def probe(import_tf):\n"
+        "    hooked = any(isinstance(f, ImportHook) and f.fullname == 'tensorflow'\n"
+        "                 for f in sys.meta_path)\n"
+        "    print('hooked' if hooked else 'not hooked')\n"
+        "    if import_tf:\n"
+        "        import tensorflow  # noqa: F401\n"
     )
     run = (
         f"import sys; sys.path.insert(0, {str(tmp_path)!r}); import labelfix.cli as cli; "
-        "cli.COMMANDS['uses-tf'] = 'uses_tf:uses_tf'; cli.main(sys.argv[1:])"
+        "cli.COMMANDS['probe'] = 'probe:probe'; cli.main(sys.argv[1:])"
     )
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    for flags, loud in (([], False), (["-v"], True)):
-        out = subprocess.run(
-            [sys.executable, "-c", run, *flags, "uses-tf"], capture_output=True, text=True, env=env
-        )
-        assert out.returncode == 0, out.stderr
-        assert bool(TF_LOG.search(out.stderr)) == loud, out.stderr
+    quiet = subprocess.run(  # what train, evaluate and predict do: import TensorFlow
+        [sys.executable, "-c", run, "probe", "--import-tf"], capture_output=True, text=True, env=env
+    )
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stdout == "hooked\n" and not TF_LOG.search(quiet.stderr), quiet.stderr
+    loud = subprocess.run(
+        [sys.executable, "-c", run, "-v", "probe"], capture_output=True, text=True
+    )
+    assert loud.stdout == "not hooked\n"  # -v: TensorFlow's lines are shown
 
 
 def test_python_dash_m_labelfix_is_the_cli(tmp_path: Path):
