@@ -93,32 +93,28 @@ def relpath(path: str, start: str) -> str:
 # ----------------------------------------------------------------------------- queries
 
 
-def exists(path: str) -> bool:
+def _query(path: str, local, remote: str):
+    """``local(path)`` for a local path, else the fsspec filesystem's method ``remote``."""
     if not is_url(path):
-        return os.path.exists(path)
+        return local(path)
     fs, p = _split(path)
-    return fs.exists(p)
+    return getattr(fs, remote)(p)
+
+
+def exists(path: str) -> bool:
+    return _query(path, os.path.exists, "exists")
 
 
 def isdir(path: str) -> bool:
-    if not is_url(path):
-        return os.path.isdir(path)
-    fs, p = _split(path)
-    return fs.isdir(p)
+    return _query(path, os.path.isdir, "isdir")
 
 
 def isfile(path: str) -> bool:
-    if not is_url(path):
-        return os.path.isfile(path)
-    fs, p = _split(path)
-    return fs.isfile(p)
+    return _query(path, os.path.isfile, "isfile")
 
 
 def getsize(path: str) -> int:
-    if not is_url(path):
-        return os.path.getsize(path)
-    fs, p = _split(path)
-    return int(fs.size(p))
+    return int(_query(path, os.path.getsize, "size"))
 
 
 def listdir(path: str) -> list[str]:

@@ -9,15 +9,7 @@ import keras
 from keras import ops
 
 from labelfix.labels import IGNORE_AS
-from labelfix.losses._common import (
-    Labels,
-    MaskedLoss,
-    check_reduction,
-    class_last,
-    per_class,
-    prepare_labels,
-    reduce_pixels,
-)
+from labelfix.losses import _common
 
 
 def masked_sparse_categorical_focal_crossentropy(
@@ -56,22 +48,22 @@ def masked_sparse_categorical_focal_crossentropy(
     >>> round(float(f(labels, logits, ignore=255, gamma=0.0)), 6)  # the cross-entropy
     1.039721
     """
-    check_reduction(reduction, global_valid_count)
+    _common.check_reduction(reduction, global_valid_count)
     if gamma < 0:
         raise ValueError(f"gamma must be >= 0, got {gamma}")
-    labels, logits, num_classes = class_last(labels, logits, ignore=ignore, axis=axis)
-    weights = None if alpha is None else per_class(alpha, num_classes, "alpha")
+    labels, logits, num_classes = _common.class_last(labels, logits, ignore=ignore, axis=axis)
+    weights = None if alpha is None else _common.per_class(alpha, num_classes, "alpha")
 
-    prepared = prepare_labels(labels, num_classes, ignore)
+    prepared = _common.prepare_labels(labels, num_classes, ignore)
     x = ops.cast(logits, "float32")
     focal = _focal_from_logits if from_logits else _focal_from_probs
     per_pixel = focal(x, prepared, float(gamma))
     if weights is not None:
         per_pixel = per_pixel * ops.take(weights, prepared.safe)
-    return reduce_pixels(per_pixel, prepared.valid, reduction, global_valid_count)
+    return _common.reduce_pixels(per_pixel, prepared.valid, reduction, global_valid_count)
 
 
-def _focal_from_logits(x: Any, labels: Labels, gamma: float) -> Any:
+def _focal_from_logits(x: Any, labels: _common.Labels, gamma: float) -> Any:
     """Per-pixel focal loss with the gradient written out, as the cross-entropy's.
 
     With ``l = log p_t`` and ``m = 1 - p_t``: ``f = -m**gamma * l`` and
@@ -121,7 +113,7 @@ def _focal_from_logits(x: Any, labels: Labels, gamma: float) -> Any:
     return ops.reshape(focal(x), shape)
 
 
-def _focal_from_probs(p: Any, labels: Labels, gamma: float) -> Any:
+def _focal_from_probs(p: Any, labels: _common.Labels, gamma: float) -> Any:
     """Per-pixel focal loss of probabilities as Keras computes it (renormalise, clip), void
     pixels' probabilities replaced by 1 first so autodiff gives them zero gradient."""
     valid, scale, labels = labels.valid, labels.scale, labels.safe
@@ -137,17 +129,18 @@ def _focal_from_probs(p: Any, labels: Labels, gamma: float) -> Any:
 
 
 @keras.saving.register_keras_serializable(package="labelfix")
-class MaskedSparseCategoricalFocalCrossentropy(MaskedLoss):
+class MaskedSparseCategoricalFocalCrossentropy(_common.MaskedLoss):
     """``keras.losses.Loss`` around :func:`masked_sparse_categorical_focal_crossentropy`.
 
     Same arguments; distributed like :class:`MaskedSparseCategoricalCrossentropy` (global
     valid-pixel count under a tf.distribute strategy).
 
     >>> import numpy as np
-    >>> loss = MaskedSparseCategoricalFocalCrossentropy(ignore=255, gamma=2.0)
-    >>> logits = np.tile(np.float32([np.log(2), 0, 0]), (1, 1, 4, 1))
-    >>> round(float(loss(np.array([[[0, 1, 255, 255]]], "int32"), logits)), 6)
-    0.476539
+    >>> x = np.tile(np.float32([np.log(2), 0, 0]), (1, 1, 4, 1))
+    >>> y = np.array([[[0, 1, 255, 255]]], "int32")
+    >>> [round(float(MaskedSparseCategoricalFocalCrossentropy(ignore=255, gamma=g)(y, x)), 6)
+    ...  for g in (2.0, 0.0)]  # gamma 0 is the cross-entropy
+    [0.476539, 1.039721]
     """
 
     function = staticmethod(masked_sparse_categorical_focal_crossentropy)
