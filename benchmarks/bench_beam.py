@@ -6,8 +6,8 @@ times on the same files, in this one process (TensorFlow and Beam imported befor
 * ``stats``: :func:`labelfix.checks.stats.scan_dataset` (local, ``jobs`` processes) against
   :func:`labelfix.records.beam.scan_dataset_beam`;
 * ``to-tfrecord``: :func:`labelfix.records.write.write_dataset` against
-  :func:`labelfix.records.beam.write_dataset_beam` (``WriteToTFRecord``, then the shards are read back
-  for their counts and checksums).
+  :func:`labelfix.records.beam.write_dataset_beam` (``WriteToTFRecord``, then the shards are read
+  back for their counts and checksums).
 
 Beam runs twice: the DirectRunner's default (one worker, in this process) and its
 multi-processing mode with ``--jobs`` workers. The DirectRunner is for tests and small data;

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on the bundled example data (examples/data): inspect, draw and validate the masks,
-# write TFRecords ready for an ignore-aware loss, verify them, and train a small model.
+# write TFRecords ready for an ignore-aware loss, verify them, train a small model (about half a
+# minute on a CPU), evaluate it on the val split and predict masks for the val images.
 # Run from anywhere, with labelfix installed ('.[tf]'); outputs go to ${1:-example-output}/.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -48,3 +49,12 @@ done
 echo "== labelfix train"
 labelfix train "$out/records" --num-classes 6 --epochs 30 --batch-size 4 --val-split val \
     --crop-size 112x160 --class-weights auto --output "$out/model"
+
+echo "== labelfix evaluate (val split, full resolution: per-class IoU, confusion matrix)"
+labelfix evaluate "$out/model/model.keras" "$out/records" --split val --output "$out/evaluate"
+
+echo "== labelfix predict (val images -> palette PNG masks at each image's size)"
+labelfix predict "$out/model/model.keras" "$data/images/val" --output "$out/predictions" \
+    --records "$out/records" --split val
+labelfix validate "$out/predictions" --num-classes 6 > /dev/null
+echo "the predicted masks hold only class ids 0..5 (labelfix validate: clean)"

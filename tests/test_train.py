@@ -1,9 +1,11 @@
-"""The reference training loop: it learns, replicas agree with one device, outputs, and the CLI.
+"""The reference training loop: it learns, replicas agree with one device, outputs, resuming,
+the checks before and during training, and the CLI.
 
-Every ``train`` call spends seconds tracing its steps, and several more compiling them with XLA
-(``jit_compile=True``, the default). So runs are shared through module-scoped fixtures, and the
-tests train without XLA except where XLA is the subject (the replica test: two XLA replicas
-give the plain step's loss and gradients) or the path under test (the end-to-end CLI run).
+Every ``train`` call spends seconds tracing its steps, and more compiling them with XLA
+(``jit_compile=True``, the default). So runs are shared through module-scoped fixtures (real
+TFRecords of mixed sizes and orientations, written once through ``labelfix to-tfrecord``; one
+run through the Python API and its resumption), and the tests train without XLA except where
+XLA is the subject (the replica test) or the path under test (the CLI's regression run).
 """
 
 from __future__ import annotations
@@ -11,10 +13,13 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
+from dataclasses import asdict
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -23,15 +28,26 @@ tf = pytest.importorskip("tensorflow")
 
 import keras  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
-from train_fixtures import install_fake_data, shapes  # noqa: E402
+from train_fixtures import CLASS_NAMES, REPLICA_SCRIPT, shapes, write_split  # noqa: E402
 
 from labelfix.errors import LabelfixError  # noqa: E402
 from labelfix.labels.weights import median_frequency_weights  # noqa: E402
-from labelfix.training import steps  # noqa: E402
+from labelfix.training.checkpoints import load_weights  # noqa: E402
 from labelfix.training.devices import resolve_precision  # noqa: E402
 from labelfix.training.loop import train  # noqa: E402
+from labelfix.training.model import build_model  # noqa: E402
+from labelfix.training.pipelines import bad_label_message, training_pipeline  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+#: Training images: landscape, portrait and square, none a multiple of 16 in both sides.
+TRAIN_SIZES = [(32, 48), (48, 32), (40, 40), (36, 20)] * 2
+#: Validation images as VOC has them, in miniature: both orientations, odd sizes (two padded
+#: sizes, 48x64 and 64x48: each is traced once).
+VAL_SIZES = [(36, 52), (52, 36), (40, 60)]
+TINY = dict(crop_size=(16, 16), scale_range=None, width=4, batch_size=4)
+#: Steps per epoch and learning rate of the shared run (crops of 32x32): enough to learn.
+STEPS = 40
+LR = 1e-2
 
 
 def dataset(images, masks):
@@ -41,17 +57,108 @@ def dataset(images, masks):
 def tiny_train(**kwargs):
     """A few steps of the smallest model on 16x16 crops."""
     images, masks = shapes(8, seed=0, size=16)
-    defaults = dict(
+    defaults = dict(num_classes=4, epochs=1, steps_per_epoch=2, dataset=dataset(images, masks))
+    return train(**{**TINY, **defaults, **kwargs})
+
+
+def run_cli(*args):
+    from labelfix.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory):
+    """``labelfix to-tfrecord`` output: 8 training and 3 validation images of mixed sizes and
+    orientations, 4 classes with names, void stored as 255 and read as -1."""
+    root = tmp_path_factory.mktemp("records")
+    write_split(root, "train", TRAIN_SIZES, seed=0)
+    return write_split(root, "val", VAL_SIZES, seed=1)
+
+
+def _without_xla(monkeypatch) -> None:
+    """``train`` builds its train step without XLA: where the CLI or the loop, not the step, is
+    under test (the replica test compiles the step with XLA)."""
+    from labelfix.training import steps
+
+    def make_train_step(**kwargs):
+        return steps.make_train_step(**{**kwargs, "jit_compile": False})
+
+    monkeypatch.setattr("labelfix.training.loop.make_train_step", make_train_step)
+
+
+@pytest.fixture(scope="module")
+def run(records, tmp_path_factory):
+    """The shared run, interrupted: epoch 1 through the Python API (from ``weights=``, with a
+    validation split, ``output`` and ``progress``); then epoch 2 by ``labelfix train ...
+    --val-split val --resume --json`` on the same output. Returns its pieces: ``first`` (the
+    API's TrainResult), ``events``, ``cli`` (the CLI's result), ``document`` (its JSON),
+    ``out``, ``iterations`` (the optimizer's, in the checkpoints of epochs 1 and 2)."""
+    root = tmp_path_factory.mktemp("run")
+    keras.utils.set_random_seed(11)
+    build_model(num_classes=4, width=4).save_weights(root / "init.weights.h5")
+    out, events = root / "run", []
+    first = train(
+        data_dir=records,
+        val_split="val",
         num_classes=4,
         epochs=1,
-        batch_size=4,
-        steps_per_epoch=2,
-        dataset=dataset(images, masks),
-        crop_size=(16, 16),
-        scale_range=None,
+        output=out,
+        weights=root / "init.weights.h5",
+        steps_per_epoch=STEPS,
+        learning_rate=LR,
+        progress=events.append,
+        jit_compile=False,
+        crop_size=(32, 32),
         width=4,
+        batch_size=4,
     )
-    return train(**{**defaults, **kwargs})
+    saved = keras.models.load_model(first.model_path)  # before the CLI run replaces it
+    x = np.random.default_rng(0).uniform(size=(1, 16, 16, 3)).astype(np.float32)
+    saved_matches = np.allclose(saved.predict(x, verbose=0), first.model(x), atol=1e-5)
+    iterations = [_iterations(out / "checkpoints" / "epoch-1")]
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _without_xla(monkeypatch)
+        cli = run_cli(
+            "train",
+            records,
+            "-n",
+            4,
+            "-e",
+            2,
+            "-b",
+            4,
+            "--steps-per-epoch",
+            STEPS,
+            "--val-split",
+            "val",
+            "--crop-size",
+            32,
+            "--width",
+            4,
+            "--lr",
+            LR,
+            "--output",
+            out,
+            "--resume",
+            "--json",
+        )
+    assert cli.exit_code == 0, cli.output
+    iterations.append(_iterations(out / "checkpoints" / "epoch-2"))
+    return SimpleNamespace(
+        saved_matches=saved_matches,
+        first=first,
+        events=events,
+        cli=cli,
+        document=json.loads(cli.stdout),
+        out=out,
+        iterations=iterations,
+    )
+
+
+def _iterations(prefix: Path) -> int:
+    reader = tf.train.load_checkpoint(str(prefix))
+    return int(reader.get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"))
 
 
 # --------------------------------------------------------------------------- small pieces
@@ -66,11 +173,27 @@ def test_median_frequency_weights():
         median_frequency_weights([0, 0])
 
 
-@pytest.mark.parametrize("module", ["devices", "steps", "pipelines", "loop"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "labelfix.training.devices",
+        "labelfix.training.steps",
+        "labelfix.training.pipelines",
+        "labelfix.training.loop",
+        "labelfix.training.history",
+        "labelfix.training.checkpoints",
+        "labelfix.training.summaries",
+        "labelfix.training.sources",
+        "labelfix.training.inference",
+        "labelfix.training.evaluate",
+        "labelfix.training.predict",
+        "labelfix.cli.train",
+    ],
+)
 def test_docstring_examples_run(module):
     import doctest
 
-    result = doctest.testmod(importlib.import_module(f"labelfix.training.{module}"))
+    result = doctest.testmod(importlib.import_module(module))
     assert result.attempted > 0 and result.failed == 0
 
 
@@ -82,133 +205,151 @@ def test_precision_is_float32_on_cpu():
         resolve_precision("float16")
 
 
-def test_argument_errors():
+def test_argument_errors(tmp_path):
     with pytest.raises(ValueError, match="multiples of 16"):
         tiny_train(crop_size=(20, 20))
     with pytest.raises(LabelfixError, match="fewer examples than one batch"):
         tiny_train(batch_size=16, steps_per_epoch=None)
     with pytest.raises(ValueError, match="data_dir or dataset"):
         tiny_train(dataset=None)
+    with pytest.raises(ValueError, match="resume=True needs the output"):
+        tiny_train(resume=True)
+    with pytest.raises(LabelfixError, match="no checkpoint to resume from"):
+        tiny_train(resume=True, output=tmp_path / "never-trained")
 
 
-# --------------------------------------------------------------------------- the learning check
+def test_load_weights_from_keras_and_h5_files(tmp_path):
+    keras.utils.set_random_seed(1)
+    source = build_model(num_classes=3, width=4)
+    source.save(tmp_path / "m.keras")
+    source.save_weights(tmp_path / "m.weights.h5")
+    for name in ("m.keras", "m.weights.h5"):
+        target = build_model(num_classes=3, width=4)
+        load_weights(target, tmp_path / name)
+        for a, b in zip(source.get_weights(), target.get_weights(), strict=True):
+            np.testing.assert_array_equal(a, b)
+    with pytest.raises(LabelfixError, match=r"m\.keras: does not fit this model"):
+        load_weights(build_model(num_classes=5, width=4), tmp_path / "m.keras")
+    (tmp_path / "m.bin").write_bytes(b"")
+    with pytest.raises(LabelfixError, match=r"expected a \.keras or \.weights\.h5 file"):
+        load_weights(source, tmp_path / "m.bin")
 
 
-@pytest.mark.slow
-def test_learns_coloured_shapes_and_void_content_does_not_matter():
-    """160 steps of 4 crops of 32x32 shapes with void borders reach validation mIoU >= 0.75
-    (void excluded; about 0.83 in practice), and the loss falls below half (to about a quarter).
-    Filling the void pixels with different random content (they carry no label) gives the same
-    outcome to within 0.05 mIoU. Without XLA: its compile would cost more than the steps."""
-    val = dataset(*shapes(16, seed=99, size=32))
-    results = []
-    for void_seed in (1, 2):
-        images, masks = shapes(64, seed=0, size=32, void_seed=void_seed)
-        result = train(
-            num_classes=4,
-            epochs=4,
-            batch_size=4,
-            steps_per_epoch=40,
-            dataset=dataset(images, masks),
-            val_dataset=val,
-            crop_size=(32, 32),
-            scale_range=(0.75, 1.25),
-            width=8,
-            learning_rate=5e-3,
-            jit_compile=False,
-        )
-        history = result.history
-        assert len(history) == 4
-        assert history[-1].loss < 0.5 * history[0].loss
-        assert history[-1].val_mean_iou >= 0.75, history
-        assert history[-1].val_pixel_accuracy >= 0.9
-        results.append(history[-1].val_mean_iou)
-    assert abs(results[0] - results[1]) <= 0.05
+# --------------------------------------------------------------------------- labels: the guard
+
+
+def test_training_pipeline_rejects_a_label_that_is_no_class_before_the_step():
+    """A mask value that is neither ``ignore`` nor ``0..C-1`` (here 255 with ignore -1, as when
+    void was not remapped) stops the pipeline when its batch is read, naming the example; it
+    is never clamped to a class."""
+    images, masks = shapes(4, seed=0, size=16)
+    masks[2, 3, 5:9] = 255
+    batches = training_pipeline(
+        dataset(images, masks),
+        batch_size=4,
+        crop_size=(16, 16),
+        scale_range=None,
+        ignore=-1,
+        num_classes=4,
+        seed=0,
+    )
+    with pytest.raises(tf.errors.InvalidArgumentError) as raised:
+        next(iter(batches))
+    message = bad_label_message(raised.value)
+    assert message == (
+        "example 2: value 255 is not a class id (expected 0..3 or ignore -1): 4 px, "
+        "first at y=3 x=5"
+    )
+    uint8 = np.where(masks < 0, 255, masks).astype(np.uint8)
+    with pytest.raises(ValueError, match="ignore=-1 does not fit the mask dtype uint8"):
+        training_pipeline(dataset(images, uint8), batch_size=4, crop_size=(16, 16), num_classes=4)
+    clean = training_pipeline(
+        dataset(images, np.minimum(masks, 3)),
+        batch_size=4,
+        crop_size=(16, 16),
+        scale_range=None,
+        num_classes=4,
+    )
+    assert next(iter(clean))[1].shape == (4, 16, 16)
+
+
+def test_cli_rejects_a_bad_label_naming_record_and_shard(records, tmp_path):
+    """Records whose manifest claims 3 classes while masks hold class 3: one line naming the
+    shard, the record and its source id; exit 1; no traceback."""
+    copy = tmp_path / "records"
+    shutil.copytree(records, copy)
+    manifest_file = copy / "train.labelfix.json"
+    manifest = json.loads(manifest_file.read_text())
+    manifest["num_classes"] = 3
+    manifest_file.write_text(json.dumps(manifest))
+    result = run_cli(
+        "train",
+        copy,
+        "-n",
+        3,
+        "-e",
+        1,
+        "-b",
+        4,
+        "--crop-size",
+        16,
+        "--width",
+        4,
+        "-o",
+        tmp_path / "out",
+    )
+    assert result.exit_code == 1, result.output
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("labelfix: error: train-00000-of-00001.tfrecord: record ")
+    assert ": value 3 is not a class id (expected 0..2 or ignore -1): " in last
+    assert " px, first at y=" in last
+    assert "Traceback" not in result.output
+
+
+# --------------------------------------------------------------------------- shards
+
+
+def test_cli_checks_shards_against_the_manifest(records, tmp_path):
+    """A shard of another size or digest stops the run before training, naming it; with
+    --no-verify a damaged record is still named (shard and record) when TensorFlow reads it."""
+    copy = tmp_path / "records"
+    shutil.copytree(records, copy)
+    shard = copy / "train-00000-of-00001.tfrecord"
+    data = shard.read_bytes()
+    args = ["train", copy, "-n", 4, "-e", 1, "-b", 4, "--crop-size", 16, "--width", 4]
+    args += ["-o", tmp_path / "out"]
+
+    shard.write_bytes(data + b"\0")
+    result = run_cli(*args)
+    assert result.exit_code == 1
+    assert f"{shard}: {len(data) + 1} bytes, the manifest says {len(data)}" in result.stderr
+
+    damaged = bytearray(data)
+    damaged[len(data) // 2] ^= 0xFF  # inside some record's data: its CRC fails
+    shard.write_bytes(bytes(damaged))
+    result = run_cli(*args)
+    assert result.exit_code == 1
+    assert f"{shard}: sha256 " in result.stderr and "does not match the manifest" in result.stderr
+
+    result = run_cli(*args, "--no-verify")
+    assert result.exit_code == 1, result.output
+    last = result.stderr.strip().splitlines()[-1]
+    assert f"{shard}: record " in last and "bad data checksum" in last
+    assert "TensorFlow: corrupted record at" in last
+    assert "Traceback" not in result.output
 
 
 # --------------------------------------------------------------------------- replicas
-
-REPLICA_SCRIPT = """
-import json
-import tensorflow as tf
-
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-
-import keras
-import numpy as np
-
-from labelfix.losses import MaskedSparseCategoricalCrossentropy
-from labelfix.losses import masked_sparse_categorical_crossentropy as loss_fn
-from labelfix.training.devices import make_strategy
-from labelfix.training.model import build_model
-from labelfix.training.steps import make_train_step, masked_loss
-
-rng = np.random.default_rng(0)
-images = rng.normal(size=(4, 16, 16, 3)).astype("float32")
-labels = rng.integers(0, 3, size=(4, 16, 16)).astype("int32")
-labels[:2] = 1  # replica 0 gets images 0-1: all class 1 (weight 5) ...
-labels[:2, :14] = -1  # ... and far fewer valid pixels than replica 1
-weights = [1.0, 5.0, 0.5]
-keras.utils.set_random_seed(0)
-initial = build_model(num_classes=3, width=4).get_weights()
-
-# Reference: one device, no strategy, plain GradientTape on the whole batch.
-model = build_model(num_classes=3, width=4)
-model.set_weights(initial)
-with tf.GradientTape() as tape:
-    ref_loss = loss_fn(labels, model(images, training=True), class_weights=weights)
-ref_grads = [g.numpy() for g in tape.gradient(ref_loss, model.trainable_variables)]
-naive = np.mean([float(loss_fn(labels[i:i + 2], model(images[i:i + 2], training=True),
-                               class_weights=weights)) for i in (0, 2)])
-
-def one_step(devices, jit_compile):
-    strategy = make_strategy(devices)
-    with strategy.scope():
-        model = build_model(num_classes=3, width=4)
-        model.set_weights(initial)
-        optimizer = keras.optimizers.SGD(learning_rate=1.0)  # w_after = w_before - sum(grads)
-        optimizer.build(model.trainable_variables)
-    step = make_train_step(model=model, optimizer=optimizer, strategy=strategy, num_classes=3,
-                           loss_fn=masked_loss(ignore=-1, class_weights=weights),
-                           jit_compile=jit_compile)
-    before = [v.numpy() for v in model.trainable_variables]
-    batches = tf.data.Dataset.from_tensor_slices((images, labels)).batch(4)
-    loss, cm = step(next(iter(strategy.experimental_distribute_dataset(batches))))
-    grads = [b - v.numpy() for b, v in zip(before, model.trainable_variables)]
-    # The Loss class finds the global count itself inside a replica context.
-    with strategy.scope():
-        class_loss = MaskedSparseCategoricalCrossentropy(class_weights=weights)
-    dist = strategy.experimental_distribute_dataset(batches)
-    per_replica = strategy.run(lambda x, y: class_loss(y, model(x, training=True)),
-                               args=next(iter(dist)))
-    # (weights have moved by now; compare this one with a fresh single-device value below)
-    class_sum = float(strategy.reduce("SUM", per_replica, axis=None))
-    class_ref = float(loss_fn(labels, model(images, training=True), class_weights=weights))
-    return dict(replicas=strategy.num_replicas_in_sync, loss=float(loss), grads=grads,
-                cm=cm.numpy().tolist(), class_sum=class_sum, class_ref=class_ref)
-
-# One device without XLA, two with it: the XLA replicas are checked against the plain step.
-one, two = one_step(["/cpu:0"], False), one_step(["/cpu:0", "/cpu:1"], True)
-scale = max(float(np.abs(g).max()) for g in ref_grads)
-diff = lambda a, b: max(float(np.abs(x - y).max()) for x, y in zip(a, b))
-print(json.dumps(dict(
-    replicas=[one["replicas"], two["replicas"]],
-    loss=[float(ref_loss), one["loss"], two["loss"]], naive=float(naive),
-    grad_scale=scale, one_vs_ref=diff(one["grads"], ref_grads),
-    two_vs_one=diff(two["grads"], one["grads"]), cm_equal=one["cm"] == two["cm"],
-    class_loss=[two["class_sum"], two["class_ref"]],
-)))
-"""
 
 
 @pytest.mark.slow
 def test_two_replicas_give_single_device_loss_and_gradients():
     """Two logical CPU devices (set up in a fresh process, before TensorFlow initialises) under
     MirroredStrategy, the XLA step, and replicas holding very different numbers of valid pixels:
-    loss and summed gradients equal one device's on the same batch (the plain step, itself
-    checked against a GradientTape). XLA compiles at LLVM optimisation level 0 there: the same
-    arithmetic (no fast math), a third less compile time."""
+    loss, summed gradients and confusion matrix equal one device's on the same batch (a plain
+    GradientTape), and so does validation's confusion matrix (with a batch the replicas cannot
+    split evenly). The step is the subject, so the model is a small GroupNorm net; XLA compiles
+    at LLVM optimisation level 0: the same arithmetic (no fast math), less compile time."""
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
     xla_flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0".strip()
     env = {**os.environ, "PYTHONPATH": path, "TF_CPP_MIN_LOG_LEVEL": "3", "XLA_FLAGS": xla_flags}
@@ -221,195 +362,200 @@ def test_two_replicas_give_single_device_loss_and_gradients():
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert out["replicas"] == [1, 2]
-    ref, one, two = out["loss"]
-    assert one == pytest.approx(ref, rel=1e-5)
-    assert two == pytest.approx(one, rel=1e-5)
+    assert out["replicas"] == 2
+    ref, two = out["loss"]
+    assert two == pytest.approx(ref, rel=1e-5)
     assert abs(out["naive"] - ref) > 0.1 * ref  # the mean of replica means would be wrong
     assert out["grad_scale"] > 1e-3
-    assert out["one_vs_ref"] <= 1e-4 * out["grad_scale"]
-    assert out["two_vs_one"] <= 1e-4 * out["grad_scale"]
+    assert out["two_vs_ref"] <= 1e-4 * out["grad_scale"]
     assert out["cm_equal"]
     assert out["class_loss"][0] == pytest.approx(out["class_loss"][1], rel=1e-5)
+    assert out["val_equal"]  # validation split over replicas: one device's confusion matrix
 
 
-# --------------------------------------------------------------------------- one shared run
+# --------------------------------------------------------------------------- the shared run
 
 
-@pytest.fixture(scope="module")
-def fake_splits():
-    """What the stand-in ``labelfix.data`` serves: 8 training examples of 16x16 and 3 validation
-    images of 20x20 (not a multiple of 16: padded)."""
-    return {"train": shapes(8, seed=0, size=16), "val": shapes(3, seed=5, size=20)}
-
-
-@pytest.fixture
-def fake_data(fake_splits, monkeypatch):
-    """The stand-in ``labelfix.data`` in place for one test."""
-    install_fake_data(monkeypatch, fake_splits, num_classes=4)
-    return fake_splits
-
-
-@pytest.fixture(scope="module")
-def api_run(fake_splits, tmp_path_factory):
-    """One short run through the Python API, shared by the tests of its outputs: ``data_dir``
-    (the stand-in), a validation split, ``class_weights="auto"``, ``output`` and ``progress``.
-
-    Returns ``(result, progress events)``.
-    """
-    root = tmp_path_factory.mktemp("api_run")
-    events = []
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        install_fake_data(monkeypatch, fake_splits, num_classes=4)
-        result = train(
-            data_dir=root,
-            val_split="val",
-            num_classes=4,
-            epochs=2,
-            batch_size=4,
-            crop_size=(16, 16),
-            scale_range=None,
-            width=4,
-            class_weights="auto",
-            output=root / "run",
-            progress=events.append,
-            jit_compile=False,
-        )
-    return result, events
-
-
-def test_saves_model_and_history_and_reports_progress(api_run):
-    result, events = api_run
-    assert result.devices == ("CPU:0",) and result.precision == "float32"
-    assert result.num_replicas == 1 and result.steps_per_epoch == 2
-    kinds = [e.kind for e in events]
-    assert kinds == ["start", "step", "step", "validate", "epoch"] * 1 + [
-        "step",
-        "step",
-        "validate",
-        "epoch",
-    ]
-    assert events[0].devices == ("CPU:0",)
-    record = json.loads(result.history_path.read_text())
+def test_saves_model_history_and_reports_progress(run):
+    first = run.first
+    assert first.devices == ("CPU:0",) and first.precision == "float32"
+    assert first.num_replicas == 1 and first.steps_per_epoch == STEPS
+    assert [e.kind for e in run.events] == ["start"] + ["step"] * STEPS + ["validate", "epoch"]
+    assert run.events[0].devices == ("CPU:0",) and run.events[0].epoch == 0
+    record = json.loads((run.out / "history.json").read_text())
     assert record["devices"] == ["CPU:0"] and record["ignore"] == -1
+    assert record["class_names"] == list(CLASS_NAMES)
     assert [e["epoch"] for e in record["epochs"]] == [1, 2]
-    first = record["epochs"][0]
-    for key in ("loss", "pixel_accuracy", "mean_iou", "val_loss", "val_mean_iou"):
-        assert 0.0 <= first[key] < 10.0
-    model = keras.models.load_model(result.model_path)
-    x = np.random.default_rng(0).uniform(size=(1, 16, 16, 3)).astype(np.float32)
-    np.testing.assert_allclose(model.predict(x, verbose=0), result.model(x), atol=1e-5)
+    for epoch in record["epochs"]:
+        for key in ("loss", "pixel_accuracy", "mean_iou", "val_loss", "val_mean_iou"):
+            assert 0.0 <= epoch[key] < 10.0
+        assert list(epoch["iou_per_class"]) == list(CLASS_NAMES)
+        assert epoch["learning_rate"] > 0
+    assert run.saved_matches  # model.keras reloads as the trained model
+    assert keras.models.load_model(run.out / "model.keras").output_shape == (None, None, None, 4)
 
 
-def test_class_weights_auto_from_manifest(api_run, fake_splits):
-    result, _ = api_run
-    masks = fake_splits["train"][1]
-    expected = median_frequency_weights([(masks == k).sum() for k in range(4)])
-    assert result.class_weights == expected
-    assert result.steps_per_epoch == 2  # 8 examples // 4
+def test_cli_validates_mixed_size_records_regression_issue_12(run):
+    """Regression (issue 12): `labelfix train RECORDS --val-split val` on images of several
+    sizes and both orientations (here 36x52, 52x36, 40x60) crashed in the validation pass with
+    OperatorNotAllowedInGraphError (Keras' bilinear UpSampling2D traced with an unknown
+    height). Validation now scores each image whole. The run also shows --json: one document
+    on stdout (history, devices, paths), the epoch lines on stderr."""
+    result, document = run.cli, run.document
+    assert "OperatorNotAllowedInGraphError" not in result.output
+    assert document["ok"] is True and document["devices"] == ["CPU:0"]
+    assert document["precision"] == "float32" and document["steps_per_epoch"] == STEPS
+    assert all(e["val_mean_iou"] is not None for e in document["history"])
+    assert document["model"] == str(run.out / "model.keras")
+    assert document["checkpoints"] == str(run.out / "checkpoints")
+    assert document["logs"] == str(run.out / "logs")
+    assert (run.out / "model.keras").is_file() and (run.out / "history.json").is_file()
+    assert "epoch 2/2  loss " in result.stderr
+    assert "[" not in result.stderr  # no progress bar when stderr is not a terminal
+
+
+def test_resume_continues_epochs_and_optimizer_state(run):
+    """Interrupted after epoch 1, resumed to 2 epochs: the history continues 1, 2 (epoch 1 as
+    first recorded), the optimizer's iteration count continues (STEPS, then 2 * STEPS), and
+    only epoch 2 is trained."""
+    document = run.document
+    assert document["resumed_from"] == 1
+    assert [e["epoch"] for e in document["history"]] == [1, 2]
+    assert document["history"][0] == json.loads(json.dumps(asdict(run.first.history[0])))
+    assert run.iterations == [STEPS, 2 * STEPS]
+    assert "resuming after epoch 1" in run.cli.stderr
+    assert "epoch 1/2" not in run.cli.stderr
+    assert sorted(p.name for p in (run.out / "checkpoints").glob("*.index")) == [
+        "epoch-1.index",
+        "epoch-2.index",
+    ]
+
+
+def test_learns_across_the_resumed_run(run):
+    """Coloured shapes with void borders, 2 x 40 steps of scaled 32x32 crops, a width-4 model,
+    interrupted and resumed: the loss falls (by about a fifth), and whole-image validation
+    (void excluded) reaches a mean IoU of about 0.44, where predicting the majority class
+    (background, 75% of the valid pixels) gives 0.19."""
+    history = run.document["history"]
+    assert history[-1]["loss"] < 0.9 * history[0]["loss"], history
+    assert history[-1]["val_mean_iou"] >= 0.35, history
+
+
+def test_tensorboard_scalars(run):
+    """Event files under logs/train and logs/validation hold loss, mIoU, pixel accuracy,
+    learning rate and per-class IoU (by class name) at epochs 1 and 2 (two runs, one log)."""
+    found = {}
+    for log in ("train", "validation"):
+        files = sorted((run.out / "logs" / log).glob("events.out.tfevents.*"))
+        assert len(files) == 2, log  # the first run's and the resumed run's
+        tags = found[log] = {}
+        for file in files:
+            for event in tf.compat.v1.train.summary_iterator(str(file)):
+                for value in event.summary.value:
+                    tags.setdefault(value.tag, []).append(event.step)
+    assert {"loss", "pixel_accuracy", "mean_iou", "learning_rate"} <= set(found["train"])
+    per_class = {f"iou/{name}" for name in CLASS_NAMES}
+    assert {"loss", "pixel_accuracy", "mean_iou"} | per_class <= set(found["validation"])
+    assert sorted(found["train"]["loss"]) == [1, 2]
+    assert sorted(found["validation"]["mean_iou"]) == [1, 2]
+
+
+def test_class_weights_auto_from_manifest(records):
+    from labelfix.records.manifest import read_manifest
+    from labelfix.training.loop import _class_weights
+
+    manifest = read_manifest(records, "train")
+    expected = median_frequency_weights(
+        manifest["class_pixel_counts"], manifest["class_image_pixels"]
+    )
+    assert _class_weights("auto", manifest, 4, records) == expected
+    assert _class_weights(None, manifest, 4, records) is None
+    with pytest.raises(LabelfixError, match="expected 4 class weights, got 2"):
+        _class_weights([1.0, 2.0], manifest, 4, records)
 
 
 # --------------------------------------------------------------------------- precision
 
 
-@pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
-def test_mixed_precision_runs_on_cpu(precision):
+def test_mixed_precision_runs_on_cpu():
     """The GPU precisions, on the CPU without XLA (XLA's CPU backend cannot compile bf16/f16
-    convolution gradients, so train refuses that combination with a clear message)."""
-    with pytest.raises(ValueError, match="XLA's CPU backend"):
-        tiny_train(precision=precision)
-    result = tiny_train(precision=precision, jit_compile=False)
+    convolution gradients, so train refuses that combination with a clear message). One run,
+    float16: its loss-scale optimizer is the longer path (bfloat16 differs only in the dtype)."""
+    for precision in ("mixed_bfloat16", "mixed_float16"):
+        with pytest.raises(ValueError, match="XLA's CPU backend"):
+            tiny_train(precision=precision)
+    precision = "mixed_float16"
+    result = tiny_train(precision=precision, jit_compile=False, steps_per_epoch=1)
     assert result.precision == precision
     assert np.isfinite(result.history[0].loss)
     assert result.model.layers[-1].compute_dtype == precision.removeprefix("mixed_")
 
 
-# --------------------------------------------------------------------------- through labelfix.data
-
-
-def test_manifest_num_classes_mismatch(fake_data, tmp_path):
-    with pytest.raises(LabelfixError, match="manifest says num_classes=4"):
-        train(data_dir=tmp_path, num_classes=5, epochs=1, batch_size=4, crop_size=(16, 16))
-
-
-def test_class_weights_auto_needs_a_manifest():
-    with pytest.raises(LabelfixError, match="class_pixel_counts"):
-        tiny_train(class_weights="auto")
-
-
 # --------------------------------------------------------------------------- the CLI
 
 
-def run_cli(*args):
-    from labelfix.cli import main
-
-    return CliRunner().invoke(main, list(args))
-
-
-@pytest.fixture
-def without_xla(monkeypatch):
-    """``train`` builds its train step without XLA: where the CLI, not the step, is under test
-    (the end-to-end test runs the CLI's XLA step)."""
-
-    def make_train_step(**kwargs):
-        return steps.make_train_step(**{**kwargs, "jit_compile": False})
-
-    monkeypatch.setattr("labelfix.training.loop.make_train_step", make_train_step)
-
-
-def test_cli_trains_and_prints_epochs(fake_data, without_xla, tmp_path):
-    out = tmp_path / "run"
-    result = run_cli(
-        "train",
-        str(tmp_path),
-        "-n",
-        "4",
-        "-e",
-        "2",
-        "-b",
-        "4",
-        "--steps-per-epoch",
-        "2",
-        "--val-split",
-        "val",
-        "--crop-size",
-        "16",
-        "--width",
-        "4",
-        "--output",
-        str(out),
-        "--class-weights",
-        "auto",
-    )
-    assert result.exit_code == 0, result.output
-    lines = result.stdout.splitlines()
-    assert lines[0].startswith("epoch 1/2  loss ") and "mIoU" in lines[0]
-    assert "val_mIoU" in lines[1]
-    assert lines[-2] == "devices: CPU:0 (float32)"
-    assert (out / "model.keras").is_file() and (out / "history.json").is_file()
-    assert "training on CPU:0 (float32, 1 replica, 2 steps/epoch)" in result.stderr
-    assert "[" not in result.stderr  # no progress bar when stderr is not a terminal
-
-
 def test_cli_usage_errors_exit_2(tmp_path):
-    result = run_cli("train", str(tmp_path), "-n", "4", "-e", "1", "-b", "2", "--crop-size", "30")
+    result = run_cli("train", tmp_path, "-n", 4, "-e", 1, "-b", 2, "--crop-size", 30)
     assert result.exit_code == 2
     assert "multiples of 16" in result.output
     weights = tmp_path / "w.txt"
     weights.write_text("1.0, x")
-    result = run_cli(
-        "train", str(tmp_path), "-n", "2", "-e", "1", "-b", "2", "--class-weights", str(weights)
-    )
+    result = run_cli("train", tmp_path, "-n", 2, "-e", 1, "-b", 2, "--class-weights", weights)
     assert result.exit_code == 2
     assert "expected numbers" in result.output
+    result = run_cli("train", tmp_path, "-n", 2, "-e", 1, "-b", 2, "--resume", "--weights", weights)
+    assert result.exit_code == 2
+    assert "continues from the checkpoint: it takes no weights" in result.stderr
 
 
-def test_cli_data_problem_is_one_line_exit_1(fake_data, tmp_path):
-    result = run_cli("train", str(tmp_path), "-n", "7", "-e", "1", "-b", "4", "--crop-size", "16")
+def test_cli_data_problems_are_one_line_exit_1(records, tmp_path):
+    result = run_cli("train", records, "-n", 7, "-e", 1, "-b", 4, "--crop-size", 16)
     assert result.exit_code == 1
     assert result.stderr.strip().splitlines()[-1].startswith("labelfix: error: ")
     assert "manifest says num_classes=4" in result.stderr
     assert "Traceback" not in result.output
+    result = run_cli(
+        "train",
+        records,
+        "-n",
+        4,
+        "-e",
+        1,
+        "-b",
+        4,
+        "--crop-size",
+        16,
+        "--width",
+        4,
+        "-o",
+        tmp_path / "new",
+        "--resume",
+        "--json",
+    )
+    assert result.exit_code == 1
+    document = json.loads(result.stdout)
+    assert document["ok"] is False and "no checkpoint to resume from" in document["error"]
+    (tmp_path / "weights.bin").write_bytes(b"")
+    result = run_cli(
+        "train",
+        records,
+        "-n",
+        4,
+        "-e",
+        1,
+        "-b",
+        4,
+        "--crop-size",
+        16,
+        "--width",
+        4,
+        "-o",
+        tmp_path / "new",
+        "--weights",
+        tmp_path / "weights.bin",
+    )
+    assert result.exit_code == 1
+    assert "weights.bin: expected a .keras or .weights.h5 file" in result.stderr
 
 
 def test_cli_without_tensorflow_names_the_extra(monkeypatch, tmp_path):
@@ -419,12 +565,12 @@ def test_cli_without_tensorflow_names_the_extra(monkeypatch, tmp_path):
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "tensorflow" else real(name)
     )
-    result = run_cli("train", str(tmp_path), "-n", "4", "-e", "1", "-b", "2")
+    result = run_cli("train", tmp_path, "-n", 4, "-e", 1, "-b", 2)
     assert result.exit_code == 1
     assert "pip install 'labelfix[tf]'" in result.stderr
 
 
-def test_cli_class_weights_file(fake_data, tmp_path):
+def test_cli_class_weights_file(tmp_path):
     weights = tmp_path / "weights.json"
     weights.write_text(json.dumps({"1": 2.5}))
     from labelfix.cli.train import _check_class_weights
@@ -434,65 +580,15 @@ def test_cli_class_weights_file(fake_data, tmp_path):
     assert _check_class_weights(None, None, str(weights)) == (0.5, 1.0, 2.0, 3.0)
 
 
-# --------------------------------------------------------------------------- real TFRecords
+def test_progress_bar_on_a_terminal_shows_rate_and_eta(capsys):
+    from labelfix.cli.train import _Bar
+    from labelfix.training.history import EpochStats, Progress
 
-
-def write_records(root: Path, split: str, count: int, seed: int) -> None:
-    """PNG images and VOC-style masks (void 255) -> ``labelfix.records.write.write_dataset``."""
-    from PIL import Image
-
-    from labelfix.labels.labelmap import LabelMap
-    from labelfix.records.write import write_dataset
-
-    images, masks = shapes(count, seed=seed, size=32, ignore=255, dtype=np.uint8)
-    for i, (image, mask) in enumerate(zip(images, masks, strict=True)):
-        for folder, array in (
-            ("images", (image.clip(0, 1) * 255).astype(np.uint8)),
-            ("masks", mask),
-        ):
-            (root / split / folder).mkdir(parents=True, exist_ok=True)
-            Image.fromarray(array).save(root / split / folder / f"{i:04d}.png")
-    write_dataset(
-        images=root / split / "images",
-        masks=root / split / "masks",
-        output=root / "records",
-        split=split,
-        num_classes=4,
-        label_map=LabelMap(ignore=(255,)),
-    )
-
-
-@pytest.mark.slow
-def test_end_to_end_through_labelfix_data(tmp_path):
-    """Masks on disk -> to-tfrecord -> labelfix.data (void presented as -1) -> the CLI, with its
-    default XLA step."""
-    pytest.importorskip("labelfix.data")
-    write_records(tmp_path, "train", 8, seed=0)
-    write_records(tmp_path, "val", 2, seed=1)
-    out = tmp_path / "run"
-    result = run_cli(
-        "train",
-        str(tmp_path / "records"),
-        "-n",
-        "4",
-        "-e",
-        "2",
-        "-b",
-        "4",
-        "--val-split",
-        "val",
-        "--crop-size",
-        "16",
-        "--width",
-        "4",
-        "--output",
-        str(out),
-        "--class-weights",
-        "auto",
-    )
-    assert result.exit_code == 0, result.output
-    record = json.loads((out / "history.json").read_text())
-    assert record["steps_per_epoch"] == 2  # 8 records // 4, from the manifest
-    assert record["ignore"] == -1 and len(record["class_weights"]) == 4
-    assert record["epochs"][-1]["val_mean_iou"] is not None
-    assert record["epochs"][-1]["loss"] < record["epochs"][0]["loss"] * 1.5
+    bar = _Bar(enabled=True)
+    bar(Progress("start", 0, 2, steps=4, devices=("CPU:0",), precision="float32"))
+    for step in range(1, 5):
+        bar(Progress("step", 1, 2, step=step, steps=4, loss=0.5))
+    bar(Progress("epoch", 1, 2, 4, 4, stats=EpochStats(1, 0.5, 0.8, 0.6)))
+    captured = capsys.readouterr()
+    assert "\repoch 1/2 [" in captured.err and "steps/s ETA 0:0" in captured.err
+    assert captured.out.startswith("epoch 1/2  loss 0.5000")

@@ -24,6 +24,8 @@ COMMANDS: dict[str, str] = {
     "to-tfrecord": "labelfix.cli.to_tfrecord:to_tfrecord",
     "verify": "labelfix.cli.verify:verify",
     "train": "labelfix.cli.train:train",
+    "evaluate": "labelfix.cli.evaluate:evaluate",
+    "predict": "labelfix.cli.predict:predict",
 }
 
 

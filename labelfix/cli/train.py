@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from labelfix.cli import options
-from labelfix.cli._common import fail, handle_errors, require_tensorflow
+from labelfix.cli._common import fail, handle_errors, require_tensorflow, show_progress
 from labelfix.errors import MissingExtra
 from labelfix.training import PRECISIONS
 
@@ -55,37 +55,55 @@ def _check_class_weights(ctx, param, value):
 
 
 class _Bar:
-    """One self-rewriting stderr line per epoch; silent when stderr is not a terminal."""
+    """Progress of a run on stderr: the start line, then a self-rewriting bar per epoch (steps,
+    running loss, steps/s, ETA) on a terminal; one line per epoch always (to stdout, or to
+    stderr under ``--json``)."""
 
-    def __init__(self) -> None:
-        self.enabled = sys.stderr.isatty()
+    def __init__(self, *, enabled: bool | None = None, epochs_to: str = "stdout") -> None:
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.err = epochs_to == "stderr"
         self.started = time.perf_counter()
 
     def __call__(self, event) -> None:
         if event.kind == "start":
+            self.started = time.perf_counter()
             replicas = len(event.devices)
+            resumed = f", resuming after epoch {event.epoch}" if event.epoch else ""
             click.echo(
                 f"labelfix: training on {', '.join(event.devices)} ({event.precision}, "
-                f"{replicas} replica{'s' * (replicas != 1)}, {event.steps} steps/epoch)",
+                f"{replicas} replica{'s' * (replicas != 1)}, {event.steps} steps/epoch{resumed})",
                 err=True,
             )
         elif event.kind in ("step", "validate") and self.enabled:
-            if event.step == 1:
-                self.started = time.perf_counter()
-            done = event.step / max(event.steps, 1)
-            filled = int(30 * done)
-            tail = "validating" if event.kind == "validate" else f"loss {event.loss:.4f}"
-            elapsed = time.perf_counter() - self.started
-            sys.stderr.write(
-                f"\repoch {event.epoch}/{event.epochs} [{'#' * filled}{'.' * (30 - filled)}] "
-                f"{event.step}/{event.steps} {tail} {elapsed:.0f}s\x1b[K"
-            )
+            sys.stderr.write("\r" + bar_line(event, time.perf_counter() - self.started) + "\x1b[K")
             sys.stderr.flush()
         elif event.kind == "epoch":
             if self.enabled:
                 sys.stderr.write("\r\x1b[K")
                 sys.stderr.flush()
-            click.echo(_epoch_line(event.stats, event.epochs))
+            click.echo(_epoch_line(event.stats, event.epochs), err=self.err)
+            self.started = time.perf_counter()  # the next epoch's clock
+
+
+def bar_line(event, elapsed: float) -> str:
+    """``epoch 3/30 [#########.....] 12/40 loss 0.4567 3.1 steps/s ETA 0:09``.
+
+    >>> from labelfix.training.history import Progress
+    >>> bar_line(Progress("step", 1, 2, step=5, steps=10, loss=0.5), 2.0)
+    'epoch 1/2 [###############...............] 5/10 loss 0.5000 2.5 steps/s ETA 0:02'
+    """
+    done = event.step / max(event.steps, 1)
+    filled = int(30 * done)
+    head = f"epoch {event.epoch}/{event.epochs} [{'#' * filled}{'.' * (30 - filled)}]"
+    if event.kind == "validate":
+        return f"{head} {event.step}/{event.steps} validating"
+    rate = event.step / elapsed if elapsed > 0 else 0.0
+    left = (event.steps - event.step) / rate if rate > 0 else 0.0
+    minutes, seconds = divmod(round(left), 60)
+    return (
+        f"{head} {event.step}/{event.steps} loss {event.loss:.4f} {rate:.1f} steps/s "
+        f"ETA {minutes}:{seconds:02d}"
+    )
 
 
 def _epoch_line(s, epochs: int) -> str:
@@ -99,6 +117,26 @@ def _epoch_line(s, epochs: int) -> str:
             f"val_mIoU {s.val_mean_iou:.4f}"
         )
     return line + f"  ({s.seconds:.1f}s)"
+
+
+def _document(result) -> dict:
+    """The ``--json`` document of a finished run."""
+    from dataclasses import asdict
+
+    return {
+        "ok": True,
+        "devices": list(result.devices),
+        "precision": result.precision,
+        "num_replicas": result.num_replicas,
+        "steps_per_epoch": result.steps_per_epoch,
+        "class_weights": list(result.class_weights) if result.class_weights else None,
+        "resumed_from": result.resumed_from,
+        "model": str(result.model_path),
+        "history_path": str(result.history_path),
+        "checkpoints": str(result.checkpoint_dir),
+        "logs": str(result.log_dir),
+        "history": [asdict(s) for s in result.history],
+    }
 
 
 @click.command()
@@ -125,7 +163,23 @@ def _epoch_line(s, epochs: int) -> str:
     type=click.Path(file_okay=False),
     default="labelfix-train",
     show_default=True,
-    help="Directory for model.keras and history.json.",
+    help="Directory for model.keras, history.json, checkpoints/ and logs/ (TensorBoard).",
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue from the newest checkpoint in --output: weights, optimizer state, epoch.",
+)
+@click.option(
+    "--weights",
+    type=click.Path(exists=True, dir_okay=False),
+    metavar="FILE",
+    help="Start from a local .keras or .weights.h5 file of the same architecture.",
+)
+@click.option(
+    "--no-verify",
+    is_flag=True,
+    help="Skip the shards' sha256 check against the manifest (sizes are still checked).",
 )
 @click.option(
     "--class-weights",
@@ -148,6 +202,7 @@ def _epoch_line(s, epochs: int) -> str:
 @click.option("--backbone", metavar="NAME", help="A keras.applications model (weights=None).")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@options.json_option
 @handle_errors
 def train(
     data_dir,
@@ -158,6 +213,9 @@ def train(
     split,
     val_split,
     output,
+    resume,
+    weights,
+    no_verify,
     class_weights,
     crop_size,
     learning_rate,
@@ -165,14 +223,20 @@ def train(
     backbone,
     precision,
     seed,
+    as_json,
 ):
     """Train a DeepLabV3+ on TFRecords written by `labelfix to-tfrecord`.
 
     Void pixels are left out of the loss (normalised by the valid pixels of the global batch)
-    and of the metrics. Uses every visible GPU (mixed precision), else the CPU.
+    and of the metrics. Uses every visible GPU (mixed precision), else the CPU. Shards are
+    checked against the manifest first; a label that is neither void nor a class stops the
+    run naming its record. Validation scores whole images of any size (each padded to a
+    multiple of 16, never resized). Writes a checkpoint every epoch (--resume continues from
+    it), TensorBoard scalars in OUTPUT/logs and history.json (per-class IoU by name).
 
     \b
     labelfix train records/ -n 21 -e 30 -b 16 --val-split val --class-weights auto
+    labelfix train records/ -n 21 -e 50 -b 16 --val-split val --resume
     """
     require_tensorflow("train")
     if importlib.util.find_spec("keras") is None:
@@ -180,6 +244,7 @@ def train(
     import tensorflow as tf
 
     from labelfix.training.loop import train as run_train
+    from labelfix.training.sources import tf_error_reason
 
     try:
         result = run_train(
@@ -191,6 +256,9 @@ def train(
             split=split,
             val_split=val_split,
             output=output,
+            resume=resume,
+            weights=weights,
+            verify_digests=not no_verify,
             class_weights=class_weights,
             crop_size=crop_size,
             learning_rate=learning_rate,
@@ -198,11 +266,18 @@ def train(
             backbone=backbone,
             precision=precision,
             seed=seed,
-            progress=_Bar(),
+            progress=_Bar(
+                enabled=show_progress(),
+                epochs_to="stderr" if as_json else "stdout",
+            ),
         )
     except ValueError as err:  # an option the data or devices do not allow
         fail(str(err).splitlines()[0], 2)
     except tf.errors.OpError as err:  # unreadable records and the like
-        fail(err.message.splitlines()[0], 1)
+        fail(tf_error_reason(err.message), 1)
+    if as_json:
+        click.echo(json.dumps(_document(result), indent=2))
+        return
     click.echo(f"devices: {', '.join(result.devices)} ({result.precision})")
     click.echo(f"saved {result.model_path} and {result.history_path}")
+    click.echo(f"checkpoints in {result.checkpoint_dir}, TensorBoard logs in {result.log_dir}")

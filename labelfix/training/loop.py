@@ -2,15 +2,23 @@
 
 What it gets right, and where:
 
-* **Input**: TFRecords from ``labelfix to-tfrecord`` through ``labelfix.data.load`` (or any
-  ``tf.data`` dataset of ``(image float32 [H, W, 3], mask int [H, W])``), augmented in
-  :mod:`labelfix.training.pipelines`.
+* **Input**: TFRecords from ``labelfix to-tfrecord``, their shards checked against the manifest
+  (sizes, sha256) and every record named by shard and index (:mod:`labelfix.training.sources`),
+  or any ``tf.data`` dataset of ``(image float32 [H, W, 3], mask int [H, W])``; augmented in
+  :mod:`labelfix.training.pipelines`, where a label that is neither void nor a class stops the
+  run before its batch is trained on, naming the record.
 * **Loss and step**: normalised by the valid pixels of the *global* batch, so any number of
   devices gives the single-device loss and gradients (:mod:`labelfix.training.steps`).
 * **Devices and precision**: every visible GPU, mixed precision there; float32 on the CPU
   (:mod:`labelfix.training.devices`).
-* **Metrics**: loss, pixel accuracy and mean IoU with void excluded, from confusion matrices
-  summed exactly (int64) on the host.
+* **Validation**: whole images of any size, each padded to a multiple of the model stride
+  (:mod:`labelfix.training.inference`).
+* **Metrics**: loss, pixel accuracy, mean and per-class IoU with void excluded, from confusion
+  matrices summed exactly (int64) on the host.
+* **Outputs** (with ``output``): ``model.keras``, ``history.json`` (rewritten every epoch), a
+  checkpoint every epoch in ``checkpoints/`` (``resume=True`` continues from the newest,
+  :mod:`labelfix.training.checkpoints`) and TensorBoard scalars in ``logs/``
+  (:mod:`labelfix.training.summaries`).
 
 The library never prints: pass ``progress=`` to watch it (``labelfix train`` draws a bar).
 
@@ -20,12 +28,12 @@ True
 
 from __future__ import annotations
 
-import json
+import contextlib
 import math
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,96 +41,43 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from labelfix._version import __version__
 from labelfix.errors import LabelfixError
 from labelfix.labels import IGNORE_AS
 from labelfix.labels.weights import median_frequency_weights
 from labelfix.metrics import iou_per_class, mean_iou, pixel_accuracy
+from labelfix.training.checkpoints import Checkpoints, load_weights
 from labelfix.training.devices import describe_devices, make_strategy, resolve_precision
+from labelfix.training.history import (
+    EpochStats,
+    Progress,
+    RunConfig,
+    TrainResult,
+    class_names,
+    write_history,
+)
+from labelfix.training.inference import Evaluator
 from labelfix.training.model import build_model
 from labelfix.training.pipelines import (
     MODEL_MULTIPLE,
+    evaluation_pipeline,
     shard_by_data,
     training_pipeline,
-    validation_pipeline,
 )
-from labelfix.training.steps import make_eval_step, make_train_step, masked_loss
+from labelfix.training.sources import read_errors, read_split
+from labelfix.training.steps import LossFn, make_train_step, masked_loss
+from labelfix.training.summaries import Summaries
 
 __all__ = ["EpochStats", "Progress", "TrainResult", "train"]
 
 
 @dataclass(frozen=True)
-class EpochStats:
-    """Metrics of one epoch (void excluded). ``val_*`` are None without a validation split."""
-
-    epoch: int
-    loss: float
-    pixel_accuracy: float
-    mean_iou: float
-    val_loss: float | None = None
-    val_pixel_accuracy: float | None = None
-    val_mean_iou: float | None = None
-    iou_per_class: tuple[float | None, ...] = ()  # validation if any, else training
-    seconds: float = 0.0
-
-
-@dataclass(frozen=True)
-class Progress:
-    """What ``train`` reports to its ``progress`` callback.
-
-    ``kind`` is ``"start"`` (``devices``, ``precision``, ``steps``), ``"step"`` (``step`` of
-    ``steps`` done, running ``loss``), ``"validate"`` or ``"epoch"`` (``stats``).
-    """
-
-    kind: str
-    epoch: int = 0
-    epochs: int = 0
-    step: int = 0
-    steps: int = 0
-    loss: float | None = None
-    stats: EpochStats | None = None
-    devices: tuple[str, ...] = ()
-    precision: str = ""
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    """What a training run produced. ``model`` is the trained ``keras.Model``."""
-
-    history: tuple[EpochStats, ...]
-    devices: tuple[str, ...]
-    precision: str
-    num_replicas: int
-    steps_per_epoch: int
-    class_weights: tuple[float, ...] | None
-    model_path: Path | None
-    history_path: Path | None
-    model: Any = field(repr=False, compare=False, default=None)
-
-
-@dataclass(frozen=True)
-class _Run:
-    """One run's settings once resolved: what ``train``'s helpers share, what history.json keeps."""
-
-    num_classes: int
-    ignore: int
-    epochs: int
-    batch_size: int
-    crop_size: tuple[int, int]
-    steps_per_epoch: int
-    class_weights: tuple[float, ...] | None
-    precision: str
-    devices: tuple[str, ...]
-    num_replicas: int
-
-
-@dataclass(frozen=True)
 class _Source:
-    """The examples before batching, and the manifest they came with (None for datasets)."""
+    """The examples before batching, and the manifests they came with (none for datasets)."""
 
     dataset: tf.data.Dataset
     val_dataset: tf.data.Dataset | None
     manifest: Mapping[str, Any] | None
+    manifests: tuple[Mapping[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -134,11 +89,22 @@ class _Batches:
 
 
 @dataclass(frozen=True)
-class _Steps:
-    """The run's compiled steps (see :mod:`labelfix.training.steps`)."""
+class _Trainer:
+    """The model, its optimizer, the compiled train step and the validation's evaluator."""
 
-    train: Callable[[Any], tuple[Any, Any]]
-    evaluate: Callable[[Any], tuple[Any, Any, Any]]
+    model: keras.Model
+    optimizer: keras.optimizers.Optimizer
+    step: Callable[[Any], tuple[Any, Any]]
+    evaluate: Evaluator
+
+
+@dataclass(frozen=True)
+class _Outputs:
+    """Where a run writes (all None without ``output``)."""
+
+    directory: Path | None
+    checkpoints: Checkpoints | None
+    summaries: Summaries | None
 
 
 def train(
@@ -153,6 +119,9 @@ def train(
     val_dataset: tf.data.Dataset | None = None,
     steps_per_epoch: int | None = None,
     output: str | os.PathLike | None = None,
+    resume: bool = False,
+    weights: str | os.PathLike | None = None,
+    verify_digests: bool = True,
     ignore: int = IGNORE_AS,
     class_weights: str | Sequence[float] | None = None,
     crop_size: Sequence[int] = (512, 512),
@@ -173,15 +142,22 @@ def train(
 
     Args:
         num_classes: classes 0..N-1; must match the dataset manifest when ``data_dir`` is given.
-        epochs, batch_size: ``batch_size`` is the *global* batch, split over the replicas (a
-            multiple of their number).
-        data_dir: a ``labelfix to-tfrecord`` output, read with ``labelfix.data.load(data_dir,
-            split, ignore_as=ignore)``; ``val_split`` names the validation split.
+        epochs, batch_size: ``epochs`` counts from the start of the run, resumed or not;
+            ``batch_size`` is the *global* batch, split over the replicas (a multiple of their
+            number).
+        data_dir: a ``labelfix to-tfrecord`` output; ``val_split`` names the validation split.
+            Shard sizes are checked against the manifest, and sha256 digests unless
+            ``verify_digests=False``.
         dataset, val_dataset: instead of ``data_dir``, unbatched ``tf.data`` datasets of
-            ``(image float32 [H, W, 3], mask int [H, W])`` whose void value is ``ignore``.
+            ``(image float32 [H, W, 3], mask int [H, W][, name string])`` whose void value is
+            ``ignore``.
         steps_per_epoch: default: examples // batch_size (from the dataset's cardinality or the
             manifest, counting the records if neither knows).
-        output: a directory for ``model.keras`` and ``history.json`` (created); None saves nothing.
+        output: a directory for ``model.keras``, ``history.json``, ``checkpoints/`` and
+            ``logs/`` (created); None saves nothing.
+        resume: continue from the newest checkpoint under ``output`` (weights, optimizer state,
+            epoch counter and history); the augmentation draws new random numbers.
+        weights: start from this local ``.keras`` or ``.weights.h5`` file (same architecture).
         ignore: the void value the masks hold (``labelfix.data`` presents void as -1).
         class_weights: None, ``"auto"`` (median frequency from the manifest's
             ``class_pixel_counts``), or one weight per class.
@@ -195,51 +171,73 @@ def train(
         progress: called with a :class:`Progress` at start, after every step and every epoch.
 
     Returns:
-        A :class:`TrainResult`; ``history`` has loss, pixel accuracy and mean IoU (void
-        excluded) per epoch.
+        A :class:`TrainResult`; ``history`` has loss, pixel accuracy, mean and per-class IoU
+        (void excluded) per epoch.
 
     Raises:
-        LabelfixError: missing or inconsistent data (e.g. a batch larger than the dataset).
+        LabelfixError: missing, changed or inconsistent data (a shard that differs from its
+            manifest, a label that is neither void nor a class, a damaged record: each named),
+            or nothing to resume from.
     """
     report = progress or (lambda event: None)
     crop_size = _check_sizes(crop_size, epochs=epochs, batch_size=batch_size)
+    if resume and output is None:
+        raise ValueError("resume=True needs the output directory of the run to continue")
+    if resume and weights is not None:
+        raise ValueError("resume=True continues from the checkpoint: it takes no weights")
     strategy = _strategy(devices, batch_size=batch_size, seed=seed)
-
-    source = _read(dataset, val_dataset, data_dir, split, val_split, num_classes, ignore)
-    weights = _class_weights(class_weights, source.manifest, num_classes, data_dir)
+    source = _read(
+        dataset,
+        val_dataset,
+        data_dir,
+        split,
+        val_split,
+        num_classes=num_classes,
+        ignore=ignore,
+        digests=verify_digests,
+    )
     if steps_per_epoch is None:
         steps_per_epoch = _steps_per_epoch(source, batch_size=batch_size, split=split)
-    augmentation = dict(crop_size=crop_size, scale_range=scale_range, flip=flip, seed=seed)
-    batches = _batches(strategy, source, batch_size=batch_size, ignore=ignore, **augmentation)
-
-    precision = _check_precision(precision, jit_compile=jit_compile)
-    run = _Run(
+    run = RunConfig(
         num_classes=num_classes,
         ignore=ignore,
         epochs=epochs,
         batch_size=batch_size,
         crop_size=crop_size,
         steps_per_epoch=steps_per_epoch,
-        class_weights=weights,
-        precision=precision,
+        class_weights=_class_weights(class_weights, source.manifest, num_classes, data_dir),
+        precision=_check_precision(precision, jit_compile=jit_compile),
         devices=describe_devices(strategy),
         num_replicas=strategy.num_replicas_in_sync,
+        class_names=class_names((source.manifest or {}).get("class_names"), num_classes),
+        width=width,
+        backbone=backbone,
+        norm=norm,
     )
-    model, optimizer = _build(
-        strategy, run, learning_rate=learning_rate, width=width, backbone=backbone, norm=norm
-    )
-    steps = _make_steps(
-        model, optimizer, strategy, run, label_smoothing=label_smoothing, jit_compile=jit_compile
-    )
+    model, optimizer = _build(strategy, run, learning_rate=learning_rate)
+    if weights is not None:
+        load_weights(model, weights)
+    outputs = _outputs(output, model, optimizer, run, validation=source.val_dataset is not None)
+    done, history = outputs.checkpoints.restore() if resume else (0, [])
+    augmentation = dict(crop_size=crop_size, scale_range=scale_range, flip=flip)
+    augmentation["seed"] = seed if seed is None or not done else seed + 7919 * done
+    batches = _batches(strategy, source, run, **augmentation)
+    trainer = _trainer(model, optimizer, strategy, run, label_smoothing, jit_compile)
     report(
         Progress(
-            "start", epochs=epochs, steps=steps_per_epoch, devices=run.devices, precision=precision
+            "start",
+            done,
+            epochs,
+            steps=steps_per_epoch,
+            devices=run.devices,
+            precision=run.precision,
         )
     )
-    history = [
-        _run_epoch(epoch, run, strategy, steps, batches, report) for epoch in range(1, epochs + 1)
-    ]
-    return _finish(output, model, run, history)
+    with read_errors(source.manifests), outputs.summaries or contextlib.nullcontext():
+        for epoch in range(done + 1, epochs + 1):
+            history.append(_run_epoch(epoch, run, trainer, batches, report))
+            _record_epoch(outputs, run, history)
+    return _finish(outputs, model, run, history, resumed_from=done)
 
 
 def _check_sizes(crop_size: Sequence[int], *, epochs: int, batch_size: int) -> tuple[int, int]:
@@ -271,26 +269,30 @@ def _read(
     data_dir: str | os.PathLike | None,
     split: str,
     val_split: str | None,
+    *,
     num_classes: int,
     ignore: int,
+    digests: bool,
 ) -> _Source:
-    """The datasets given, or the splits of ``data_dir`` read with ``labelfix.data``."""
+    """The datasets given, or the splits of ``data_dir``: manifest checked against
+    ``num_classes``, shards against the manifest, records named by shard and index."""
     if dataset is not None:
         return _Source(dataset, val_dataset, None)
     if data_dir is None:
         raise ValueError("pass data_dir or dataset")
-    from labelfix import data
+    from labelfix.records.manifest import read_manifest
 
-    manifest = data.read_manifest(data_dir, split)
+    manifest = read_manifest(data_dir, split)
     if manifest.get("num_classes") not in (None, num_classes):
         raise LabelfixError(
             f"{data_dir}: the manifest says num_classes={manifest['num_classes']}, "
             f"got num_classes={num_classes}"
         )
-    dataset = data.load(data_dir, split, ignore_as=ignore)
-    if val_split is not None and val_dataset is None:
-        val_dataset = data.load(data_dir, val_split, ignore_as=ignore)
-    return _Source(dataset, val_dataset, manifest)
+    splits = [read_split(data_dir, split, ignore=ignore, digests=digests)]
+    if val_split is not None:
+        splits.append(read_split(data_dir, val_split, ignore=ignore, digests=digests))
+    val = splits[1].dataset if val_split is not None else None
+    return _Source(splits[0].dataset, val, splits[0].manifest, tuple(s.manifest for s in splits))
 
 
 def _class_weights(
@@ -340,21 +342,27 @@ def _count_examples(dataset: tf.data.Dataset, manifest: Mapping[str, Any] | None
 
 
 def _batches(
-    strategy: tf.distribute.Strategy,
-    source: _Source,
-    *,
-    batch_size: int,
-    ignore: int,
-    **augmentation: Any,
+    strategy: tf.distribute.Strategy, source: _Source, run: RunConfig, **augmentation: Any
 ) -> _Batches:
-    """Augmented training batches (``augmentation``: the options of ``training_pipeline``),
-    distributed; the validation batches, padded."""
+    """Augmented, checked training batches (``augmentation``: the options of
+    ``training_pipeline``), distributed; the validation batches, each image padded on its own."""
     train_batches = training_pipeline(
-        source.dataset, batch_size=batch_size, ignore=ignore, **augmentation
+        source.dataset,
+        batch_size=run.batch_size,
+        ignore=run.ignore,
+        num_classes=run.num_classes,
+        **augmentation,
     )
     val_batches = None
     if source.val_dataset is not None:
-        val_batches = validation_pipeline(source.val_dataset, batch_size=batch_size, ignore=ignore)
+        val_batches = evaluation_pipeline(
+            source.val_dataset,
+            batch_size=run.batch_size,
+            ignore=run.ignore,
+            multiple=(*run.crop_size,) if run.backbone else MODEL_MULTIPLE,
+            num_classes=run.num_classes,
+            replicas=run.num_replicas,
+        )
     return _Batches(
         train=iter(strategy.experimental_distribute_dataset(shard_by_data(train_batches))),
         val=val_batches,
@@ -372,22 +380,16 @@ def _check_precision(precision: str, *, jit_compile: bool) -> str:
 
 
 def _build(
-    strategy: tf.distribute.Strategy,
-    run: _Run,
-    *,
-    learning_rate: float,
-    width: int,
-    backbone: str | None,
-    norm: str,
+    strategy: tf.distribute.Strategy, run: RunConfig, *, learning_rate: float
 ) -> tuple[keras.Model, keras.optimizers.Optimizer]:
     """The model and its optimizer (cosine decay over the run), built under ``strategy``."""
     with strategy.scope():
         model = build_model(
             num_classes=run.num_classes,
-            input_shape=(*run.crop_size, 3) if backbone else (None, None, 3),
-            width=width,
-            backbone=backbone,
-            norm=norm,
+            input_shape=(*run.crop_size, 3) if run.backbone else (None, None, 3),
+            width=run.width,
+            backbone=run.backbone,
+            norm=run.norm,
             dtype=None if run.precision == "float32" else run.precision,
         )
         schedule = keras.optimizers.schedules.CosineDecay(
@@ -400,56 +402,86 @@ def _build(
     return model, optimizer
 
 
-def _make_steps(
+def _loss_fn(run: RunConfig, label_smoothing: float = 0.0) -> LossFn:
+    return masked_loss(
+        ignore=run.ignore, class_weights=run.class_weights, label_smoothing=label_smoothing
+    )
+
+
+def _trainer(
     model: keras.Model,
     optimizer: keras.optimizers.Optimizer,
     strategy: tf.distribute.Strategy,
-    run: _Run,
-    *,
+    run: RunConfig,
     label_smoothing: float,
     jit_compile: bool,
-) -> _Steps:
-    """The train and eval steps with the run's masked, weighted loss."""
-    loss_fn = masked_loss(
-        ignore=run.ignore, class_weights=run.class_weights, label_smoothing=label_smoothing
+) -> _Trainer:
+    """The train step with the run's masked, weighted loss, and validation's evaluator."""
+    step = make_train_step(
+        model=model,
+        optimizer=optimizer,
+        strategy=strategy,
+        num_classes=run.num_classes,
+        ignore=run.ignore,
+        loss_fn=_loss_fn(run, label_smoothing),
+        jit_compile=jit_compile,
     )
-    common = dict(model=model, strategy=strategy, num_classes=run.num_classes, ignore=run.ignore)
-    return _Steps(
-        train=make_train_step(
-            optimizer=optimizer, loss_fn=loss_fn, jit_compile=jit_compile, **common
-        ),
-        evaluate=make_eval_step(loss_fn=loss_fn, **common),
+    evaluator = Evaluator(
+        model,
+        num_classes=run.num_classes,
+        ignore=run.ignore,
+        loss_fn=_loss_fn(run),
+        strategy=strategy,
+    )
+    return _Trainer(model, optimizer, step, evaluator)
+
+
+def _outputs(
+    output: str | os.PathLike | None,
+    model: keras.Model,
+    optimizer: keras.optimizers.Optimizer,
+    run: RunConfig,
+    *,
+    validation: bool,
+) -> _Outputs:
+    if output is None:
+        return _Outputs(None, None, None)
+    directory = Path(output)
+    return _Outputs(
+        directory,
+        Checkpoints(directory / "checkpoints", model, optimizer, run),
+        Summaries(directory / "logs", class_names=run.class_names, validation=validation),
     )
 
 
 def _run_epoch(
     epoch: int,
-    run: _Run,
-    strategy: tf.distribute.Strategy,
-    steps: _Steps,
+    run: RunConfig,
+    trainer: _Trainer,
     batches: _Batches,
     report: Callable[[Progress], None],
 ) -> EpochStats:
     """Train one epoch, validate if there is a split, and report the stats."""
     started = time.perf_counter()
-    loss_total, cm = _train_epoch(epoch, run, steps.train, batches.train, report)
+    loss_total, cm = _train_epoch(epoch, run, trainer.step, batches.train, report)
     if not math.isfinite(loss_total):
         raise LabelfixError(f"epoch {epoch}: the loss is not finite ({loss_total})")
     val = None
     if batches.val is not None:
         report(Progress("validate", epoch, run.epochs, run.steps_per_epoch, run.steps_per_epoch))
-        val = _evaluate(steps.evaluate, strategy, batches.val, run.num_classes)
-    per_class = iou_per_class(val[1] if val else cm)
+        val = trainer.evaluate(batches.val)
+    per_class = iou_per_class(val.confusion if val else cm)
     stats = EpochStats(
         epoch=epoch,
         loss=loss_total / run.steps_per_epoch,
         pixel_accuracy=pixel_accuracy(cm),
         mean_iou=mean_iou(cm),
-        val_loss=val[0] if val else None,
-        val_pixel_accuracy=pixel_accuracy(val[1]) if val else None,
-        val_mean_iou=mean_iou(val[1]) if val else None,
+        val_loss=val.loss if val else None,
+        val_pixel_accuracy=pixel_accuracy(val.confusion) if val else None,
+        val_mean_iou=mean_iou(val.confusion) if val else None,
         iou_per_class=tuple(None if math.isnan(v) else float(v) for v in per_class),
         seconds=time.perf_counter() - started,
+        learning_rate=_learning_rate(trainer.optimizer),
     )
     report(
         Progress("epoch", epoch, run.epochs, run.steps_per_epoch, run.steps_per_epoch, stats=stats)
@@ -457,9 +489,14 @@ def _run_epoch(
     return stats
 
 
+def _learning_rate(optimizer: keras.optimizers.Optimizer) -> float:
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    return float(keras.ops.convert_to_numpy(inner.learning_rate))
+
+
 def _train_epoch(
     epoch: int,
-    run: _Run,
+    run: RunConfig,
     train_step: Callable[[Any], tuple[Any, Any]],
     train_batches: Iterator[Any],
     report: Callable[[Progress], None],
@@ -481,27 +518,30 @@ def _train_epoch(
     return loss_total, cm
 
 
-def _evaluate(
-    eval_step: Callable, strategy: tf.distribute.Strategy, batches: tf.data.Dataset, n: int
-) -> tuple[float, np.ndarray]:
-    """``(valid-pixel mean loss, int64 confusion matrix)`` over the whole validation set."""
-    loss_sum, count = 0.0, 0.0
-    cm = np.zeros((n, n), np.int64)
-    for batch in strategy.experimental_distribute_dataset(shard_by_data(batches)):
-        batch_loss, batch_count, batch_cm = eval_step(batch)
-        loss_sum += float(batch_loss)
-        count += float(batch_count)
-        cm += batch_cm.numpy().astype(np.int64)
-    return loss_sum / max(count, 1.0), cm
+def _record_epoch(outputs: _Outputs, run: RunConfig, history: list[EpochStats]) -> None:
+    """After each epoch: TensorBoard scalars, the checkpoint, history.json so far."""
+    if outputs.directory is None:
+        return
+    outputs.summaries.write(history[-1])
+    outputs.checkpoints.save(history[-1].epoch, history)
+    write_history(outputs.directory / "history.json", run, history)
 
 
 def _finish(
-    output: str | os.PathLike | None, model: keras.Model, run: _Run, history: list[EpochStats]
+    outputs: _Outputs,
+    model: keras.Model,
+    run: RunConfig,
+    history: list[EpochStats],
+    *,
+    resumed_from: int,
 ) -> TrainResult:
-    """Save ``model.keras`` and ``history.json`` to ``output`` (unless None); the result."""
+    """Save ``model.keras`` and ``history.json`` (unless no output); the result."""
     model_path = history_path = None
-    if output is not None:
-        model_path, history_path = _save(Path(output), model, run, history)
+    if outputs.directory is not None:
+        outputs.directory.mkdir(parents=True, exist_ok=True)
+        model_path = outputs.directory / "model.keras"
+        model.save(model_path)
+        history_path = write_history(outputs.directory / "history.json", run, history)
     return TrainResult(
         history=tuple(history),
         devices=run.devices,
@@ -511,28 +551,8 @@ def _finish(
         class_weights=tuple(run.class_weights) if run.class_weights else None,
         model_path=model_path,
         history_path=history_path,
+        checkpoint_dir=outputs.checkpoints.directory if outputs.checkpoints else None,
+        log_dir=outputs.summaries.log_dir if outputs.summaries else None,
+        resumed_from=resumed_from,
         model=model,
     )
-
-
-def _save(out: Path, model: keras.Model, run: _Run, history: list[EpochStats]) -> tuple[Path, Path]:
-    """Write ``model.keras`` and ``history.json`` (the run's settings and every epoch)."""
-    out.mkdir(parents=True, exist_ok=True)
-    model_path = out / "model.keras"
-    model.save(model_path)
-    history_path = out / "history.json"
-    record = {
-        "labelfix_version": __version__,
-        "num_classes": run.num_classes,
-        "ignore": run.ignore,
-        "class_weights": list(run.class_weights) if run.class_weights else None,
-        "batch_size": run.batch_size,
-        "crop_size": list(run.crop_size),
-        "steps_per_epoch": run.steps_per_epoch,
-        "precision": run.precision,
-        "devices": list(run.devices),
-        "num_replicas": run.num_replicas,
-        "epochs": [asdict(s) for s in history],
-    }
-    history_path.write_text(json.dumps(record, indent=2) + "\n")
-    return model_path, history_path

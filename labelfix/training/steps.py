@@ -26,6 +26,7 @@ import tensorflow as tf
 from labelfix.labels import IGNORE_AS
 from labelfix.losses import masked_sparse_categorical_crossentropy, valid_count
 from labelfix.metrics import confusion_matrix
+from labelfix.training.inference import ShapeSteps
 
 __all__ = ["LossFn", "make_eval_step", "make_train_step", "masked_loss"]
 
@@ -123,7 +124,9 @@ def make_eval_step(
     """``step(distributed_batch) -> (loss_sum, valid_count, confusion_matrix)``, inference mode.
 
     Not XLA-compiled: validation images keep their own (padded) sizes, and XLA would compile
-    once per size.
+    once per size. One ``tf.function`` per padded (height, width), never one traced with an
+    unknown height: Keras' bilinear ``UpSampling2D`` cannot be (see
+    :class:`labelfix.training.inference.ShapeSteps`).
     """
     loss_fn = loss_fn or masked_loss(ignore=ignore)
 
@@ -135,9 +138,11 @@ def make_eval_step(
         cm = confusion_matrix(labels, predictions, num_classes=num_classes, ignore=ignore)
         return loss_sum, count, cm
 
-    @tf.function(reduce_retracing=True)
-    def step(batch):
-        outputs = strategy.run(replica_step, args=batch)
-        return tuple(strategy.reduce(tf.distribute.ReduceOp.SUM, o, axis=None) for o in outputs)
+    def make(height: int, width: int) -> Callable:
+        def step(batch):
+            outputs = strategy.run(replica_step, args=batch)
+            return tuple(strategy.reduce(tf.distribute.ReduceOp.SUM, o, axis=None) for o in outputs)
 
-    return step
+        return step
+
+    return ShapeSteps(make, strategy)

@@ -1,0 +1,117 @@
+"""``labelfix predict``: one mask per image, whole and at the image's size, written as class
+ids that labelfix's own commands read back as such."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+
+import keras  # noqa: E402
+from click.testing import CliRunner  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from labelfix.errors import LabelfixError  # noqa: E402
+from labelfix.training.model import build_model  # noqa: E402
+from labelfix.training.predict import palette_for, predict  # noqa: E402
+
+#: Relative path -> (height, width): landscape, portrait, nested, a JPEG; none a multiple of 16.
+IMAGES = {"a/0001.png": (20, 30), "a/b/0002.jpg": (37, 23), "0003.png": (17, 17)}
+
+
+def run_cli(*args):
+    from labelfix.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """``(images dir, model path, model, the CLI run's output dir)``: the CLI has run once."""
+    root = tmp_path_factory.mktemp("predict")
+    rng = np.random.default_rng(0)
+    for rel, (h, w) in IMAGES.items():
+        path = root / "images" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path)
+    (root / "images" / "notes.txt").write_text("not an image")
+    keras.utils.set_random_seed(5)
+    model = build_model(num_classes=4, width=4)
+    model.save(root / "model.keras")
+    out = root / "masks"
+    result = run_cli("predict", root / "model.keras", root / "images", "-o", out, "-b", 2)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(f"Wrote 3 mask(s) to {out} (palette PNG, Pascal VOC colours")
+    return root / "images", root / "model.keras", model, out
+
+
+def decoded(path):
+    """The image as training and predict decode it."""
+    return tf.cast(tf.io.decode_image(tf.io.read_file(str(path)), channels=3), tf.float32)
+
+
+def test_one_palette_png_per_image_at_its_size_equal_to_whole_image_prediction(setup):
+    """Same relative path, .png, the image's size, palette indices 0..3, and exactly the argmax
+    of the model run on that image alone (padded to multiples of 16, logits cropped back)."""
+    images, _, model, out = setup
+    for rel, (h, w) in IMAGES.items():
+        mask_file = (out / rel).with_suffix(".png")
+        with Image.open(mask_file) as im:
+            assert im.mode == "P" and im.size == (w, h)
+            mask = np.asarray(im)
+        image = decoded(images / rel)
+        padded = tf.pad(image, [[0, -h % 16], [0, -w % 16], [0, 0]])[tf.newaxis]
+        expected = np.argmax(model(padded, training=False)[0, :h, :w].numpy(), axis=-1)
+        np.testing.assert_array_equal(mask, expected)
+    assert not (out / "notes.png").exists()
+
+
+def test_stats_and_validate_read_the_masks_as_class_ids(setup):
+    out = setup[3]
+    result = run_cli("validate", out, "--num-classes", 4)
+    assert result.exit_code == 0, result.output
+    assert "OK: 3 files, 0 with problems" in result.stdout
+    result = run_cli("stats", out, "--num-classes", 4, "--json")
+    assert result.exit_code == 0, result.output
+    text = json.dumps(json.loads(result.stdout))
+    assert '"palette"' in text  # read as palette indices, not colours
+    report = json.loads(result.stdout)
+    values = {int(v["value"]) for v in report["values"]}
+    assert values and values <= {0, 1, 2, 3}
+
+
+def test_npy_format_and_the_manifest_palette(setup, tmp_path):
+    images, _, model, out = setup
+    result = predict(model, images / "a", tmp_path / "npy", fmt="npy")
+    assert result.format == "npy" and len(result.masks) == 2
+    assert result.masks[0] == tmp_path / "npy" / "0001.npy"
+    array = np.load(result.masks[0])
+    assert array.dtype == np.uint8 and array.shape == IMAGES["a/0001.png"]
+    with Image.open(out / "a" / "0001.png") as im:
+        np.testing.assert_array_equal(array, np.asarray(im))
+    assert run_cli("validate", tmp_path / "npy", "-n", 4).exit_code == 0
+
+    colours = [[10, 20, 30], [40, 50, 60], [70, 80, 90], [1, 2, 3]]
+    palette, kind = palette_for({"palette": colours}, 4)
+    assert kind == "manifest" and palette[:12] == bytes(c for rgb in colours for c in rgb)
+    assert palette_for(None, 4)[1] == "voc" and palette_for(None, 300) == (None, "none")
+    with pytest.raises(LabelfixError, match="num_classes=5, the model scores 4 classes"):
+        predict(model, images, tmp_path / "x", manifest={"num_classes": 5})
+
+
+def test_a_model_with_a_fixed_input_size_runs_on_tiles(tmp_path):
+    """A static 16x16 model on a 20x30 image: padded to 32x32, four tiles, cropped back; a 1x1
+    convolution gives on tiles what it gives on the whole image."""
+    keras.utils.set_random_seed(2)
+    model = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(3, 1)])
+    image = np.random.default_rng(1).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    Image.fromarray(image).save(tmp_path / "x.png")
+    result = predict(model, tmp_path / "x.png", tmp_path / "out")
+    with Image.open(result.masks[0]) as im:
+        mask = np.asarray(im)
+    kernel, bias = (w.numpy() for w in model.layers[0].weights)
+    expected = np.argmax(image.astype(np.float32) @ kernel[0, 0] + bias, axis=-1)
+    np.testing.assert_array_equal(mask, expected)
