@@ -586,7 +586,7 @@ def test_size_mismatch_alone_does_not_claim_bad_values(tmp_path):
 def test_fault_injection_quick_kills_leave_no_double_mapped_partial_or_stale_file(tmp_path):
     script = ROOT / "benchmarks" / "fault_injection.py"
     result = subprocess.run(
-        [sys.executable, str(script), "--quick", "--workdir", str(tmp_path)],
+        [sys.executable, str(script), "--quick", "--kills", "3", "--workdir", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=120,

@@ -8,7 +8,8 @@ uint32 masked_crc32c(data)`` (little-endian), the whole stream gzip-compressed f
 
 >>> import io
 >>> buf = io.BytesIO()
->>> write_record(buf, b"hello")
+>>> write_record(buf, b"hello")  # bytes written
+21
 >>> buf.getvalue().hex()
 '0500000000000000eab2043e68656c6c6fbb1f1c19'
 >>> list(read_records(io.BytesIO(buf.getvalue())))
