@@ -148,10 +148,9 @@ def test_verify_decodes_images_and_checks_mask_crcs(tmp_path: Path):
     assert parse_example(serialize_example(crc))[feature_key("filename")] == [b"a.jpg"]
 
 
-def test_unlistable_directory_is_an_error_not_skipped(tmp_path: Path, monkeypatch):
-    """(Root ignores permissions, so the refusal is simulated where os.walk lists.)"""
-    save_png(tmp_path / "m" / "a.png", voc_mask())
-    save_png(tmp_path / "m" / "locked" / "b.png", voc_mask())
+def lock_directories_named_locked(monkeypatch) -> None:
+    """Directories named ``locked`` cannot be listed. (Root ignores permissions, so the refusal
+    is simulated where os.walk and os.listdir list.)"""
     real = os.scandir
 
     def scandir(path="."):
@@ -161,6 +160,12 @@ def test_unlistable_directory_is_an_error_not_skipped(tmp_path: Path, monkeypatc
 
     monkeypatch.setattr(os, "scandir", scandir)
     monkeypatch.setattr(os, "listdir", lambda p=".": list(e.name for e in scandir(p)))
+
+
+def test_unlistable_directory_is_an_error_not_skipped(tmp_path: Path, monkeypatch):
+    save_png(tmp_path / "m" / "a.png", voc_mask())
+    save_png(tmp_path / "m" / "locked" / "b.png", voc_mask())
+    lock_directories_named_locked(monkeypatch)
     assert [rel for _, rel in iter_mask_files([tmp_path / "m"])] == ["a.png", "locked"]
     result = run("validate", str(tmp_path / "m"), "-n", "21", "--ignore", "255", "-j", "1")
     assert result.exit_code == 1
@@ -285,15 +290,7 @@ def test_ignore_suggestion_never_suggests_the_value_itself(tmp_path: Path):
 def test_remap_reports_an_unlistable_directory_and_keeps_going(tmp_path: Path, monkeypatch):
     save_png(tmp_path / "m" / "a.png", voc_mask())
     save_png(tmp_path / "m" / "locked" / "b.png", voc_mask())
-    real = os.scandir
-
-    def scandir(path="."):
-        if os.fspath(path).endswith("locked"):
-            raise PermissionError(13, "Permission denied", os.fspath(path))
-        return real(path)
-
-    monkeypatch.setattr(os, "scandir", scandir)
-    monkeypatch.setattr(os, "listdir", lambda p=".": list(e.name for e in scandir(p)))
+    lock_directories_named_locked(monkeypatch)
     result = run("remap", "--ignore", "255", "--out", "0", str(tmp_path / "m"), "--in-place",
                  "-j", "1")  # fmt: skip
     assert result.exit_code == 1
