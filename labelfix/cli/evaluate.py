@@ -60,11 +60,7 @@ def report_lines(report) -> list[str]:
     show_default=True,
     help="Directory for confusion.csv, confusion.png and report.json.",
 )
-@click.option(
-    "--no-verify",
-    is_flag=True,
-    help="Skip the shards' sha256 check against the manifest (sizes are still checked).",
-)
+@options.no_verify_option
 @options.json_option
 @handle_errors
 def evaluate(model, data_dir, split, batch_size, output, no_verify, as_json):

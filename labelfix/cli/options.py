@@ -89,6 +89,12 @@ jobs_option = click.option(
     help="Worker processes (default: all cores).",
 )
 
+no_verify_option = click.option(
+    "--no-verify",
+    is_flag=True,
+    help="Skip the shards' sha256 check against the manifest (sizes are still checked).",
+)
+
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print the whole report as one JSON document."
 )

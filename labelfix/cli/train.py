@@ -176,11 +176,7 @@ def _document(result) -> dict:
     metavar="FILE",
     help="Start from a local .keras or .weights.h5 file of the same architecture.",
 )
-@click.option(
-    "--no-verify",
-    is_flag=True,
-    help="Skip the shards' sha256 check against the manifest (sizes are still checked).",
-)
+@options.no_verify_option
 @click.option(
     "--class-weights",
     default="none",
