@@ -307,3 +307,46 @@ def test_void_is_class_merges_void_on_purpose(tmp_path: Path):
                  str(tmp_path / "m"), "-o", str(tmp_path / "o"))  # fmt: skip
     assert result.exit_code == 0, result.output
     assert 255 not in read_mask(tmp_path / "o" / "a.png").labels
+
+
+def test_an_output_that_is_an_input_mask_is_a_usage_error(tmp_path: Path):
+    """Found by a hostile-user pass: `show -o` and `stats --per-image` overwrote the mask read."""
+    mask = save_png(tmp_path / "m" / "a.png", voc_mask())
+    before = mask.read_bytes()
+    for command in (
+        ["show", str(mask), "-o", str(mask)],
+        ["stats", str(tmp_path / "m"), "--per-image", str(mask)],
+    ):
+        result = run(*command)
+        assert result.exit_code == 2, result.output
+        assert "is one of the masks read; writing it would replace that mask" in result.output
+    assert mask.read_bytes() == before
+
+
+def test_an_output_symlink_is_followed_and_a_device_is_refused(tmp_path: Path):
+    """Found by a hostile-user pass: `--per-image /dev/stdout` replaced the /dev/stdout link
+    with a regular file."""
+    save_png(tmp_path / "m" / "a.png", voc_mask())
+    (tmp_path / "rows.csv").write_text("old")
+    (tmp_path / "link.csv").symlink_to(tmp_path / "rows.csv")
+    result = run("stats", str(tmp_path / "m"), "--per-image", str(tmp_path / "link.csv"))
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "link.csv").is_symlink()
+    assert (tmp_path / "rows.csv").read_text().startswith("path,kind,")
+    os.mkfifo(tmp_path / "pipe.csv")
+    result = run("stats", str(tmp_path / "m"), "--per-image", str(tmp_path / "pipe.csv"))
+    assert result.exit_code == 2
+    assert f"{tmp_path / 'pipe.csv'}: not a regular file" in result.output
+    assert stat_is_fifo(tmp_path / "pipe.csv")
+
+
+def stat_is_fifo(path: Path) -> bool:
+    import stat
+
+    return stat.S_ISFIFO(os.stat(path).st_mode)
+
+
+def test_junk_npy_is_not_a_npy_file_and_no_unpickling_advice(tmp_path: Path):
+    (tmp_path / "bad.npy").write_bytes(b"junk")
+    with pytest.raises(UnreadableMask, match=r"bad\.npy: not a \.npy file \(no NumPy header\)$"):
+        read_mask(tmp_path / "bad.npy")

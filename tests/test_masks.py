@@ -56,7 +56,7 @@ def test_npy_as_is_and_squeezed(tmp_path):
     [
         ("truncated.png", "corrupt or truncated"),
         ("empty.png", "empty file"),
-        ("notes.npy", "not a readable .npy"),
+        ("notes.npy", "not a .npy file (no NumPy header)"),
     ],
 )
 def test_unreadable_files_raise_one_line_reason(messy_masks, name, reason):

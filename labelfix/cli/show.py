@@ -7,7 +7,7 @@ import os
 import click
 
 from labelfix.cli import options
-from labelfix.cli._common import fail, handle_errors, no_masks, table
+from labelfix.cli._common import fail, handle_errors, no_masks, refuse_overwriting_inputs, table
 from labelfix.io.atomic import write_atomic
 from labelfix.viz.sheet import VOID_ALPHA, ShowOptions, contact_sheet, legend_entries, png_bytes
 
@@ -121,6 +121,7 @@ def show(
         raise click.UsageError("say where the pictures go: -o sheet.png and/or --each DIR")
     if output is not None and not output.lower().endswith(".png"):
         raise click.UsageError(f"-o {output}: the sheet is a PNG file, name it *.png")
+    refuse_overwriting_inputs([output], paths, glob)
     if artifacts and num_classes is None:
         raise click.UsageError("--artifacts needs --num-classes")
     show_options = ShowOptions(

@@ -12,7 +12,15 @@ import click
 from labelfix.checks.scan import FileReport, report_to_dict
 from labelfix.checks.stats import DatasetStats, scan_dataset, unused_ignore_message
 from labelfix.cli import options
-from labelfix.cli._common import count_masks, fail, handle_errors, no_masks, progress, table
+from labelfix.cli._common import (
+    count_masks,
+    fail,
+    handle_errors,
+    no_masks,
+    progress,
+    refuse_overwriting_inputs,
+    table,
+)
 from labelfix.io.atomic import atomic_path
 from labelfix.io.masks import KINDS
 
@@ -70,6 +78,7 @@ def stats(
     labelfix stats gs://bucket/masks --runner beam -- --runner=DataflowRunner ...
     """
     colours = options.colour_policy(colormap, unknown_colour, ignore=ignore)
+    refuse_overwriting_inputs([per_image, html_path], paths, glob)
     if class_names is not None and html_path is None:
         raise click.UsageError("--class-names names the classes of the --html report: add --html")
     if html_path is not None:

@@ -30,11 +30,13 @@ import contextlib
 import os
 import re
 import shutil
+import stat
 import tempfile
 import uuid
 from collections.abc import Iterator
 from typing import NoReturn
 
+from labelfix.errors import UsageError
 from labelfix.io import fs
 
 #: What every temporary name ends with (stale ones are found by it).
@@ -161,7 +163,7 @@ def atomic_path(final: str | os.PathLike, *, durable: bool = False) -> Iterator[
     >>> with atomic_path("out/0001.png") as tmp:   # doctest: +SKIP
     ...     Image.fromarray(a).save(tmp, format="PNG")
     """
-    final = os.fspath(final)
+    final = writable_target(final)
     directory = os.path.dirname(final) or "."
     os.makedirs(directory, exist_ok=True)
     tmp = temporary_name(final)
@@ -186,6 +188,25 @@ def atomic_path(final: str | os.PathLike, *, durable: bool = False) -> Iterator[
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def writable_target(final: str | os.PathLike) -> str:
+    """The local path a write to ``final`` replaces: a symbolic link's target (the link stays a
+    link); UsageError for what a rename must never replace (a device, a FIFO, a directory, e.g.
+    ``/dev/stdout``)."""
+    final = os.fspath(final)
+    if os.path.islink(final):
+        final = os.path.realpath(final)
+    try:
+        mode = os.stat(final).st_mode
+    except FileNotFoundError:
+        return final
+    if not stat.S_ISREG(mode):
+        raise UsageError(
+            f"{final}: not a regular file; labelfix writes a complete file under a temporary "
+            "name and renames it into place, which would replace it (give a file path)"
+        )
+    return final
 
 
 def write_atomic(path: str | os.PathLike, data: bytes, *, durable: bool = False) -> None:

@@ -224,6 +224,8 @@ def _directory_problem(path: str) -> str:
 
 def _read_npy(path: str, *, max_pixels: int, data: bytes | None = None) -> Mask:
     data = _file_bytes(path, data)
+    if data and not data.startswith(b"\x93NUMPY"):
+        raise UnreadableMask(path, "not a .npy file (no NumPy header)")
     try:
         array = np.load(io.BytesIO(data), allow_pickle=False)
     except (ValueError, OSError, EOFError) as err:
