@@ -350,3 +350,18 @@ def test_junk_npy_is_not_a_npy_file_and_no_unpickling_advice(tmp_path: Path):
     (tmp_path / "bad.npy").write_bytes(b"junk")
     with pytest.raises(UnreadableMask, match=r"bad\.npy: not a \.npy file \(no NumPy header\)$"):
         read_mask(tmp_path / "bad.npy")
+
+
+def test_remap_into_an_earlier_output_says_what_it_replaced(tmp_path: Path):
+    """Found by a hostile-user pass: a second remap into the same output replaced the first
+    run's files without a word."""
+    save_png(tmp_path / "g" / "a.png", voc_mask())
+    save_png(tmp_path / "g" / "b.png", voc_mask())
+    first = run("remap", "--ignore", "255", "--out", "0", str(tmp_path / "g"))
+    assert first.exit_code == 0 and "replaced" not in first.stderr
+    second = run("remap", "--ignore", "255", "--out", "3", str(tmp_path / "g"))
+    assert second.exit_code == 0
+    assert (
+        f"labelfix: note: replaced 2 existing file(s) in {tmp_path / 'g-remapped'}/ "
+        "(an earlier run's output)"
+    ) in second.stderr

@@ -114,6 +114,8 @@ def execute(paths, label_map, command, *, dry_run, jobs, as_json, **plan_options
         fail(no_masks(paths, plan_options.get("glob")))
     for note in plan.notes:
         click.echo(f"labelfix: warning: {note}", err=True)
+    # outputs of an earlier run into the same directory are replaced: say so, never silently
+    existing = 0 if plan.in_place else sum(os.path.exists(j.destination) for j in plan.files)
 
     def on_file(result: FileResult) -> None:
         advance(1)
@@ -144,6 +146,13 @@ def execute(paths, label_map, command, *, dry_run, jobs, as_json, **plan_options
         click.echo(f"labelfix: every file is either as it was or complete; {again}", err=True)
         raise
     click.echo(json.dumps(result.to_dict(), indent=2) if as_json else render(result))
+    if existing:
+        verb = "would replace" if dry_run else "replaced"
+        click.echo(
+            f"labelfix: note: {verb} {existing} existing file(s) in {_where(result)} (an "
+            "earlier run's output)",
+            err=True,
+        )
     for value in result.unused_ignore:
         click.echo(
             f"labelfix: warning: ignore value {value} matches no pixel of the {result.read} "
