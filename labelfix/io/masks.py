@@ -100,6 +100,13 @@ class Mask:
     def is_label(self) -> bool:
         return self.kind in LABEL_KINDS
 
+    def labels_or_grey_jpeg(self) -> np.ndarray:
+        """:attr:`labels`, except that a grey JPEG mask's values are given as they are: its
+        artifacts are what ``repair`` fixes and ``show`` draws (every other command refuses it)."""
+        if self.kind == "jpeg" and self.array.ndim == 2:
+            return self.array
+        return self.labels
+
     @property
     def labels(self) -> np.ndarray:
         """The ``[H, W]`` class-id array; raises NotALabelMask for colour and JPEG files."""

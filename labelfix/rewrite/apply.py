@@ -136,9 +136,7 @@ class _Failure:
 def _read(job: FileJob, rewrite: Rewrite) -> tuple[Mask, np.ndarray]:
     """The decoded mask and its label array (a grey JPEG counts as labels when repairing)."""
     mask = read_label_mask(job.source, colours=rewrite.colours)
-    if rewrite.repair is not None and mask.kind == "jpeg" and mask.array.ndim == 2:
-        return mask, mask.array  # a grey JPEG mask: exactly what a repair is for
-    return mask, mask.labels
+    return mask, mask.labels_or_grey_jpeg() if rewrite.repair is not None else mask.labels
 
 
 def _unmapped_message(label_map: LabelMap, labels: np.ndarray, path: str) -> str:

@@ -44,9 +44,7 @@ def read_labels(path: str, *, colours: ColourPolicy | None = None) -> tuple[np.n
     Raises UnreadableMask (NotALabelMask for colour masks without a colormap).
     """
     mask = read_label_mask(path, colours=colours)
-    if mask.kind == "jpeg" and mask.array.ndim == 2:
-        return mask.array, mask
-    return mask.labels, mask
+    return mask.labels_or_grey_jpeg(), mask
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from labelfix.checks.artifacts import stray_mask
+from labelfix.checks.rules import is_valid
 from labelfix.io.masks import value_counts
 from labelfix.viz.colours import HATCH, ClassColours, hatch_pattern
 
@@ -90,13 +91,11 @@ def classify(labels: np.ndarray, *, options: ShowOptions) -> tuple[np.ndarray, n
     >>> v.tolist(), p.tolist()
     ([[False, True, False, False]], [[False, False, True, True]])
     """
-    void = np.zeros(labels.shape, bool)
-    for v in options.ignore:
-        void |= labels == v
-    problem = labels < 0 if np.issubdtype(labels.dtype, np.signedinteger) else np.zeros_like(void)
-    if options.num_classes is not None:
-        problem |= labels >= options.num_classes
-    problem &= ~void
+    void = np.isin(labels, options.ignore)
+    if options.num_classes is not None:  # the one rule of every command
+        problem = ~is_valid(labels, options.num_classes, options.ignore)
+    else:
+        problem = (labels < 0) & ~void
     if options.artifacts:
         problem |= stray_mask(labels, num_classes=options.num_classes, ignore=options.ignore)
     return void & ~problem, problem
