@@ -16,9 +16,13 @@ Dice                   the same formula without the void handling   <= 1.1x, and
 binary                 Keras ``BinaryCrossentropy``                 <= 1.1x
 =====================  ===========================================  =============================
 
-The binary target is not met on XLA:CPU (~1.3x): Keras divides by the static pixel count, the
-masked loss needs the valid-pixel count, and XLA:CPU materialises every reduction's input, so
-that count is one more pass over a pixel-sized tensor of an otherwise elementwise loss.
+Two targets are not met on XLA:CPU (2 cores, last run: binary 1.45x, Dice vs Keras' cross-entropy
+1.33x). Binary: Keras divides by the static pixel count, the masked loss needs the valid-pixel
+count, and XLA:CPU runs every reduction as its own loop, so that count is one more pass over the
+labels of an otherwise elementwise loss (one reduction of a stacked [N, 2] tensor, or of a
+complex64 (loss, valid) pair, was slower still). Dice: Dice needs the softmax and three per-class
+sums in the forward pass and their written-out backward: more passes over the logits than the
+fused cross-entropy, whatever the void handling (Dice without it is 2x slower again).
 
 Categorical losses on ``[8, 256, 512, 19]`` logits, the binary one on ``[8, 512, 1024, 1]``
 (``--quick``: an eighth and a quarter of those pixels, 5 repeats, for a smoke run). Values are

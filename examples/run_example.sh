@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job on the bundled example data (examples/data): inspect, draw and validate the masks,
 # write TFRecords ready for an ignore-aware loss, verify them, train a small model (about half a
-# minute on a CPU), evaluate it on the val split and predict masks for the val images.
+# minute on a CPU), evaluate it on the val split and predict masks for the val images; then the
+# binary case: the same masks as foreground/background, trained as one sigmoid channel.
 # Run from anywhere, with labelfix installed ('.[tf]'); outputs go to ${1:-example-output}/.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -58,3 +59,19 @@ labelfix predict "$out/model/model.keras" "$data/images/val" --output "$out/pred
     --records "$out/records" --split val
 labelfix validate "$out/predictions" --num-classes 6 > /dev/null
 echo "the predicted masks hold only class ids 0..5 (labelfix validate: clean)"
+
+echo "== binary segmentation: every coloured shape is foreground (remap 2..5 -> 1; void stays 255)"
+labelfix remap --map 2:1 --map 3:1 --map 4:1 --map 5:1 -n 2 --ignore 255 "$data/masks" \
+    --output "$out/masks-binary"
+printf 'background\nforeground\n' > "$out/binary-classes.txt"
+for split in train val; do
+    labelfix to-tfrecord --images "$data/images/$split" --masks "$out/masks-binary/$split" \
+        --output "$out/records-binary" --split "$split" --num-classes 2 --ignore 255 --out -1 \
+        --class-names "$out/binary-classes.txt"
+done
+
+echo "== labelfix train --binary --loss ce+dice (one sigmoid channel, scored as 2 classes)"
+labelfix train "$out/records-binary" --num-classes 2 --binary --loss ce+dice --epochs 15 \
+    --batch-size 4 --val-split val --crop-size 112x160 --output "$out/model-binary"
+labelfix evaluate "$out/model-binary/model.keras" "$out/records-binary" --split val \
+    --output "$out/evaluate-binary"

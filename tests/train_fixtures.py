@@ -207,3 +207,72 @@ print(json.dumps(dict(
     val_equal=two["val_equal"],
 )))
 """
+
+#: Two logical CPU devices, the XLA train step, every pooled loss (Dice on its own, CE + Dice,
+#: and a one-channel binary CE + Dice): the replicas' summed loss and gradients against one
+#: device's plain GradientTape, replicas holding very different numbers of valid pixels.
+LOSS_REPLICA_SCRIPT = """
+import json
+import tensorflow as tf
+
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+import keras
+import numpy as np
+
+from labelfix.losses import masked_dice_loss
+from labelfix.training.devices import make_strategy
+from labelfix.training.steps import TrainingLoss, make_train_step
+
+rng = np.random.default_rng(0)
+images = rng.normal(size=(4, 16, 16, 3)).astype("float32")
+# One strategy for every case: collective keys restart with each new strategy in a process.
+strategy = make_strategy(["/cpu:0", "/cpu:1"])
+
+
+def build_model(channels):
+    inputs = keras.Input((None, None, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", use_bias=False)(inputs)
+    x = keras.layers.ReLU()(keras.layers.GroupNormalization(groups=4)(x))
+    return keras.Model(inputs, keras.layers.Conv2D(channels, 1)(x))
+
+
+def case(kind, binary):
+    classes = 2 if binary else 3
+    labels = rng.integers(0, classes, size=(4, 16, 16)).astype("int32")
+    labels[:2] = 1  # replica 0: one class only, and few valid pixels
+    labels[:2, :13] = -1
+    loss_fn = TrainingLoss(kind=kind, ignore=-1, binary=binary)
+    keras.utils.set_random_seed(0)
+    reference = build_model(1 if binary else classes)
+    initial = reference.get_weights()
+    with tf.GradientTape() as tape:
+        count = tf.reduce_sum(tf.cast(labels >= 0, tf.float32))
+        ref_loss = loss_fn(labels, reference(images, training=True), count)
+    ref_grads = [g.numpy() for g in tape.gradient(ref_loss, reference.trainable_variables)]
+    # The mean of per-replica Dice losses: what a replica-local Dice would train on.
+    halves = [masked_dice_loss(labels[i:i + 2], reference(images[i:i + 2]), ignore=-1)
+              for i in (0, 2)] if not binary else [0.0, 0.0]
+    with strategy.scope():
+        model = build_model(1 if binary else classes)
+        model.set_weights(initial)
+        optimizer = keras.optimizers.SGD(learning_rate=1.0)  # w_after = w_before - sum(grads)
+        optimizer.build(model.trainable_variables)
+    step = make_train_step(model=model, optimizer=optimizer, strategy=strategy,
+                           num_classes=2 if binary else classes, ignore=-1, loss_fn=loss_fn,
+                           jit_compile=True)
+    before = [v.numpy() for v in model.trainable_variables]
+    batches = tf.data.Dataset.from_tensor_slices((images, labels)).batch(4)
+    loss, cm = step(next(iter(strategy.experimental_distribute_dataset(batches))))
+    grads = [b - v.numpy() for b, v in zip(before, model.trainable_variables)]
+    scale = max(float(np.abs(g).max()) for g in ref_grads)
+    diff = max(float(np.abs(a - b).max()) for a, b in zip(grads, ref_grads))
+    return dict(loss=[float(ref_loss), float(loss)], naive=float(np.mean(halves)),
+                grad_scale=scale, grad_diff=diff, cm_total=int(np.sum(cm.numpy())),
+                valid=int((labels >= 0).sum()))
+
+
+print(json.dumps({f"{kind}{'-binary' if binary else ''}": case(kind, binary)
+                  for kind, binary in (("dice", False), ("ce+dice", False), ("ce+dice", True))}))
+"""

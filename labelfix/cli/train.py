@@ -14,7 +14,7 @@ import click
 from labelfix.cli import options
 from labelfix.cli._common import fail, handle_errors, require_tensorflow, show_progress
 from labelfix.errors import MissingExtra
-from labelfix.training import PRECISIONS
+from labelfix.training import LOSSES, PRECISIONS
 
 
 def _check_crop_size(ctx, param, value):
@@ -127,6 +127,8 @@ def _document(result) -> dict:
         "ok": True,
         "devices": list(result.devices),
         "precision": result.precision,
+        "loss": result.loss,
+        "binary": result.binary,
         "num_replicas": result.num_replicas,
         "steps_per_epoch": result.steps_per_epoch,
         "class_weights": list(result.class_weights) if result.class_weights else None,
@@ -193,6 +195,19 @@ def _document(result) -> dict:
     metavar="H[xW]",
     help="Training crop; multiples of 16.",
 )
+@click.option(
+    "--loss",
+    type=click.Choice(LOSSES),
+    default="ce",
+    show_default=True,
+    help="Cross-entropy, focal, soft Dice (per-class sums over the global batch) or CE + Dice; "
+    "void pixels count in none.",
+)
+@click.option(
+    "--binary",
+    is_flag=True,
+    help="Masks of 2 classes (0 background, 1 foreground; -n 2) trained as one sigmoid channel.",
+)
 @click.option("--learning-rate", "--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3)
 @click.option("--width", type=click.IntRange(min=4), default=32, show_default=True)
 @click.option("--backbone", metavar="NAME", help="A keras.applications model (weights=None).")
@@ -214,6 +229,8 @@ def train(
     no_verify,
     class_weights,
     crop_size,
+    loss,
+    binary,
     learning_rate,
     width,
     backbone,
@@ -224,15 +241,17 @@ def train(
     """Train a DeepLabV3+ on TFRecords written by `labelfix to-tfrecord`.
 
     Void pixels are left out of the loss (normalised by the valid pixels of the global batch)
-    and of the metrics. Uses every visible GPU (mixed precision), else the CPU. Shards are
-    checked against the manifest first; a label that is neither void nor a class stops the
-    run naming its record. Validation scores whole images of any size (each padded to a
-    multiple of 16, never resized). Writes a checkpoint every epoch (--resume continues from
-    it), TensorBoard scalars in OUTPUT/logs and history.json (per-class IoU by name).
+    and of the metrics; --loss picks the loss, --binary trains 2-class masks as one sigmoid
+    channel (scored like a 2-class run). Uses every visible GPU (mixed precision), else the
+    CPU. Shards are checked against the manifest first; a label that is neither void nor a
+    class stops the run naming its record. Validation scores whole images of any size (each
+    padded to a multiple of 16, never resized). Writes a checkpoint every epoch (--resume
+    continues from it), TensorBoard scalars in OUTPUT/logs and history.json (per-class IoU by name).
 
     \b
     labelfix train records/ -n 21 -e 30 -b 16 --val-split val --class-weights auto
     labelfix train records/ -n 21 -e 50 -b 16 --val-split val --resume
+    labelfix train records/ -n 2 -e 30 -b 8 --binary --loss ce+dice
     """
     require_tensorflow("train")
     if importlib.util.find_spec("keras") is None:
@@ -257,6 +276,8 @@ def train(
             verify_digests=not no_verify,
             class_weights=class_weights,
             crop_size=crop_size,
+            loss=loss,
+            binary=binary,
             learning_rate=learning_rate,
             width=width,
             backbone=backbone,

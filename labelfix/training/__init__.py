@@ -15,9 +15,13 @@
 * ``evaluate``, ``predict``: ``labelfix evaluate`` (per-class IoU, confusion matrix) and
   ``labelfix predict`` (one mask per image).
 
-This package imports neither TensorFlow nor Keras: ``PRECISIONS`` lives here so the CLI can
-offer it at start-up.
+This package imports neither TensorFlow nor Keras: ``PRECISIONS`` and ``LOSSES`` live here so
+the CLI can offer them at start-up.
 """
 
 #: The ``precision`` values of ``train`` and ``labelfix train --precision``.
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+
+#: The ``loss`` values of ``train`` and ``labelfix train --loss``: cross-entropy, focal
+#: cross-entropy, soft Dice, cross-entropy + Dice (see ``steps.TrainingLoss``).
+LOSSES = ("ce", "focal", "dice", "ce+dice")

@@ -145,7 +145,7 @@ def evaluate(
     is a :class:`LabelfixError` naming the record.
     """
     from labelfix.training.history import class_names
-    from labelfix.training.inference import evaluate_batches, input_multiple
+    from labelfix.training.inference import evaluate_batches, input_multiple, scored_classes
     from labelfix.training.pipelines import evaluation_pipeline
     from labelfix.training.sources import read_errors, read_split
 
@@ -154,7 +154,7 @@ def evaluate(
         model = load_model(model)
     source = read_split(data_dir, split, digests=verify_digests)
     num_classes = int(source.manifest["num_classes"])
-    outputs = model.output_shape[-1]
+    outputs = scored_classes(model)  # 2 for one sigmoid channel (a --binary model)
     if outputs != num_classes:
         raise LabelfixError(
             f"{name}: the model scores {outputs} classes, the {split!r} split of {data_dir} "

@@ -84,9 +84,11 @@ class RunConfig:
     width: int = 32
     backbone: str | None = None
     norm: str = "group"
+    loss: str = "ce"
+    binary: bool = False
 
     #: Settings a checkpoint must agree with: they shape the model and the optimizer state.
-    MODEL_KEYS = ("num_classes", "width", "backbone", "norm", "precision")
+    MODEL_KEYS = ("num_classes", "width", "backbone", "norm", "precision", "binary")
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,8 @@ class TrainResult:
     log_dir: Path | None = None
     resumed_from: int = 0
     model: Any = field(repr=False, compare=False, default=None)
+    loss: str = "ce"
+    binary: bool = False
 
 
 def class_names(names: Sequence[str] | None, num_classes: int) -> tuple[str, ...]:
@@ -140,6 +144,8 @@ def history_record(run: RunConfig, history: Sequence[EpochStats]) -> dict[str, A
         "class_names": list(run.class_names),
         "ignore": run.ignore,
         "class_weights": list(run.class_weights) if run.class_weights else None,
+        "loss": run.loss,
+        "binary": run.binary,
         "batch_size": run.batch_size,
         "crop_size": list(run.crop_size),
         "steps_per_epoch": run.steps_per_epoch,

@@ -32,12 +32,34 @@ __all__ = [
     "Evaluation",
     "Evaluator",
     "ShapeSteps",
+    "batch_loss_sum",
     "evaluate_batches",
     "forward",
     "input_multiple",
     "predict_batches",
+    "predicted_classes",
+    "scored_classes",
     "static_size",
 ]
+
+
+def scored_classes(model: keras.Model) -> int:
+    """How many classes ``model`` scores: its output channels, or 2 for one sigmoid channel
+    (a ``--binary`` model: background and foreground)."""
+    channels = int(model.output_shape[-1])
+    return 2 if channels == 1 else channels
+
+
+def predicted_classes(logits: Any) -> Any:
+    """int32 class ids ``[B, H, W]`` from logits ``[B, H, W, C]``: the argmax, or for one
+    sigmoid channel (``C = 1``) ``logit > 0`` (probability above 0.5).
+
+    >>> predicted_classes(tf.constant([[[[-0.5], [0.5]]]])).numpy().tolist()
+    [[[0, 1]]]
+    """
+    if logits.shape[-1] == 1:
+        return tf.cast(logits[..., 0] > 0, tf.int32)
+    return tf.argmax(logits, axis=-1, output_type=tf.int32)
 
 
 def static_size(model: keras.Model) -> tuple[int, int] | None:
@@ -70,6 +92,19 @@ def forward(model: keras.Model, images: Any, tile: tuple[int, int] | None = None
     classes = logits.shape[-1]
     logits = tf.reshape(logits, [batch, nh, nw, th, tw, classes])
     return tf.reshape(tf.transpose(logits, [0, 1, 3, 2, 4, 5]), [batch, height, width, classes])
+
+
+def batch_loss_sum(
+    loss_fn: Callable[[Any, Any, Any], Any], labels: Any, logits: Any, ignore: int
+) -> Any:
+    """``loss_fn``'s batch loss times the batch's valid pixels: the loss summed over them for a
+    per-pixel loss (its valid mean undone), the batch loss weighted by its valid pixels for
+    Dice (not a per-pixel sum); summed over batches and divided by all valid pixels it is the
+    validation loss."""
+    from labelfix.losses import valid_count
+
+    count = valid_count(labels, ignore=ignore)
+    return tf.cast(loss_fn(labels, logits, count), tf.float32) * count
 
 
 class ShapeSteps:
@@ -117,8 +152,8 @@ class Evaluator:
 
     Padded pixels carry ``ignore``, so they count nowhere; the counts of each batch are summed
     in int64 on the host. ``loss_fn(labels, logits, global_count)`` as in
-    :mod:`labelfix.training.steps` (called with count 1: a sum). With ``strategy`` the batches
-    are split over its replicas.
+    :mod:`labelfix.training.steps` (see :func:`batch_loss_sum`). With ``strategy`` the batches are
+    split over its replicas.
     """
 
     def __init__(
@@ -139,8 +174,12 @@ class Evaluator:
 
         def replica(images, labels, sizes):
             logits = forward(model, images, tile)
-            loss = tf.constant(0.0) if loss_fn is None else loss_fn(labels, logits, 1.0)
-            predictions = tf.argmax(logits, axis=-1, output_type=tf.int32)
+            loss = (
+                tf.constant(0.0)
+                if loss_fn is None
+                else batch_loss_sum(loss_fn, labels, logits, ignore)
+            )
+            predictions = predicted_classes(logits)
             cm = confusion_matrix(labels, predictions, num_classes=num_classes, ignore=ignore)
             real = tf.reduce_sum(tf.cast(sizes[:, 0] > 0, tf.int32))  # not the fill (0x0)
             return tf.cast(loss, tf.float32), cm, real
@@ -197,14 +236,14 @@ def predict_batches(
     model: keras.Model, batches: tf.data.Dataset
 ) -> Iterator[tuple[Any, np.ndarray]]:
     """``(key, class ids int32 [h, w])`` per image of ``batches`` ``(image, key, size)``: the
-    argmax of the logits, cropped back to the image's own size."""
+    predicted classes (:func:`predicted_classes`), cropped back to the image's own size."""
     tile = static_size(model)
 
     def make(height: int, width: int) -> Callable:
         def step(batch):
             images, keys, sizes = batch
             logits = forward(model, images, tile)
-            return tf.argmax(logits, axis=-1, output_type=tf.int32), keys, sizes
+            return predicted_classes(logits), keys, sizes
 
         return step
 

@@ -64,7 +64,7 @@ from labelfix.training.pipelines import (
     training_pipeline,
 )
 from labelfix.training.sources import read_errors, read_split
-from labelfix.training.steps import LossFn, make_train_step, masked_loss
+from labelfix.training.steps import TrainingLoss, make_train_step
 from labelfix.training.summaries import Summaries
 
 __all__ = ["EpochStats", "Progress", "TrainResult", "train"]
@@ -129,6 +129,8 @@ def train(
     flip: bool = True,
     learning_rate: float = 1e-3,
     label_smoothing: float = 0.0,
+    loss: str = "ce",
+    binary: bool = False,
     width: int = 32,
     backbone: str | None = None,
     norm: str = "group",
@@ -160,7 +162,14 @@ def train(
         weights: start from this local ``.keras`` or ``.weights.h5`` file (same architecture).
         ignore: the void value the masks hold (``labelfix.data`` presents void as -1).
         class_weights: None, ``"auto"`` (median frequency from the manifest's
-            ``class_pixel_counts``), or one weight per class.
+            ``class_pixel_counts``), or one weight per class (focal: its per-class alpha).
+        loss: one of :data:`~labelfix.training.LOSSES`: ``"ce"`` (cross-entropy), ``"focal"``,
+            ``"dice"`` (soft Dice, per-class sums over the global batch) or ``"ce+dice"``; see
+            :class:`~labelfix.training.steps.TrainingLoss`.
+        binary: masks of 2 classes (``num_classes=2``: 0 background, 1 foreground) trained as
+            one sigmoid channel; the model outputs ``[B, H, W, 1]`` logits, a pixel is
+            foreground where its logit is > 0, and the metrics are those of the 2 classes,
+            as for a 2-class softmax run.
         crop_size: training crop ``(height, width)``, multiples of 16; images are scaled by
             ``scale_range``, padded (mask with ``ignore``) and cropped to it.
         precision: ``"auto"`` (float32 on CPU, mixed on GPU; see
@@ -181,6 +190,7 @@ def train(
     """
     report = progress or (lambda event: None)
     crop_size = _check_sizes(crop_size, epochs=epochs, batch_size=batch_size)
+    _check_loss(loss, binary=binary, num_classes=num_classes)
     if resume and output is None:
         raise ValueError("resume=True needs the output directory of the run to continue")
     if resume and weights is not None:
@@ -213,6 +223,8 @@ def train(
         width=width,
         backbone=backbone,
         norm=norm,
+        loss=loss,
+        binary=binary,
     )
     model, optimizer = _build(strategy, run, learning_rate=learning_rate)
     if weights is not None:
@@ -247,6 +259,18 @@ def _check_sizes(crop_size: Sequence[int], *, epochs: int, batch_size: int) -> t
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
     return crop[0], crop[1]
+
+
+def _check_loss(loss: str, *, binary: bool, num_classes: int) -> None:
+    from labelfix.training import LOSSES
+
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
+    if binary and num_classes != 2:
+        raise ValueError(
+            f"binary=True trains masks of 2 classes (0 background, 1 foreground) as one sigmoid "
+            f"channel: num_classes must be 2, got {num_classes}"
+        )
 
 
 def _strategy(
@@ -385,7 +409,7 @@ def _build(
     """The model and its optimizer (cosine decay over the run), built under ``strategy``."""
     with strategy.scope():
         model = build_model(
-            num_classes=run.num_classes,
+            num_classes=1 if run.binary else run.num_classes,
             input_shape=(*run.crop_size, 3) if run.backbone else (None, None, 3),
             width=run.width,
             backbone=run.backbone,
@@ -402,9 +426,13 @@ def _build(
     return model, optimizer
 
 
-def _loss_fn(run: RunConfig, label_smoothing: float = 0.0) -> LossFn:
-    return masked_loss(
-        ignore=run.ignore, class_weights=run.class_weights, label_smoothing=label_smoothing
+def _loss_fn(run: RunConfig, label_smoothing: float = 0.0) -> TrainingLoss:
+    return TrainingLoss(
+        kind=run.loss,
+        ignore=run.ignore,
+        binary=run.binary,
+        class_weights=run.class_weights,
+        label_smoothing=label_smoothing,
     )
 
 
@@ -555,4 +583,6 @@ def _finish(
         log_dir=outputs.summaries.log_dir if outputs.summaries else None,
         resumed_from=resumed_from,
         model=model,
+        loss=run.loss,
+        binary=run.binary,
     )

@@ -121,14 +121,14 @@ def predict(
 
     from labelfix.io.atomic import write_atomic
     from labelfix.training.evaluate import load_model
-    from labelfix.training.inference import input_multiple, predict_batches
+    from labelfix.training.inference import input_multiple, predict_batches, scored_classes
     from labelfix.training.pipelines import prediction_pipeline
 
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
     if isinstance(model, (str, os.PathLike)):
         model = load_model(model)
-    num_classes = int(model.output_shape[-1])
+    num_classes = scored_classes(model)  # 2 for one sigmoid channel (a --binary model)
     if manifest is not None and int(manifest["num_classes"]) != num_classes:
         raise LabelfixError(
             f"{manifest.get('manifest_path', 'manifest')}: num_classes={manifest['num_classes']}, "
