@@ -783,3 +783,35 @@ def test_class_names_file_is_recorded_and_checked(tmp_path):
     result = CliRunner().invoke(main, [*args, "-n", "3"])
     assert result.exit_code == 2
     assert "--class-names lists 2 names for 3 classes" in result.output
+
+
+def _manifest_palette(output: Path) -> list | None:
+    return json.loads((output / "train.labelfix.json").read_text())["palette"]
+
+
+def test_manifest_keeps_the_class_colours_of_palette_masks(tmp_path: Path):
+    """The palette the masks share becomes the manifest's ``palette`` (predict --records draws
+    with it); none when ids are remapped (the colours would name other classes), when two masks
+    disagree, or when no mask has a palette. A colormap's colours are recorded per class id."""
+    masks = {f"{i:04d}": voc_mask(cls=c) for i, c in enumerate((1, 2))}
+    images, mask_dir = make_pairs(tmp_path / "a", masks)
+    custom = bytes([10, 20, 30, 200, 0, 0, 0, 200, 0]) + bytes(768 - 9)
+    for path in mask_dir.iterdir():  # a palette of the dataset's own, not VOC's
+        with Image.open(path) as im:
+            im.putpalette(custom)
+            im.save(path)
+    write(images, mask_dir, tmp_path / "own", num_classes=3)
+    assert _manifest_palette(tmp_path / "own") == [[10, 20, 30], [200, 0, 0], [0, 200, 0]]
+    remapped = LabelMap(rules=((1, 2), (2, 1)), ignore=(255,))
+    write(images, mask_dir, tmp_path / "swapped", num_classes=3, label_map=remapped)
+    assert _manifest_palette(tmp_path / "swapped") is None
+    first = sorted(mask_dir.iterdir())[0]
+    with Image.open(first) as im:
+        im.putpalette(voc_palette())
+        im.save(first)
+    write(images, mask_dir, tmp_path / "mixed", num_classes=3)
+    assert _manifest_palette(tmp_path / "mixed") is None
+    images, grey = make_pairs(tmp_path / "b", masks, palette=False)
+    write(images, grey, tmp_path / "grey", num_classes=3)
+    assert _manifest_palette(tmp_path / "grey") is None
+

@@ -52,10 +52,12 @@ def test_corrupted_shard_is_caught_naming_shard_and_record(dataset: Path):
     assert result.exit_code == 1
     lines = result.stdout.splitlines()
     assert any(
-        line.startswith("train-00000-of-00002.tfrecord: record 1: unreadable (") for line in lines
+        line.startswith(f"{dataset}/train-00000-of-00002.tfrecord: record 1: unreadable (")
+        for line in lines
     ), lines
     assert any(
-        "sha256" in line and line.startswith("train-00000-of-00002.tfrecord: ") for line in lines
+        "sha256" in line and line.startswith(f"{dataset}/train-00000-of-00002.tfrecord: ")
+        for line in lines
     )
     assert lines[-1].startswith("FAILED: 2 shard(s)")
 
@@ -69,7 +71,7 @@ def test_manifest_that_lies_about_counts(dataset: Path):
     result = verify(str(dataset))
     assert result.exit_code == 1
     assert (
-        "train-00001-of-00002.tfrecord: the manifest says 4 records, the shard holds 3"
+        f"{dataset}/train-00001-of-00002.tfrecord: the manifest says 4 records, the shard holds 3"
         in result.stdout
     )
     assert "the manifest says 7 records, the shards hold 6" in result.stdout
@@ -89,21 +91,23 @@ def test_bad_mask_value_inside_a_record(dataset: Path):
     result = verify_dataset(dataset)
     assert not result.ok
     assert result.problems[0] == (
-        "train-00000-of-00002.tfrecord: record 0 (000): value 37 is not a class id "
+        f"{dataset}/train-00000-of-00002.tfrecord: record 0 (000): value 37 is not a class id "
         "(expected 0..20 or ignore 255): 1 px, first at y=0 x=3"
     )
     assert any("sha256" in p for p in result.problems)
     assert any("class_pixel_counts disagree" in p for p in result.problems)
 
 
-def test_missing_and_extra_shards(dataset: Path):
+def test_missing_and_extra_shards_named_with_their_directory(dataset: Path):
+    """Regression (a hostile-user pass): problem lines named shards without their directory,
+    so with several datasets open nobody could tell which one was damaged."""
     (dataset / "train-00001-of-00002.tfrecord").rename(dataset / "train-00005-of-00009.tfrecord")
     result = verify_dataset(dataset)
-    assert "train-00001-of-00002.tfrecord: shard listed in the manifest is missing" in (
+    assert f"{dataset}/train-00001-of-00002.tfrecord: shard listed in the manifest is missing" in (
         result.problems
     )
     assert any(
-        p.startswith("train-00005-of-00009.tfrecord: shard not in the manifest")
+        p.startswith(f"{dataset}/train-00005-of-00009.tfrecord: shard not in the manifest")
         for p in result.problems
     )
 

@@ -40,6 +40,10 @@ class RecordTally:
     class_image_pixels: list[int] = field(default_factory=list)
     ignore_pixels: int = 0
     passthrough: int = 0
+    #: The class colours of the palette masks (``[[r, g, b], ...]``) while they all agree;
+    #: ``palette_conflict`` once two differ (the manifest then records none).
+    palette: list | None = None
+    palette_conflict: bool = False
 
     def __post_init__(self) -> None:
         for name in ("class_pixels", "class_images", "class_image_pixels"):
@@ -56,6 +60,14 @@ class RecordTally:
             self.class_image_pixels[c] += result.height * result.width
         self.ignore_pixels += result.ignore_pixels
         self.passthrough += result.passthrough
+        if result.palette is not None:
+            self._see_palette([list(c) for c in result.palette], False)
+
+    def _see_palette(self, palette: list | None, conflict: bool) -> None:
+        if conflict or (palette is not None and self.palette not in (None, palette)):
+            self.palette_conflict = True
+        elif palette is not None:
+            self.palette = palette
 
     def merge(self, other: RecordTally) -> None:
         self.records += other.records
@@ -65,6 +77,7 @@ class RecordTally:
                 mine[c] += theirs[c]
         self.ignore_pixels += other.ignore_pixels
         self.passthrough += other.passthrough
+        self._see_palette(other.palette, other.palette_conflict)
 
 
 def build_manifest(spec: WriteSpec, tally: RecordTally) -> dict:
@@ -91,11 +104,29 @@ def build_manifest(spec: WriteSpec, tally: RecordTally) -> dict:
         "class_image_counts": tally.class_images,
         "class_image_pixels": tally.class_image_pixels,
         "ignore_pixels": tally.ignore_pixels,
+        "palette": _palette(spec, tally),
         "mapping": label_map.to_dict(),
         "shuffle": bool(spec.shuffle),
         "seed": spec.seed if spec.shuffle else None,
         "shards": [],
     }
+
+
+def _palette(spec: WriteSpec, tally: RecordTally) -> list | None:
+    """One ``[r, g, b]`` per class, for drawing predictions in the dataset's own colours: the
+    colormap's first colour of each id (colour masks), or the palette every palette mask shares
+    (ids kept as read); None otherwise."""
+    if spec.colours is not None:
+        colours: dict[int, list[int]] = {}
+        cmap = spec.colours.colormap
+        for i, colour in zip(cmap.ids, cmap.colours, strict=True):
+            colours.setdefault(int(i), [int(c) for c in colour])
+        if all(k in colours for k in range(spec.num_classes)):
+            return [colours[k] for k in range(spec.num_classes)]
+        return None
+    if tally.palette_conflict or tally.palette is None:
+        return None
+    return tally.palette
 
 
 def read_manifest(path: str | os.PathLike, split: str = "train") -> dict:

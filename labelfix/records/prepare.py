@@ -40,6 +40,13 @@ class RecordPlan:
     mask_dtype: str
     colours: ColourPolicy | None = None
 
+    @property
+    def keeps_ids(self) -> bool:
+        """Whether every class id is written as read (only void values change), so a palette
+        mask's colours still belong to the ids the records hold."""
+        void = set(self.label_map.ignore)
+        return all(a == b or a in void for a, b in self.label_map.rules)
+
     @classmethod
     def from_spec(cls, spec: WriteSpec) -> RecordPlan:
         stored_ignore, mask_dtype = spec.mask_storage()
@@ -67,6 +74,9 @@ class Prepared:
     counts: tuple[int, ...]
     ignore_pixels: int
     passthrough: bool
+    #: ``[[r, g, b], ...]`` of classes ``0..num_classes-1`` from a palette mask whose ids the
+    #: records keep (:attr:`RecordPlan.keeps_ids`); None otherwise.
+    palette: tuple[tuple[int, int, int], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -138,7 +148,16 @@ def prepare_pair(pair: Pair, plan: RecordPlan) -> Prepared | Rejected:
         counts=tuple(counts[~is_void].tolist()),
         ignore_pixels=int(counts[is_void].sum()),
         passthrough=passthrough,
+        palette=_class_colours(mask, plan),
     )
+
+
+def _class_colours(mask, plan: RecordPlan) -> tuple[tuple[int, int, int], ...] | None:
+    if mask.kind != "palette" or mask.palette is None or not plan.keeps_ids:
+        return None
+    n = min(plan.num_classes, 256)
+    data = mask.palette
+    return tuple(tuple(data[3 * i : 3 * i + 3]) for i in range(n))
 
 
 def _encode(

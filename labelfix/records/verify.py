@@ -165,7 +165,7 @@ def _read_shards(
         name = shard["file"]
         path = os.path.join(directory, name)
         if not os.path.isfile(path):
-            problems.append(f"{name}: shard listed in the manifest is missing")
+            problems.append(f"{path}: shard listed in the manifest is missing")
             continue
         count = 0
         with open(path, "rb") as raw:
@@ -174,11 +174,11 @@ def _read_shards(
                 for count, record in enumerate(
                     read_records(fh, compression=manifest["compression"]), 1
                 ):
-                    yield name, count - 1, record
+                    yield path, count - 1, record
             except (CorruptRecord, OSError, EOFError, zlib.error) as err:
                 index = err.index if isinstance(err, CorruptRecord) else count
                 reason = str(err).split(": ", 1)[-1] if isinstance(err, CorruptRecord) else err
-                problems.append(f"{name}: record {index}: unreadable ({reason})")
+                problems.append(f"{path}: record {index}: unreadable ({reason})")
             found[name] = (count, *fh.finish())
 
 
@@ -246,6 +246,7 @@ def _shard_problems(manifest: dict, found: dict[str, tuple], split: str) -> list
         if name not in found:  # missing: already said
             continue
         records, size, digest = found[name]
+        name = os.path.join(manifest["directory"], name)  # what the messages say
         if records != shard.get("records"):
             problems.append(
                 f"{name}: the manifest says {shard.get('records')} records, the shard holds "
@@ -264,6 +265,7 @@ def _shard_problems(manifest: dict, found: dict[str, tuple], split: str) -> list
     pattern = shard_pattern(split)
     for name in sorted(_listdir(manifest["directory"])):
         if pattern.fullmatch(name) and name not in listed:
+            name = os.path.join(manifest["directory"], name)
             problems.append(f"{name}: shard not in the manifest (a {split}-* glob would read it)")
     return problems
 
