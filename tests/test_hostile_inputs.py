@@ -365,3 +365,21 @@ def test_remap_into_an_earlier_output_says_what_it_replaced(tmp_path: Path):
         f"labelfix: note: replaced 2 existing file(s) in {tmp_path / 'g-remapped'}/ "
         "(an earlier run's output)"
     ) in second.stderr
+
+
+def test_an_ignore_value_that_is_also_a_class_id_is_warned_about(tmp_path: Path):
+    """Regression (a hostile-user pass): ``validate -n 6 --ignore 0`` treated class 0 as void
+    without a word. Now one warning line on stderr (the run itself is unchanged: legal for
+    ADE20K-style ids), from validate, remap and to-tfrecord alike; none for 255."""
+    mask = np.zeros((4, 5), np.uint8)
+    mask[1:3, 1:4] = 2
+    save_png(tmp_path / "masks" / "a.png", mask)
+    masks = str(tmp_path / "masks")
+    warning = "labelfix: warning: --ignore 0 is also a class id (0..5): its pixels count as void"
+    result = run("validate", masks, "-n", "6", "--ignore", "0")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.startswith(warning)
+    assert run("validate", masks, "-n", "6", "--ignore", "255").stderr == ""
+    remap = run("remap", masks, "-n", "6", "--ignore", "0", "--out", "-1", "--dry-run")
+    assert remap.exit_code == 0, remap.output
+    assert warning in remap.stderr

@@ -814,4 +814,3 @@ def test_manifest_keeps_the_class_colours_of_palette_masks(tmp_path: Path):
     images, grey = make_pairs(tmp_path / "b", masks, palette=False)
     write(images, grey, tmp_path / "grey", num_classes=3)
     assert _manifest_palette(tmp_path / "grey") is None
-

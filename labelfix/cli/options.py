@@ -162,6 +162,23 @@ def mapping_options(func):
     return func
 
 
+def warn_if_ignore_is_class(ignore, num_classes) -> None:
+    """One stderr line per ``--ignore`` value that is also a class id (``0..num_classes-1``):
+    legal (ADE20K's 0 with 151 ids), but usually a wrong ``-n`` or a wrong void value.
+
+    A hostile-user pass found ``validate -n 6 --ignore 0`` silently treating class 0 as void.
+    """
+    if num_classes is None:
+        return
+    for value in ignore:
+        if 0 <= value < num_classes:
+            click.echo(
+                f"labelfix: warning: --ignore {value} is also a class id (0..{num_classes - 1}): "
+                f"its pixels count as void, never as class {value}",
+                err=True,
+            )
+
+
 def label_map_from_options(
     *, ignore, out, maps, map_file, preset, unmapped, num_classes=None, void_is_class=False
 ):
@@ -169,6 +186,7 @@ def label_map_from_options(
     from labelfix.errors import MappingError
     from labelfix.labels.presets import build_label_map
 
+    warn_if_ignore_is_class(ignore, num_classes)
     try:
         return build_label_map(
             ignore=ignore,

@@ -41,6 +41,7 @@ def validate(
     labelfix validate masks/ --num-classes 21 --ignore 255
     labelfix validate gtFine/ -n 19 --ignore 255 --images leftImg8bit/ --json
     """
+    options.warn_if_ignore_is_class(ignore, num_classes)
     with progress("validate", total=count_masks(paths, glob)) as advance:
         result = run_validate(
             paths,
