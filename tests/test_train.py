@@ -12,11 +12,7 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import shutil
-import subprocess
-import sys
-import textwrap
 from dataclasses import asdict
 from pathlib import Path
 from types import SimpleNamespace
@@ -28,7 +24,13 @@ tf = pytest.importorskip("tensorflow")
 
 import keras  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
-from train_fixtures import CLASS_NAMES, REPLICA_SCRIPT, shapes, write_split  # noqa: E402
+from train_fixtures import (  # noqa: E402
+    CLASS_NAMES,
+    REPLICA_SCRIPT,
+    run_replica_script,
+    shapes,
+    write_split,
+)
 
 from labelfix.errors import LabelfixError  # noqa: E402
 from labelfix.labels.weights import median_frequency_weights  # noqa: E402
@@ -350,18 +352,7 @@ def test_two_replicas_give_single_device_loss_and_gradients():
     GradientTape), and so does validation's confusion matrix (with a batch the replicas cannot
     split evenly). The step is the subject, so the model is a small GroupNorm net; XLA compiles
     at LLVM optimisation level 0: the same arithmetic (no fast math), less compile time."""
-    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-    xla_flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0".strip()
-    env = {**os.environ, "PYTHONPATH": path, "TF_CPP_MIN_LOG_LEVEL": "3", "XLA_FLAGS": xla_flags}
-    proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(REPLICA_SCRIPT)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = run_replica_script(REPLICA_SCRIPT)
     assert out["replicas"] == 2
     ref, two = out["loss"]
     assert two == pytest.approx(ref, rel=1e-5)

@@ -6,10 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +16,12 @@ tf = pytest.importorskip("tensorflow")
 import keras  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
 from PIL import Image  # noqa: E402
-from train_fixtures import LOSS_REPLICA_SCRIPT, shapes, write_split  # noqa: E402
+from train_fixtures import (  # noqa: E402
+    LOSS_REPLICA_SCRIPT,
+    run_replica_script,
+    shapes,
+    write_split,
+)
 
 from labelfix.losses import masked_binary_crossentropy  # noqa: E402
 from labelfix.training import LOSSES  # noqa: E402
@@ -111,18 +112,7 @@ def test_dice_on_two_replicas_sums_to_the_single_device_loss_and_gradients():
     devices, replica 0 holding few valid pixels of one class: the loss and the summed
     gradients equal one device's (the per-class sums are all-reduced), while the mean of the
     replicas' own Dice losses would be another number."""
-    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-    xla_flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0".strip()
-    env = {**os.environ, "PYTHONPATH": path, "TF_CPP_MIN_LOG_LEVEL": "3", "XLA_FLAGS": xla_flags}
-    proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(LOSS_REPLICA_SCRIPT)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    cases = json.loads(proc.stdout.strip().splitlines()[-1])
+    cases = run_replica_script(LOSS_REPLICA_SCRIPT)
     assert set(cases) == {"dice", "ce+dice", "ce+dice-binary"}
     for name, case in cases.items():
         ref, two = case["loss"]

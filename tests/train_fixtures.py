@@ -7,10 +7,17 @@ sys.path); not a test module itself.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
 
 #: Fixed, well separated colours: class k is drawn in CLASS_RGB[k] (float image in [0, 1]).
 CLASS_RGB = np.array(
@@ -276,3 +283,21 @@ def case(kind, binary):
 print(json.dumps({f"{kind}{'-binary' if binary else ''}": case(kind, binary)
                   for kind, binary in (("dice", False), ("ce+dice", False), ("ce+dice", True))}))
 """
+
+
+def run_replica_script(script: str) -> dict:
+    """Run one of the replica scripts above in a fresh process (logical devices must be set up
+    before TensorFlow initialises) and return the JSON of its last line. XLA compiles at LLVM
+    optimisation level 0: the same arithmetic (no fast math), less compile time."""
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    xla_flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0".strip()
+    env = {**os.environ, "PYTHONPATH": path, "TF_CPP_MIN_LOG_LEVEL": "3", "XLA_FLAGS": xla_flags}
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
