@@ -367,6 +367,27 @@ def test_remap_into_an_earlier_output_says_what_it_replaced(tmp_path: Path):
     ) in second.stderr
 
 
+def test_remap_never_replaces_a_file_no_earlier_run_wrote(tmp_path: Path):
+    """Regression (a hostile-user pass): ``remap ... -o ex/`` replaced a mask the user had
+    copied into ``ex/`` and called it "an earlier run's output". Now a usage error, the file
+    untouched; ``remap DIR DIR/a.png`` (one mask given twice) is refused too."""
+    save_png(tmp_path / "g" / "a.png", voc_mask())
+    (tmp_path / "ex").mkdir()
+    own = tmp_path / "ex" / "a.png"
+    own.write_bytes(b"the user's ground truth")
+    result = run(
+        "remap", "--ignore", "255", "--out", "0", str(tmp_path / "g"), "-o", str(tmp_path / "ex")
+    )
+    assert result.exit_code == 2
+    assert f"{own} already exists and no earlier labelfix run wrote it" in result.stderr
+    assert own.read_bytes() == b"the user's ground truth"
+    twice = run("remap", "--ignore", "255", "--out", "0", str(tmp_path / "g"),
+                str(tmp_path / "g" / "a.png"), "-o", str(tmp_path / "o2"))  # fmt: skip
+    assert twice.exit_code == 2
+    assert "is given twice" in twice.stderr
+    assert not (tmp_path / "o2").exists()
+
+
 def test_an_ignore_value_that_is_also_a_class_id_is_warned_about(tmp_path: Path):
     """Regression (a hostile-user pass): ``validate -n 6 --ignore 0`` treated class 0 as void
     without a word. Now one warning line on stderr (the run itself is unchanged: legal for

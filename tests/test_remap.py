@@ -488,5 +488,5 @@ def test_plan_errors_are_usage_errors(masks, tmp_path):
     lm = LabelMap(ignore=(255,), out=0)
     with pytest.raises(RemapUsageError, match="would overwrite an input"):
         plan_remap([masks / "a" / "0001.png"], lm, output=masks / "a")
-    with pytest.raises(RemapUsageError, match="both go to"):
+    with pytest.raises(RemapUsageError, match="is given twice"):
         plan_remap([masks / "a", masks / "a"], lm, output=tmp_path / "o")

@@ -26,7 +26,7 @@ from labelfix.io.masks import MASK_SUFFIXES, iter_mask_files
 from labelfix.labels.colormap import ColourPolicy
 from labelfix.labels.labelmap import LabelMap
 from labelfix.rewrite.jobs import FileJob, Target
-from labelfix.rewrite.record import AlreadyRemapped, guard, run_finished
+from labelfix.rewrite.record import AlreadyRemapped, guard, read_runs, run_finished
 from labelfix.rewrite.repair import RepairSpec
 
 #: ``masks`` -> ``masks-remapped`` when no output directory is given.
@@ -225,6 +225,14 @@ def _with_format(relpath: str, file_format: str) -> str:
 
 
 def _check_destinations(files: list[FileJob], targets: list[Target], *, in_place: bool) -> None:
+    sources: dict[str, str] = {}
+    for job in files:  # `remap DIR DIR/a.png`: one mask reached twice would be written twice
+        key = os.path.realpath(job.source)
+        if key in sources:
+            raise RemapUsageError(
+                f"{job.source} is given twice (also as {sources[key]}): give each input once"
+            )
+        sources[key] = job.source
     seen: dict[str, str] = {}
     for job in files:
         key = os.path.abspath(job.destination)
@@ -271,3 +279,35 @@ def _check_destinations(files: list[FileJob], targets: list[Target], *, in_place
             raise RemapUsageError(
                 f"{job.destination} would overwrite an input; use --in-place to replace inputs"
             )
+    _refuse_foreign_files(files)
+
+
+def _refuse_foreign_files(files: list[FileJob]) -> None:
+    """A usage error when a destination exists that no recorded remap run wrote: the user's
+    own file (ground truth copied there, another tool's output) is never replaced. Files an
+    earlier run wrote into the same directory (its record lists them) are replaced.
+
+    A hostile-user pass found ``remap ... -o ex/`` replacing a mask copied into ``ex/`` and
+    calling it "an earlier run's output".
+    """
+    written: dict[str, set[str]] = {}
+    foreign = []
+    for job in files:
+        if not os.path.lexists(job.destination):
+            continue
+        if job.record_root not in written:
+            names: set[str] = set()
+            for run in read_runs(job.record_root):
+                names.update(run.get("files", ()))
+                names.update(run.get("pending") or ())
+            written[job.record_root] = names
+        if job.record_name not in written[job.record_root]:
+            foreign.append(job.destination)
+    if foreign:
+        more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
+        raise RemapUsageError(
+            f"{foreign[0]}{more} already exists and no earlier labelfix run wrote it: remap "
+            "never replaces a file it did not write; choose a new --output directory or move "
+            "the file away"
+        )
+
