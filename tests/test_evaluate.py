@@ -150,4 +150,5 @@ def test_errors_name_the_file(setup, tmp_path):
     bogus.write_bytes(b"not a zip")
     result = CliRunner().invoke(main, ["evaluate", str(bogus), str(records), "-o", str(tmp_path)])
     assert result.exit_code == 1
-    assert result.stderr.startswith(f"labelfix: error: {bogus}: cannot load the model")
+    assert result.stderr.startswith(f"labelfix: error: {bogus}: not a readable .keras model")
+    assert "File not found" not in result.stderr  # Keras' words for a damaged file (regression)

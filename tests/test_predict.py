@@ -115,3 +115,39 @@ def test_a_model_with_a_fixed_input_size_runs_on_tiles(tmp_path):
     kernel, bias = (w.numpy() for w in model.layers[0].weights)
     expected = np.argmax(image.astype(np.float32) @ kernel[0, 0] + bias, axis=-1)
     np.testing.assert_array_equal(mask, expected)
+
+
+def test_predict_never_replaces_images_ground_truth_or_one_of_its_own_masks(setup, tmp_path):
+    """Regression (a hostile-user pass): ``-o`` holding ground-truth masks, ``-o`` equal to the
+    images directory, and two images of one stem (a.jpg, a.png) all lost files silently. Now
+    each is an error naming the file before anything is written; a rerun into its own output
+    replaces its own masks; --overwrite replaces other files but never an image."""
+    images, model_path, _, out = setup
+    gt = tmp_path / "gt"
+    (gt / "a").mkdir(parents=True)
+    (gt / "a" / "0001.png").write_bytes(b"ground truth")
+    result = run_cli("predict", model_path, images, "-o", gt)
+    assert result.exit_code == 1
+    assert f"{gt / 'a' / '0001.png'} already exists and no earlier labelfix predict wrote it" in (
+        result.stderr
+    )
+    assert (gt / "a" / "0001.png").read_bytes() == b"ground truth"
+    assert sorted(p.name for p in gt.rglob("*")) == ["0001.png", "a"]
+    result = run_cli("predict", model_path, images, "-o", gt, "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert (gt / "a" / "0001.png").read_bytes() != b"ground truth"
+    before = {p: p.read_bytes() for p in images.rglob("*.png")}
+    result = run_cli("predict", model_path, images, "-o", images, "--overwrite")
+    assert result.exit_code == 1
+    assert "is one of the images: its mask would replace it" in result.stderr
+    assert {p: p.read_bytes() for p in images.rglob("*.png")} == before
+    result = run_cli("predict", model_path, images, "-o", out)  # its own output: replaced
+    assert result.exit_code == 0, result.output
+    twins = tmp_path / "twins"
+    twins.mkdir()
+    Image.new("RGB", (8, 8)).save(twins / "a.jpg")
+    Image.new("RGB", (8, 8)).save(twins / "a.png")
+    result = run_cli("predict", model_path, twins, "-o", tmp_path / "p")
+    assert result.exit_code == 1
+    assert "a.jpg and" in result.stderr and "would both be predicted into" in result.stderr
+    assert not (tmp_path / "p").exists()

@@ -17,6 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 from types import SimpleNamespace
 
+import click
 import numpy as np
 import pytest
 
@@ -569,6 +570,16 @@ def test_cli_class_weights_file(tmp_path):
     assert _check_class_weights(None, None, str(weights)) == (1.0, 2.5)
     weights.write_text("0.5 1\n2 3")
     assert _check_class_weights(None, None, str(weights)) == (0.5, 1.0, 2.0, 3.0)
+    # Regression (a hostile-user pass): all-zero weights trained nothing at loss 0.0, NaN and
+    # inf failed only after a whole epoch; a wrong count did not name the file.
+    for text, message in (("0 0", "every weight is 0"), ("1 nan", "finite"), ("inf 1", "finite")):
+        weights.write_text(text)
+        with pytest.raises(click.BadParameter, match=message):
+            _check_class_weights(None, None, str(weights))
+    weights.write_text("1 2 3")
+    result = run_cli("train", tmp_path, "-n", 2, "-e", 1, "-b", 2, "--class-weights", weights)
+    assert result.exit_code == 2
+    assert f"{weights}: 3 class weights, expected 2" in result.stderr
 
 
 def test_progress_bar_on_a_terminal_shows_rate_and_eta(capsys):

@@ -172,7 +172,8 @@ def test_binary_needs_two_classes_and_the_cli_says_so(tmp_path):
         )
     result = run_cli("train", tmp_path, "-n", 4, "-e", 1, "-b", 4, "--binary", "-o", tmp_path / "o")
     assert result.exit_code == 2
-    assert "num_classes must be 2, got 4" in result.stderr
+    assert "--binary trains masks of 2 classes" in result.stderr  # the CLI's names (regression)
+    assert "--num-classes must be 2, got 4" in result.stderr
     assert "Traceback" not in result.output
     result = run_cli("train", tmp_path, "-n", 2, "-e", 1, "-b", 4, "--loss", "bce")
     assert result.exit_code == 2
@@ -193,6 +194,22 @@ def binary_run(tmp_path_factory):
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     return root, records, out, json.loads(result.stdout)
+
+
+def test_a_fresh_run_into_an_earlier_runs_output_is_refused(binary_run):
+    """Regression (a hostile-user pass): training without --resume into an earlier run's
+    output replaced its model.keras and mixed the two runs' checkpoints; resuming with another
+    --loss relabelled the earlier epochs. Both are usage errors now, the run untouched."""
+    _, records, out, _ = binary_run
+    before = (out / "model.keras").read_bytes()
+    common = ["-n", 2, "-e", 2, "-b", 4, "--crop-size", 16, "--width", 4, "--binary", "-o", out]
+    result = run_cli("train", records, *common)
+    assert result.exit_code == 2
+    assert f"{out} holds an earlier run (model.keras, checkpoints, history.json)" in result.stderr
+    result = run_cli("train", records, *common, "--resume", "--loss", "dice")
+    assert result.exit_code == 1
+    assert "cannot resume with loss dice (the checkpoint has ce+dice)" in result.stderr
+    assert (out / "model.keras").read_bytes() == before
 
 
 def test_cli_binary_run_reports_two_classes_and_keeps_its_settings(binary_run):

@@ -211,6 +211,13 @@ def _stderr_silenced(run, module) -> None:
 
 
 def quiet_tensorflow() -> None:
-    """Keep TensorFlow's start-up and C++ log lines off stderr (``-v`` shows them)."""
+    """Keep TensorFlow's start-up and C++ log lines, its Python warnings (``tf.function``
+    retracing notes, one per image size in ``predict``) and Keras' ``UserWarning``s off stderr:
+    labelfix says what matters in its own lines (``-v`` shows them all)."""
+    import logging
+    import warnings
+
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"  # also over the 1 that an importing parent set
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)  # TF keeps a level set before import
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"keras(\.|$)")
     around_import("tensorflow", _stderr_silenced)

@@ -50,9 +50,14 @@ _PALETTES = {
     help="Whose manifest --records reads.",
 )
 @click.option("--batch-size", "-b", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace existing files under --output that no earlier predict wrote (never images).",
+)
 @options.json_option
 @handle_errors
-def predict(model, images, output, fmt, records, split, batch_size, as_json):
+def predict(model, images, output, fmt, records, split, batch_size, overwrite, as_json):
     """Predict a mask for every image in IMAGES (a directory, or one file) with MODEL.
 
     Each image is predicted whole, at its own size: padded (with 0) to a multiple of the
@@ -60,7 +65,8 @@ def predict(model, images, output, fmt, records, split, batch_size, as_json):
     runs on tiles of that size. Masks hold class ids 0..N-1 at the image's size, under
     --output at the image's relative path: palette PNGs (the manifest's colours with
     --records, else the Pascal VOC colours), which `labelfix stats` and `validate` read as
-    class ids, or .npy with --format npy.
+    class ids, or .npy with --format npy. A mask replaces only a file an earlier predict
+    wrote there (--overwrite for others; never one of the images).
 
     \b
     labelfix predict model/model.keras data/images/val -o predictions --records records
@@ -91,6 +97,7 @@ def predict(model, images, output, fmt, records, split, batch_size, as_json):
                 manifest=manifest,
                 batch_size=batch_size,
                 on_image=advance,
+                overwrite=overwrite,
             )
     except tf.errors.OpError as err:  # what the library does not name itself
         fail(tf_error_reason(err.message), 1)

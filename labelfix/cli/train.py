@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import re
 import sys
 import time
@@ -49,8 +50,12 @@ def _check_class_weights(ctx, param, value):
         weights = tuple(float(w) for w in parsed)
     except (TypeError, ValueError):
         raise click.BadParameter(f"{value}: expected numbers, one weight per class") from None
-    if not weights or any(w < 0 for w in weights):
-        raise click.BadParameter(f"{value}: expected non-negative weights, got {weights}")
+    if not weights or any(not math.isfinite(w) or w < 0 for w in weights):
+        raise click.BadParameter(f"{value}: expected finite, non-negative weights, got {weights}")
+    if not any(weights):
+        raise click.BadParameter(f"{value}: every weight is 0: nothing would be trained")
+    if ctx is not None:
+        ctx.meta["class_weights_file"] = value
     return weights
 
 
@@ -253,6 +258,15 @@ def train(
     labelfix train records/ -n 21 -e 50 -b 16 --val-split val --resume
     labelfix train records/ -n 2 -e 30 -b 8 --binary --loss ce+dice
     """
+    if binary and num_classes != 2:
+        fail(
+            f"--binary trains masks of 2 classes (0 background, 1 foreground) as one sigmoid "
+            f"channel: --num-classes must be 2, got {num_classes}",
+            2,
+        )
+    if isinstance(class_weights, tuple) and len(class_weights) != num_classes:
+        source = click.get_current_context().meta.get("class_weights_file")
+        fail(f"{source}: {len(class_weights)} class weights, expected {num_classes}", 2)
     require_tensorflow("train")
     if importlib.util.find_spec("keras") is None:
         raise MissingExtra("`labelfix train` needs Keras 3: pip install 'labelfix[tf]'")

@@ -122,6 +122,13 @@ def load_model(path: str | os.PathLike) -> Any:
         raise LabelfixError(f"{path}: no such model file")
     if not path.endswith(".keras"):
         raise LabelfixError(f"{path}: expected a .keras model file (model.save's format)")
+    import zipfile
+
+    if not zipfile.is_zipfile(path):  # Keras would say "File not found" of a damaged file
+        raise LabelfixError(
+            f"{path}: not a readable .keras model (a .keras file is a zip archive; this one is "
+            "truncated or of another format)"
+        )
     try:
         return keras.saving.load_model(path, compile=False)
     except (ValueError, OSError, KeyError, TypeError) as err:

@@ -87,8 +87,9 @@ class RunConfig:
     loss: str = "ce"
     binary: bool = False
 
-    #: Settings a checkpoint must agree with: they shape the model and the optimizer state.
-    MODEL_KEYS = ("num_classes", "width", "backbone", "norm", "precision", "binary")
+    #: Settings a checkpoint must agree with: they shape the model and the optimizer state, or
+    #: (the loss) what its epochs and history.json mean.
+    MODEL_KEYS = ("num_classes", "width", "backbone", "norm", "precision", "binary", "loss")
 
 
 @dataclass(frozen=True)

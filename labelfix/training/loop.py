@@ -195,6 +195,8 @@ def train(
         raise ValueError("resume=True needs the output directory of the run to continue")
     if resume and weights is not None:
         raise ValueError("resume=True continues from the checkpoint: it takes no weights")
+    if not resume:
+        _refuse_earlier_run(output)
     strategy = _strategy(devices, batch_size=batch_size, seed=seed)
     source = _read(
         dataset,
@@ -250,6 +252,24 @@ def train(
             history.append(_run_epoch(epoch, run, trainer, batches, report))
             _record_epoch(outputs, run, history)
     return _finish(outputs, model, run, history, resumed_from=done)
+
+
+def _refuse_earlier_run(output: str | os.PathLike | None) -> None:
+    """A fresh run never replaces an earlier run's ``model.keras`` or mixes its checkpoints
+    with that run's (a hostile-user pass found both happening silently)."""
+    if output is None:
+        return
+    directory = Path(output)
+    found = [
+        name
+        for name in ("model.keras", "checkpoints", "history.json")
+        if (directory / name).exists()
+    ]
+    if found:
+        raise ValueError(
+            f"{directory} holds an earlier run ({', '.join(found)}): resume it (--resume) or "
+            "choose a new output directory"
+        )
 
 
 def _check_sizes(crop_size: Sequence[int], *, epochs: int, batch_size: int) -> tuple[int, int]:

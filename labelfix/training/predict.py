@@ -26,12 +26,24 @@ import numpy as np
 
 from labelfix.errors import LabelfixError
 
-__all__ = ["FORMATS", "IMAGE_SUFFIXES", "PredictResult", "find_images", "mask_path", "predict"]
+__all__ = [
+    "FORMATS",
+    "IMAGE_SUFFIXES",
+    "RECORD_NAME",
+    "PredictResult",
+    "find_images",
+    "mask_path",
+    "plan_masks",
+    "predict",
+]
 
 #: Output formats of ``labelfix predict --format``.
 FORMATS = ("png", "npy")
 #: Files taken as images (what ``tf.io.decode_image`` decodes).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+#: The list of masks ``predict`` wrote into an output directory: those (and only those) a later
+#: run may replace.
+RECORD_NAME = ".labelfix-predict.json"
 
 
 @dataclass(frozen=True)
@@ -67,6 +79,67 @@ def find_images(images: str | os.PathLike) -> list[tuple[str, str]]:
 def mask_path(output: Path, relpath: str, fmt: str) -> Path:
     """Where the mask of the image at ``relpath`` goes: same relative path, new suffix."""
     return output / Path(relpath).with_suffix(f".{fmt}")
+
+
+def plan_masks(
+    output: Path, files: Sequence[tuple[str, str]], fmt: str, *, overwrite: bool = False
+) -> list[Path]:
+    """The mask path of each image, checked before anything is predicted.
+
+    Raises:
+        LabelfixError: two images would write one mask (``a.jpg`` and ``a.png``); a mask would
+            replace one of the images; or a mask would replace a file that no earlier
+            ``predict`` wrote into ``output`` (ground truth, say) unless ``overwrite``.
+
+    A hostile-user pass found all three losing data silently.
+    """
+    targets = [mask_path(output, rel, fmt) for rel, _ in files]
+    seen: dict[Path, str] = {}
+    for target, (_, path) in zip(targets, files, strict=True):
+        if target in seen:
+            raise LabelfixError(
+                f"{seen[target]} and {path} would both be predicted into {target}: rename one, "
+                "or predict them into separate directories"
+            )
+        seen[target] = path
+    images = {os.path.realpath(path): path for _, path in files}
+    written = set() if overwrite else _written_before(output)
+    for target in targets:
+        if not os.path.lexists(target):
+            continue
+        if os.path.realpath(target) in images:
+            raise LabelfixError(
+                f"{target} is one of the images: its mask would replace it; choose another "
+                "--output directory"
+            )
+        if not overwrite and target.relative_to(output).as_posix() not in written:
+            raise LabelfixError(
+                f"{target} already exists and no earlier labelfix predict wrote it: choose a new "
+                "--output directory, move the file away, or pass --overwrite"
+            )
+    return targets
+
+
+def _written_before(output: Path) -> set[str]:
+    import json
+
+    try:
+        data = json.loads((output / RECORD_NAME).read_text(encoding="utf-8"))
+        return {str(name) for name in data.get("masks", [])}
+    except (OSError, ValueError, AttributeError, TypeError):
+        return set()
+
+
+def _record_written(output: Path, targets: Sequence[Path]) -> None:
+    """Add ``targets`` to the output's record (atomically), so a rerun may replace them."""
+    import json
+
+    from labelfix.io.atomic import write_atomic
+
+    names = _written_before(output) | {t.relative_to(output).as_posix() for t in targets}
+    text = json.dumps({"labelfix_predict": 1, "masks": sorted(names)}, indent=1) + "\n"
+    output.mkdir(parents=True, exist_ok=True)
+    write_atomic(output / RECORD_NAME, text.encode("utf-8"))
 
 
 def encode_mask(prediction: np.ndarray, fmt: str, palette: bytes | None) -> bytes:
@@ -110,12 +183,15 @@ def predict(
     manifest: dict | None = None,
     batch_size: int = 1,
     on_image: Callable[[int], None] | None = None,
+    overwrite: bool = False,
 ) -> PredictResult:
     """Write the predicted mask of every image under ``images`` into ``output``.
 
     ``model``: a ``keras.Model`` or a ``.keras`` path. ``manifest`` (a split's, from
     ``labelfix.records.manifest.read_manifest``): its ``num_classes`` must match the model's,
-    and its ``palette``, if any, colours the PNGs.
+    and its ``palette``, if any, colours the PNGs. Masks replace only files an earlier
+    ``predict`` wrote into ``output`` (listed in its ``.labelfix-predict.json``) unless
+    ``overwrite`` (see :func:`plan_masks`).
     """
     import tensorflow as tf
 
@@ -137,14 +213,16 @@ def predict(
     palette, palette_kind = palette_for(manifest, num_classes) if fmt == "png" else (None, "none")
     files = find_images(images)
     out = Path(output)
+    targets = plan_masks(out, files, fmt, overwrite=overwrite)
     paths = tf.constant([path for _, path in files])
     dataset = tf.data.Dataset.from_tensor_slices((paths, tf.range(len(files), dtype=tf.int64)))
     dataset = dataset.map(_decode, num_parallel_calls=tf.data.AUTOTUNE)
     batches = prediction_pipeline(dataset, batch_size=batch_size, multiple=input_multiple(model))
+    _record_written(out, targets)  # before the first mask: an interrupted run's are its own
     written = []
     try:
         for key, prediction in predict_batches(model, batches):
-            target = mask_path(out, files[int(key)][0], fmt)
+            target = targets[int(key)]
             target.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(target, encode_mask(prediction, fmt, palette))
             written.append(target)
