@@ -310,4 +310,3 @@ def _refuse_foreign_files(files: list[FileJob]) -> None:
             "never replaces a file it did not write; choose a new --output directory or move "
             "the file away"
         )
-
