@@ -137,3 +137,19 @@ def test_json_runs_that_fail_still_print_one_json_document(tmp_path: Path):
         assert document["problems"] == [f"no mask files (*.png, *.npy) under {tmp_path / 'empty'}"]
     ok = CliRunner().invoke(main, ["stats", str(DATA / "masks"), "--json"])
     assert ok.exit_code == 0 and json.loads(ok.stdout)["ok"] is True
+
+
+def test_ctrl_c_while_a_command_is_set_up_exits_130(monkeypatch):
+    """Regression (a hostile-user pass): Ctrl-C in the first fraction of a second (while the
+    command's module imports) printed click's "Aborted!" and exited 1, a data problem's code."""
+    import labelfix.cli as cli
+
+    def interrupted(name):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli.importlib, "import_module", interrupted)
+    from click.testing import CliRunner
+
+    result = CliRunner().invoke(cli.main, ["stats", "."])
+    assert result.exit_code == 130
+    assert result.stderr == "labelfix: interrupted\n"
