@@ -162,20 +162,29 @@ def to_tfrecord(
         for line in refused.problems:
             click.echo(line, err=True)
         if refused.kind == "unpaired":
+            what = f"{len(refused.problems)} unpaired file(s)"
+            if refused.ambiguous:
+                what = (
+                    f"{len(refused.problems)} file(s) without exactly one partner "
+                    f"({refused.ambiguous} mask(s) with several images: rename or move the "
+                    "extra images)"
+                )
             fail(
-                f"{len(refused.problems)} unpaired file(s); nothing was written "
-                "(--skip-unpaired leaves them out, --list picks ids)",
+                f"{what}; nothing was written (--skip-unpaired leaves them out, --list picks ids)",
                 problems=refused.problems,
             )
         fail(str(refused), problems=refused.problems)
     for line in result.skipped:
         click.echo(f"labelfix: skipped: {line}", err=True)
+    warnings = list(result.warnings)
     if label_map.ignore and result.ignore_pixels == 0:
         values = ", ".join(map(str, label_map.ignore))
-        _warn(f"no pixel of the {result.num_records} mask(s) was void (ignore {values}); is "
-              "it this dataset's void value?")  # fmt: skip
+        warnings.append(f"no pixel of the {result.num_records} mask(s) was void (ignore "
+                        f"{values}); is it this dataset's void value?")  # fmt: skip
+    for line in warnings:
+        _warn(line)
     if as_json:
-        click.echo(json.dumps({"ok": True, **result.to_dict()}, indent=2))
+        click.echo(json.dumps({"ok": True, **result.to_dict(), "warnings": warnings}, indent=2))
     else:
         click.echo(render(result, spec.readers()))
 

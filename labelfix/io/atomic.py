@@ -30,8 +30,10 @@ import contextlib
 import os
 import re
 import shutil
+import signal
 import stat
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterator
 from typing import NoReturn
@@ -230,3 +232,42 @@ def copy_atomic(source: str | os.PathLike, destination: str | os.PathLike) -> No
     """Copy a local file to ``destination`` through a temporary name."""
     with atomic_path(destination) as tmp:
         shutil.copyfile(source, tmp)
+
+
+#: Whether :func:`deferred_signals` holds the signals now (it nests: the outermost one delivers).
+_deferring = False
+
+
+@contextlib.contextmanager
+def deferred_signals(signums: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) and SIGTERM while the block runs, then deliver them as they would
+    have been: the few renames that publish an output run whole, never half.
+
+    A KeyboardInterrupt raised between two renames would leave half an output, and the code that
+    catches it (removing temporary files) would run on a state it does not expect. While the
+    block runs, the signals are only noted; when it ends, the previous handlers are put back and
+    each noted signal is raised again (Ctrl-C then raises KeyboardInterrupt just after the
+    block). Only the main thread can change signal handlers: elsewhere, and inside an enclosing
+    block, this does nothing. Keep the block short: a second Ctrl-C waits for it too.
+    """
+    global _deferring
+    if _deferring or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    noted: list[int] = []
+    previous: dict[int, object] = {}
+    for signum in signums:
+        handler = signal.getsignal(signum)
+        if handler is None:  # installed outside Python: cannot be put back
+            continue
+        previous[signum] = handler
+        signal.signal(signum, lambda received, frame: noted.append(received))
+    _deferring = True
+    try:
+        yield
+    finally:
+        _deferring = False
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(noted):
+            signal.raise_signal(signum)

@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import errno
 import os
 import posixpath
 import re
 import shutil
+import stat
 from collections.abc import Iterator
 from typing import IO
 
@@ -173,15 +175,79 @@ def file_sizes(top: str) -> dict[str, int]:
 # ----------------------------------------------------------------------------- reading, writing
 
 
+class NotARegularFile(OSError):
+    """A local path to read that is no regular file (a FIFO, a socket, a device); never opened.
+
+    ``strerror`` says what it is: ``not a regular file (a FIFO)``.
+    """
+
+
+#: What a local path that is neither a regular file nor a directory is, for messages.
+_SPECIAL_FILES = (
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def special_file(mode: int) -> str | None:
+    """``"a FIFO"`` (socket, character or block device) for such an ``st_mode``, else None.
+
+    >>> special_file(stat.S_IFIFO | 0o644), special_file(stat.S_IFREG | 0o644)
+    ('a FIFO', None)
+    """
+    for test, what in _SPECIAL_FILES:
+        if test(mode):
+            return what
+    return None
+
+
+def _refuse_special(path: str, mode: int) -> None:
+    what = special_file(mode)
+    if what is not None:
+        raise NotARegularFile(errno.EINVAL, f"not a regular file ({what})", path)
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+
+
+def _open_local_for_reading(path: str, mode: str) -> IO:
+    """``builtins.open(path, mode)`` for a regular file (symbolic links followed); what is no
+    regular file is refused without opening it: opening a FIFO for reading waits until someone
+    writes to it, a device may never end. The file is looked at with ``stat`` first, then
+    opened non-blocking and looked at again (it may have been swapped in between)."""
+    _refuse_special(path, os.stat(path).st_mode)
+
+    def opener(name: str, flags: int) -> int:
+        fd = os.open(name, flags | getattr(os, "O_NONBLOCK", 0))
+        try:
+            _refuse_special(path, os.fstat(fd).st_mode)
+            if hasattr(os, "O_NONBLOCK"):
+                os.set_blocking(fd, True)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    return builtins.open(path, mode, opener=opener)
+
+
 def open(path: str, mode: str = "rb") -> IO:
-    """A file object for ``path``: ``builtins.open`` locally, fsspec's for URLs."""
+    """A file object for ``path``: ``builtins.open`` locally, fsspec's for URLs.
+
+    A local path opened for reading only must be a regular file (after following symbolic
+    links): :class:`NotARegularFile` for a FIFO, socket or device, which is never opened.
+    """
     if not is_url(path):
+        if mode.startswith("r") and "+" not in mode:
+            return _open_local_for_reading(os.fspath(path), mode)
         return builtins.open(path, mode)
     fs, p = _split(path)
     return fs.open(p, mode)
 
 
 def read_bytes(path: str) -> bytes:
+    """The whole file; :class:`NotARegularFile` for a local FIFO, socket or device."""
     with open(path, "rb") as fh:
         return fh.read()
 

@@ -7,16 +7,22 @@ same stem (less optional suffixes, as Cityscapes' ``_gtFine_labelIds`` / ``_left
 'aachen/aachen_000000_000019'
 >>> find_image("images", "train/0001.png")          # doctest: +SKIP
 'images/train/0001.jpg'
+
+Two images with one stem (``0001.jpg`` and ``0001.png``) are an error (:class:`AmbiguousImage`),
+never a silent pick.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import stat
 import struct
+from collections.abc import Sequence
 
 from PIL import Image
 
+from labelfix.errors import LabelfixError
 from labelfix.io import fs
 from labelfix.io.png import PNG_SIGNATURE, png_header, png_problem
 
@@ -31,21 +37,87 @@ def mask_stem(relpath: str, *, mask_suffix: str = "") -> str:
     return stem
 
 
+class AmbiguousImage(LabelfixError):
+    """Several images share the stem of one mask (``img/p1.jpg`` and ``img/p1.png``): which one
+    belongs to it is not for labelfix to guess. ``images`` lists them; ``mask`` names the mask
+    (its path when known, else its path relative to the masks directory)."""
+
+    def __init__(self, mask: str, images: Sequence[str]):
+        self.mask, self.images = mask, tuple(images)
+        super().__init__(f"{mask}: {len(self.images)} images match: {', '.join(self.images)}")
+
+    def __reduce__(self):  # raised in worker processes: it must survive pickling
+        return type(self), (self.mask, self.images)
+
+
+def find_images(
+    images_dir: str | os.PathLike,
+    mask_relpath: str,
+    *,
+    mask_suffix: str = "",
+    image_suffix: str = "",
+) -> list[str]:
+    """Every image with the stem of the mask at ``mask_relpath`` (one file each: a name that
+    differs only by case on a case-insensitive disk is the same file), in extension order.
+
+    What exists and is not a directory counts (a FIFO too: reading it is refused later, by
+    :func:`labelfix.io.fs.read_bytes`, with a message that says what it is).
+    """
+    stem = mask_stem(mask_relpath, mask_suffix=mask_suffix)
+    base = fs.join(os.fspath(images_dir), stem) + image_suffix
+    if fs.is_url(base):
+        return _remote_images(base)
+    found: list[str] = []
+    seen: set[tuple[int, int]] = set()
+    for ext in IMAGE_EXTENSIONS:
+        for candidate in (base + ext, base + ext.upper()):
+            try:
+                info = os.stat(candidate)
+            except (OSError, ValueError):
+                continue
+            if stat.S_ISDIR(info.st_mode) or (info.st_dev, info.st_ino) in seen:
+                continue
+            seen.add((info.st_dev, info.st_ino))
+            found.append(candidate)
+    return found
+
+
+def _remote_images(base: str) -> list[str]:
+    """:func:`find_images` for a URL: one listing of the directory (fsspec caches listings)."""
+    parent, name = fs.dirname(base), fs.basename(base)
+    try:
+        names = fs.listdir(parent)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    rank = {ext: i for i, ext in enumerate(IMAGE_EXTENSIONS)}
+    rank.update({ext.upper(): i for i, ext in enumerate(IMAGE_EXTENSIONS)})
+    matches = sorted(
+        (n for n in names if os.path.splitext(n)[0] == name and os.path.splitext(n)[1] in rank),
+        key=lambda n: (rank[os.path.splitext(n)[1]], n),
+    )
+    return [fs.join(parent, n) for n in matches if not fs.isdir(fs.join(parent, n))]
+
+
 def find_image(
     images_dir: str | os.PathLike,
     mask_relpath: str,
     *,
     mask_suffix: str = "",
     image_suffix: str = "",
+    mask: str | None = None,
 ) -> str | None:
-    """Path of the image paired with the mask at ``mask_relpath``, or None when there is none."""
-    stem = mask_stem(mask_relpath, mask_suffix=mask_suffix)
-    base = fs.join(os.fspath(images_dir), stem) + image_suffix
-    for ext in IMAGE_EXTENSIONS:
-        for candidate in (base + ext, base + ext.upper()):
-            if fs.isfile(candidate):
-                return candidate
-    return None
+    """Path of the image paired with the mask at ``mask_relpath``, or None when there is none.
+
+    :class:`AmbiguousImage` (a :class:`~labelfix.errors.LabelfixError`) when several images
+    have its stem (``p1.jpg`` and ``p1.png``), naming ``mask`` (default: ``mask_relpath``) and
+    every candidate: picking one silently could pair the mask with the wrong picture.
+    """
+    found = find_images(
+        images_dir, mask_relpath, mask_suffix=mask_suffix, image_suffix=image_suffix
+    )
+    if len(found) > 1:
+        raise AmbiguousImage(mask if mask is not None else mask_relpath, found)
+    return found[0] if found else None
 
 
 #: Image formats TensorFlow's ``tf.io.decode_image`` reads, by Pillow format name.
@@ -67,10 +139,13 @@ def image_header(source: bytes | str) -> tuple[str, int, int, int]:
     ValueError with a reason for what TensorFlow could not decode; OSError when unreadable.
     """
     try:
-        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:
+        with (
+            io.BytesIO(source) if isinstance(source, bytes) else fs.open(source, "rb") as fh,
+            Image.open(fh) as im,
+        ):
             fmt, (width, height), mode = im.format, im.size, im.mode
             transparent = "transparency" in im.info
-    except (FileNotFoundError, PermissionError, IsADirectoryError):
+    except (FileNotFoundError, PermissionError, IsADirectoryError, fs.NotARegularFile):
         raise
     except Image.UnidentifiedImageError:
         empty = not source if isinstance(source, bytes) else os.path.getsize(source) == 0
@@ -179,8 +254,9 @@ def decode_problem(data: bytes) -> str | None:
 
 def check_image(path: str) -> tuple[bytes, tuple[str, int, int, int]]:
     """``(file bytes, (format, height, width, channels))`` of an image that TensorFlow's
-    ``decode_image`` reads completely; OSError when unreadable, ValueError with the reason when
-    it is not such an image."""
+    ``decode_image`` reads completely; OSError when unreadable (:class:`~labelfix.io.fs.
+    NotARegularFile` for a FIFO, socket or device, never opened), ValueError with the reason
+    when it is not such an image."""
     data = fs.read_bytes(path)
     header = quick_header(data) or image_header(data)
     problem = decode_problem(data)

@@ -47,7 +47,13 @@ from labelfix.io.masks import iter_mask_files
 from labelfix.records.manifest import RecordTally, build_manifest
 from labelfix.records.pairing import Pair
 from labelfix.records.prepare import Prepared, RecordPlan, prepare_pair, record_bytes
-from labelfix.records.shards import ShardInfo, publish, shard_info, shard_name
+from labelfix.records.shards import (
+    ShardInfo,
+    publish,
+    refuse_foreign_shards,
+    shard_info,
+    shard_name,
+)
 from labelfix.records.spec import WriteSpec
 from labelfix.records.write import WriteResult, invalid, plan_pairs
 
@@ -337,6 +343,7 @@ def write_dataset_beam(
         pairs, spec.images, spec.masks, spec.size_limit
     )
     fs.makedirs(spec.output)
+    refuse_foreign_shards(spec.output, spec.split)  # before anything is written
     items = ([i, p.mask, p.image, p.source_id, p.filename] for i, p in enumerate(pairs))
     with _staging(spec.output) as staging:
         listing = _stage_items(staging, items)

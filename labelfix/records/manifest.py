@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 
 from labelfix._version import __version__
 from labelfix.errors import LabelfixError
+from labelfix.io import fs
 from labelfix.labels import IGNORE_AS
 from labelfix.records.example import FEATURES
-from labelfix.records.spec import WriteSpec
+from labelfix.records.spec import COMPRESSIONS, WriteSpec
 
 MANIFEST_SUFFIX = ".labelfix.json"
 MANIFEST_FORMAT = "labelfix-tfrecord"
@@ -145,8 +146,7 @@ def read_manifest(path: str | os.PathLike, split: str = "train") -> dict:
         file = manifest_path(os.path.dirname(path) or ".", split)
     directory = os.path.dirname(os.path.abspath(file))
     try:
-        with open(file, encoding="utf-8") as fh:
-            manifest = json.load(fh)
+        manifest = json.loads(fs.read_bytes(file))  # a FIFO is refused, never opened
     except FileNotFoundError:
         found = sorted(
             n[: -len(MANIFEST_SUFFIX)] for n in _listdir(directory) if n.endswith(MANIFEST_SUFFIX)
@@ -161,9 +161,19 @@ def read_manifest(path: str | os.PathLike, split: str = "train") -> dict:
         raise LabelfixError(f"{file}: cannot read the manifest ({err.strerror})") from None
     except json.JSONDecodeError as err:
         raise LabelfixError(f"{file}: invalid JSON ({err.msg} at line {err.lineno})") from None
+    except UnicodeDecodeError:
+        raise LabelfixError(f"{file}: invalid JSON (not UTF-8 text)") from None
+    except RecursionError:
+        raise LabelfixError(f"{file}: invalid JSON (nested too deeply)") from None
     if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
         raise LabelfixError(f"{file}: not a labelfix TFRecord manifest")
-    if manifest.get("format_version", 0) > MANIFEST_VERSION:
+    version = manifest.get("format_version", 0)
+    if not _is_int(version):
+        raise LabelfixError(
+            f"{file}: not a valid labelfix manifest (format_version: {_shown(version)} is not "
+            "an integer)"
+        )
+    if version > MANIFEST_VERSION:
         raise LabelfixError(
             f"{file}: manifest format {manifest['format_version']} is newer than this labelfix "
             f"reads ({MANIFEST_VERSION}); upgrade labelfix"
@@ -175,9 +185,120 @@ def read_manifest(path: str | os.PathLike, split: str = "train") -> dict:
     ]
     if missing:
         raise LabelfixError(f"{file}: manifest lacks {', '.join(missing)}")
+    problem = manifest_problem(manifest)
+    if problem is not None:
+        raise LabelfixError(f"{file}: not a valid labelfix manifest ({problem})")
     manifest["directory"] = directory
     manifest["manifest_path"] = file
     return manifest
+
+
+#: The most classes a manifest may claim (readers make per-class arrays of this length).
+MAX_CLASSES = 1 << 24
+#: The mask dtypes each encoding stores (:meth:`~labelfix.records.spec.WriteSpec.mask_storage`).
+MASK_DTYPES = {"png": ("uint8", "uint16"), "raw": ("int8", "int16", "int32")}
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _shown(value) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _counts_problem(name: str, value) -> str | None:
+    """What is wrong with a list of non-negative integer counts.
+
+    Its length is not checked here: a manifest whose ``num_classes`` was edited still reads, so
+    that verify and train can name the records that disagree with it; verify also names the
+    count list, and train's class weights check their length.
+    """
+    if not isinstance(value, list):
+        return f"{name}: expected a list of counts, got {_shown(value)}"
+    for i, n in enumerate(value):
+        if not _is_int(n) or n < 0:
+            return f"{name}[{i}]: expected a count (an integer >= 0), got {_shown(n)}"
+    return None
+
+
+def _shard_problem(i: int, shard) -> str | None:
+    where = f"shards[{i}]"
+    if not isinstance(shard, dict):
+        return f"{where}: expected an object with file, records, bytes, sha256"
+    name = shard.get("file")
+    if not isinstance(name, str) or not name:
+        return f"{where}.file: expected a file name, got {_shown(name)}"
+    if "/" in name or "\\" in name or "\0" in name or name in (".", ".."):
+        return f"{where}.file: {name!r} is not a plain file name (no directory parts)"
+    for key in ("records", "bytes"):
+        if not _is_int(shard.get(key)) or shard[key] < 0:
+            return f"{where}.{key}: expected an integer >= 0, got {_shown(shard.get(key))}"
+    if not isinstance(shard.get("sha256"), str):
+        return f"{where}.sha256: expected a hex digest, got {_shown(shard.get('sha256'))}"
+    return None
+
+
+def manifest_problem(manifest: dict) -> str | None:
+    """``FIELD: what is wrong`` for the first field of ``manifest`` that its readers (verify,
+    labelfix.data, train, evaluate, predict) could not use as it is; None when all are fine.
+
+    >>> manifest_problem({"num_classes": -3, "ignore": None, "shards": []})
+    'num_classes: expected an integer 1..16777216, got -3'
+    """
+    num_classes = manifest.get("num_classes")
+    if not _is_int(num_classes) or not 1 <= num_classes <= MAX_CLASSES:
+        return f"num_classes: expected an integer 1..{MAX_CLASSES}, got {_shown(num_classes)}"
+    for key in ("ignore", "ignore_as"):
+        value = manifest.get(key)
+        if value is not None and not _is_int(value):
+            return f"{key}: expected an integer or null, got {_shown(value)}"
+    encoding = manifest.get("mask_encoding")
+    if encoding not in MASK_DTYPES:
+        return f"mask_encoding: expected one of {', '.join(MASK_DTYPES)}, got {_shown(encoding)}"
+    dtype = manifest.get("mask_dtype")
+    if dtype not in MASK_DTYPES[encoding]:
+        known = ", ".join(MASK_DTYPES[encoding])
+        return f"mask_dtype: expected one of {known} for {encoding} masks, got {_shown(dtype)}"
+    if manifest.get("compression") not in COMPRESSIONS:
+        got = _shown(manifest.get("compression"))
+        return f"compression: expected one of {', '.join(COMPRESSIONS)}, got {got}"
+    shards = manifest.get("shards")
+    if not isinstance(shards, list):
+        return f"shards: expected a list of shards, got {_shown(shards)}"
+    seen: set[str] = set()
+    for i, shard in enumerate(shards):
+        problem = _shard_problem(i, shard)
+        if problem is not None:
+            return problem
+        if shard["file"] in seen:
+            return f"shards[{i}].file: {shard['file']!r} is listed twice"
+        seen.add(shard["file"])
+    for key in ("num_records", "ignore_pixels"):
+        value = manifest.get(key)
+        if value is not None and (not _is_int(value) or value < 0):
+            return f"{key}: expected an integer >= 0, got {_shown(value)}"
+    for key in ("class_pixel_counts", "class_image_counts", "class_image_pixels"):
+        if manifest.get(key) is not None:
+            problem = _counts_problem(key, manifest[key])
+            if problem is not None:
+                return problem
+    names = manifest.get("class_names")  # of another length: readers fall back to "class K"
+    if names is not None and (
+        not isinstance(names, list) or not all(isinstance(n, str) for n in names)
+    ):
+        return f"class_names: expected null or a list of names (strings), got {_shown(names)}"
+    palette = manifest.get("palette")
+    if palette is not None and (
+        not isinstance(palette, list)
+        or not all(
+            isinstance(c, list) and len(c) == 3 and all(_is_int(v) and 0 <= v <= 255 for v in c)
+            for c in palette
+        )
+    ):
+        return f"palette: expected null or a list of [r, g, b] (0..255), got {_shown(palette)}"
+    return None
 
 
 def _listdir(directory: str) -> list[str]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from labelfix.errors import LabelfixError
 from labelfix.io import fs
-from labelfix.io.images import IMAGE_EXTENSIONS, mask_stem
+from labelfix.io.images import IMAGE_EXTENSIONS, AmbiguousImage, mask_stem
 from labelfix.io.masks import iter_mask_files
 
 
@@ -24,10 +24,14 @@ class DatasetProblems(LabelfixError):
     unreadable files, size mismatches).
     """
 
-    def __init__(self, message: str, problems: Sequence[str], *, kind: str, files: int):
+    def __init__(
+        self, message: str, problems: Sequence[str], *, kind: str, files: int, ambiguous: int = 0
+    ):
         self.problems = tuple(problems)
         self.kind = kind
         self.files = files
+        #: of the unpaired problems, masks whose stem several images share
+        self.ambiguous = ambiguous
         super().__init__(message)
 
 
@@ -75,7 +79,9 @@ def find_pairs(
     ``mask_suffix``/``image_suffix`` are stripped from the stems (Cityscapes:
     ``_gtFine_labelIds`` / ``_leftImg8bit``); with a suffix, files without it are not considered.
     ``ids`` restricts the pairs to those ids, in that order (an id matches the whole key or its
-    last component). Raises DatasetProblems listing every unpaired file unless ``skip_unpaired``.
+    last component). A mask whose stem two images share (``p1.jpg`` and ``p1.png``) is a
+    problem too, never a silent pick. Raises DatasetProblems listing every unpaired file unless
+    ``skip_unpaired`` (which then leaves such masks out).
     """
     images, masks = os.fspath(images), os.fspath(masks)
     for what, top in (("images", images), ("masks", masks)):
@@ -88,21 +94,27 @@ def find_pairs(
     if ids is None:
         keys = sorted(mask_by_key)
         for key in sorted(set(image_by_key) - set(mask_by_key)):
-            problems.append(f"{image_by_key[key][0]}: no mask for this image under {masks}")
+            for path, _ in image_by_key[key]:
+                problems.append(f"{path}: no mask for this image under {masks}")
     else:
         keys = _keys_of_ids(ids, mask_by_key, image_by_key, problems, images, masks,
                             suffixes=(mask_suffix, image_suffix))  # fmt: skip
-    pairs = []
+    pairs, ambiguous = [], 0
     for key in dict.fromkeys(keys):
-        mask, image = mask_by_key.get(key), image_by_key.get(key)
+        mask, found = mask_by_key.get(key), image_by_key.get(key, [])
         if mask is None:
-            problems.append(f"{image[0]}: no mask for this image under {masks}")
-        elif image is None:
+            for path, _ in found:
+                problems.append(f"{path}: no mask for this image under {masks}")
+        elif not found:
             problems.append(
                 f"{mask[0]}: no image for this mask under {images} "
                 f"(looked for {key}{image_suffix}.*)"
             )
+        elif len(found) > 1:  # never a silent pick: it could pair the mask with another picture
+            problems.append(str(AmbiguousImage(mask[0], [path for path, _ in found])))
+            ambiguous += 1
         else:
+            (image,) = found
             pairs.append(
                 Pair(mask=mask[0], image=image[0], source_id=key, filename=_posix(image[1]))
             )
@@ -112,6 +124,7 @@ def find_pairs(
             problems,
             kind="unpaired",
             files=len(problems),
+            ambiguous=ambiguous,
         )
     return pairs, problems
 
@@ -133,17 +146,17 @@ def _masks_by_key(masks: str, mask_suffix: str, problems: list[str]) -> dict:
 
 
 def _images_by_key(images: str, image_suffix: str, exclude: set[str]) -> dict:
-    """Key -> (path, relpath) of the images; of two with one stem, the earlier extension wins."""
+    """Key -> every (path, relpath) of an image with that key, in extension order. Several
+    images for one key (``p1.jpg`` and ``p1.png``) are a problem for the mask that needs one."""
     rank = {ext: i for i, ext in enumerate(IMAGE_EXTENSIONS)}
-    found: dict[str, tuple[str, str]] = {}
+    found: dict[str, list[tuple[str, str]]] = {}
     for path, rel in _image_files(images, exclude):
-        stem, ext = os.path.splitext(rel)
+        stem, _ = os.path.splitext(rel)
         if image_suffix and not stem.endswith(image_suffix):
             continue
-        key = _posix(mask_stem(rel, mask_suffix=image_suffix))
-        old = found.get(key)
-        if old is None or rank[ext.lower()] < rank[os.path.splitext(old[1])[1].lower()]:
-            found[key] = (path, rel)
+        found.setdefault(_posix(mask_stem(rel, mask_suffix=image_suffix)), []).append((path, rel))
+    for entries in found.values():
+        entries.sort(key=lambda e: (rank[os.path.splitext(e[1])[1].lower()], e[1]))
     return found
 
 

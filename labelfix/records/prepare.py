@@ -103,7 +103,7 @@ def prepare_pair(pair: Pair, plan: RecordPlan) -> Prepared | Rejected:
     """Read, map, check and encode one pair's mask, and read its image header (in a worker)."""
     path = pair.mask
     try:
-        data = fs.read_bytes(path)
+        data = fs.read_bytes(path)  # a FIFO or device is refused, never opened
     except OSError:
         data = None  # read_label_mask says what is wrong with the path
     try:
@@ -122,6 +122,8 @@ def prepare_pair(pair: Pair, plan: RecordPlan) -> Prepared | Rejected:
     problems = [bad_value_message(path, b, num_classes=num_classes, ignore=void) for b in bad]
     try:
         _, (image_format, height, width, channels) = check_image(pair.image)
+    except fs.NotARegularFile as err:  # a FIFO: reading it would wait forever
+        problems.append(f"{pair.image}: {err.strerror}")
     except OSError as err:
         problems.append(f"{pair.image}: cannot read the image ({err.strerror or err})")
     except ValueError as err:

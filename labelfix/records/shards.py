@@ -1,9 +1,11 @@
 """Shards: the ``{split}-NNNNN-of-MMMMM.tfrecord`` files, written under temporary names and
-published (renamed into place, the manifest written last) only when every record is in.
+published (renamed into place, the manifest renamed last) only when every record is in.
 
 A write that fails (a full disk, a read-only directory) raises a LabelfixError naming the
 shard's final path and the reason, never the hidden temporary name; the caller discards the
-temporary files, and the output is left without a manifest, so a rerun writes it whole.
+temporary files, and the earlier output of the split stays as it was. :func:`publish` says how
+an earlier output is replaced without a moment where neither it nor the new one is readable, and
+shard-named files that no labelfix manifest lists are never removed (:func:`output_state`).
 
 >>> shard_name("train", 1, 4)
 'train-00001-of-00004.tfrecord'
@@ -19,15 +21,16 @@ import os
 import re
 import struct
 import tempfile
+import uuid
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from labelfix.errors import LabelfixError
 from labelfix.io import fs
-from labelfix.io.atomic import move_into_place, temporary_name, write_atomic
+from labelfix.io.atomic import TMP_SUFFIX, deferred_signals, move_into_place, temporary_name
 from labelfix.records.framing import write_record
-from labelfix.records.manifest import manifest_path
+from labelfix.records.manifest import MANIFEST_FORMAT, manifest_path
 
 
 def shard_name(split: str, index: int, count: int) -> str:
@@ -160,41 +163,228 @@ class ShardSet:
             )
             for i in range(count)
         ]
-        try:
-            publish(self.output, self.split, list(zip(self.temps, shards, strict=True)), manifest)
-        except OSError as err:
-            where = err.filename or self.output
-            raise LabelfixError(
-                f"{where}: cannot write ({err.strerror or err}); the output has no manifest "
-                "until a run finishes: run the same command again"
-            ) from err
-        self.temps = []
+        # Ctrl-C waits until the temporary names are forgotten too: after publish() they are
+        # the final shards' old names, and nothing may be removed by them.
+        with deferred_signals():
+            try:
+                staged = list(zip(self.temps, shards, strict=True))
+                publish(self.output, self.split, staged, manifest)
+            except OSError as err:
+                where = err.filename or self.output
+                raise LabelfixError(
+                    f"{where}: cannot write ({err.strerror or err}); nothing was published: "
+                    "run the same command again"
+                ) from err
+            self.temps = []
         self.discard()
         return tuple(shards)
+
+
+def journal_pattern(split: str) -> re.Pattern:
+    """The names of the publish journals of ``split`` (``.train.labelfix-publish.<12 hex>``)."""
+    return re.compile(r"\." + re.escape(split) + r"\.labelfix-publish\.[0-9a-f]{12}")
+
+
+def _listed_shards(output: str, split: str) -> set[str]:
+    """The shard names the manifest of ``split`` in ``output`` lists (read leniently: a damaged
+    manifest lists what it still can; an unreadable one nothing)."""
+    try:
+        manifest = json.loads(fs.read_bytes(manifest_path(output, split)))
+    except (OSError, ValueError, RecursionError):
+        return set()
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        return set()
+    shards = manifest.get("shards")
+    if not isinstance(shards, list):
+        return set()
+    return {
+        s["file"]
+        for s in shards
+        if isinstance(s, dict) and isinstance(s.get("file"), str) and "/" not in s["file"]
+    }
+
+
+def _journals(output: str, split: str, names: Iterable[str]) -> tuple[list[str], set[str]]:
+    """``(journal paths, shard names they list)`` of the interrupted publishes of ``split``."""
+    pattern = journal_pattern(split)
+    paths, listed = [], set()
+    for name in sorted(names):
+        if pattern.fullmatch(name):
+            path = fs.join(output, name)
+            paths.append(path)
+            with contextlib.suppress(OSError, UnicodeDecodeError):
+                listed.update(fs.read_bytes(path).decode("utf-8").splitlines())
+    return paths, listed
+
+
+@dataclass(frozen=True)
+class OutputState:
+    """What a split's shards in an output directory are, before a run replaces them.
+
+    ``owned``: shard-named files an earlier labelfix run wrote (listed by the split's manifest or
+    by the journal of an interrupted publish): a new run may replace or remove them. ``foreign``:
+    shard-named files no labelfix manifest lists (another tool's records, e.g. DeepLab's own
+    ``build_voc2012_data.py`` output): never removed, and a run refuses to write beside them.
+    """
+
+    owned: frozenset[str]
+    foreign: tuple[str, ...]
+    journals: tuple[str, ...]
+    existing: frozenset[str]
+
+
+def output_state(output: str, split: str) -> OutputState:
+    """The :class:`OutputState` of ``split`` in ``output`` (empty when it does not exist)."""
+    try:
+        names = fs.listdir(output)
+    except (FileNotFoundError, NotADirectoryError):
+        names = []
+    pattern = shard_pattern(split)
+    existing = {n for n in names if pattern.fullmatch(n)}
+    journals, journaled = _journals(output, split, names)
+    owned = _listed_shards(output, split) | journaled
+    return OutputState(
+        owned=frozenset(owned),
+        foreign=tuple(sorted(existing - owned)),
+        journals=tuple(journals),
+        existing=frozenset(existing),
+    )
+
+
+def refuse_foreign_shards(output: str, split: str, state: OutputState | None = None) -> None:
+    """LabelfixError when ``output`` holds ``split``-shard-named files that no labelfix manifest
+    lists: a ``{split}-*`` glob (DeepLab, Model Garden) would read them with the new shards, and
+    removing them could lose someone's data. Called before anything is written."""
+    state = state if state is not None else output_state(output, split)
+    if state.foreign:
+        more = f" (and {len(state.foreign) - 1} more)" if len(state.foreign) > 1 else ""
+        raise LabelfixError(
+            f"{fs.join(output, state.foreign[0])}{more}: a {split} shard that no labelfix manifest "
+            f"lists (another tool's records?); a {split}-* glob would read it with the new "
+            "shards: move it away, or write to another directory; nothing was written"
+        )
 
 
 def publish(
     output: str, split: str, staged: Sequence[tuple[str, ShardInfo]], manifest: dict
 ) -> None:
-    """Move finished shards (``(staged path, info)``) to their names in ``output``, then write
-    the manifest listing them; shards of ``split`` from an earlier run are removed.
+    """Move finished shards (``(staged path, info)``) to their names in ``output``, then put the
+    manifest listing them in place; shards of ``split`` from an earlier run are removed last.
 
     Shared by the local writer and the Beam runner; ``output`` and the staged paths may be local
-    or remote (:mod:`labelfix.io.fs`).
+    or remote (:mod:`labelfix.io.fs`). The protocol keeps a readable output at every instant:
+
+    1. Refuse (LabelfixError, nothing moved) if a shard-named file that no labelfix manifest
+       lists has appeared (:func:`refuse_foreign_shards`): it is never replaced or removed.
+    2. Write a journal, ``.{split}.labelfix-publish.<hex>``: one line per shard name this run
+       writes or the earlier output owns, so that a run that is killed from here on leaves
+       nothing that the next run does not recognise as its own.
+    3. Write the new manifest under a temporary name.
+    4. Rename the new shards into place: first those whose names the old output does not use
+       (the old manifest and its shards stay complete and valid), then those that replace an old
+       shard of the same name (unavoidable with DeepLab's ``-NNNNN-of-MMMMM`` names).
+    5. Rename the manifest into place: the commit point. Before it, the old manifest is the one
+       readers see; after it, the new one, listing exactly the new shards.
+    6. Remove the old shards the new manifest does not list, then the journals.
+
+    Ctrl-C and SIGTERM are held for steps 2-6 (:func:`~labelfix.io.atomic.deferred_signals`) and
+    delivered after, so an interrupt never lands between two renames. What only a kill, a crash
+    or a failing disk can still leave: new shards beside the old manifest (verify names them as
+    shards the manifest does not list, and the journal as an interrupted run), or, once a shard
+    with an old name is replaced, old manifest entries whose checksums no longer match (verify
+    says so). Either way the journal lets the next run replace them all. An OSError before
+    the commit undoes what it can (new shards under new names are removed again) and raises a
+    LabelfixError that says whether the earlier output is unchanged.
     """
     manifest["shards"] = [s.__dict__ for _, s in staged]
     final_manifest = manifest_path(output, split)
-    # From here the directory stops looking finished until the new manifest is in place.
-    with contextlib.suppress(FileNotFoundError):
-        fs.remove(final_manifest)
-    keep = {s.file for _, s in staged}
-    pattern = shard_pattern(split)
-    for name in fs.listdir(output):
-        if pattern.fullmatch(name) and name not in keep:
-            fs.remove(fs.join(output, name))
-    for tmp, shard in staged:
-        move_into_place(tmp, fs.join(output, shard.file))
-    write_atomic(final_manifest, (json.dumps(manifest, indent=2) + "\n").encode("utf-8"))
+    new = [s.file for _, s in staged]
+    with deferred_signals():
+        state = output_state(output, split)
+        refuse_foreign_shards(output, split, state)
+        had_manifest = fs.exists(final_manifest)
+        journal = fs.join(output, f".{split}.labelfix-publish.{uuid.uuid4().hex[:12]}")
+        data = (json.dumps(manifest, indent=2) + "\n").encode("utf-8")
+        moved: list[str] = []
+        replaced = False
+        manifest_tmp = None
+        try:
+            _write_plain(journal, "".join(f"{n}\n" for n in sorted({*new, *state.owned})))
+            manifest_tmp = _stage(final_manifest, data)
+            order = sorted(staged, key=lambda item: item[1].file in state.existing)
+            for tmp, shard in order:
+                replaced = replaced or shard.file in state.existing
+                move_into_place(tmp, fs.join(output, shard.file))
+                moved.append(shard.file)
+            move_into_place(manifest_tmp, final_manifest)  # the commit point
+        except OSError as err:
+            undone = _undo(output, moved, state.existing, journal, manifest_tmp, replaced)
+            if not undone:
+                after = f"the {split} output is incomplete until a run finishes"
+            elif had_manifest:
+                after = f"the earlier {split} output is unchanged; nothing was published"
+            else:
+                after = "the output has no manifest until a run finishes"
+            raise LabelfixError(
+                f"{err.filename or output}: cannot write ({err.strerror or err}); {after}: "
+                "run the same command again"
+            ) from err
+        stale = sorted((state.owned & state.existing) - set(new))
+        try:
+            for name in stale:
+                with contextlib.suppress(FileNotFoundError):
+                    fs.remove(fs.join(output, name))
+            for path in (*state.journals, journal):
+                with contextlib.suppress(FileNotFoundError):
+                    fs.remove(path)
+        except OSError as err:
+            raise LabelfixError(
+                f"{err.filename or output}: cannot remove a file of the earlier {split} output "
+                f"({err.strerror or err}); the new output is complete, but a {split}-* glob "
+                "would read the old shards too: run the same command again"
+            ) from err
+
+
+def _write_plain(path: str, text: str) -> None:
+    """Write a small new file under its final name (a journal: a unique name, read line by line,
+    so a torn write costs at most a line that no rename has acted on yet)."""
+    with fs.open(path, "wb") as fh:
+        fh.write(text.encode("utf-8"))
+
+
+def _stage(final: str, data: bytes) -> str:
+    """``data`` in a complete temporary file that :func:`move_into_place` renames to ``final``
+    (beside it for a local path, a local temporary file for a remote one)."""
+    if fs.is_url(final):
+        fd, tmp = tempfile.mkstemp(prefix=".labelfix-", suffix=TMP_SUFFIX)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        return tmp
+    tmp = temporary_name(final)
+    try:
+        with open(tmp, "xb") as fh:
+            fh.write(data)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise OSError(err.errno, err.strerror, final) from err
+    return tmp
+
+
+def _undo(output, moved, existing, journal, manifest_tmp, replaced: bool) -> bool:
+    """Undo an unfinished publish: True when the earlier output is back as it was."""
+    undone = not replaced
+    for name in moved:
+        if name not in existing:
+            with contextlib.suppress(OSError):
+                fs.remove(fs.join(output, name))
+    if manifest_tmp is not None:  # always a local file
+        with contextlib.suppress(OSError):
+            os.unlink(manifest_tmp)
+    if undone:
+        with contextlib.suppress(OSError):
+            fs.remove(journal)
+    return undone
 
 
 def count_records(chunks: Iterable[bytes], *, compression: str = "none") -> int:

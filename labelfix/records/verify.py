@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from labelfix.checks.rules import bad_value_message, find_bad_values, is_valid
+from labelfix.io import fs
 from labelfix.io.images import decode_problem, image_header
 from labelfix.io.masks import value_counts
 from labelfix.io.png import png_header, png_problem
@@ -26,7 +27,7 @@ from labelfix.parallel import ordered_map
 from labelfix.records.example import FEATURES, feature_key, parse_example
 from labelfix.records.framing import CorruptRecord, read_records
 from labelfix.records.manifest import read_manifest
-from labelfix.records.shards import shard_pattern
+from labelfix.records.shards import journal_pattern, shard_pattern
 
 
 @dataclass(frozen=True)
@@ -164,22 +165,34 @@ def _read_shards(
     for shard in manifest["shards"]:
         name = shard["file"]
         path = os.path.join(directory, name)
-        if not os.path.isfile(path):
-            problems.append(f"{path}: shard listed in the manifest is missing")
+        shown = _shown(manifest, name)
+        if not os.path.exists(path):
+            problems.append(f"{shown}: shard listed in the manifest is missing")
             continue
         count = 0
-        with open(path, "rb") as raw:
+        try:
+            raw = fs.open(path, "rb")  # a FIFO or device is refused, never opened
+        except OSError as err:
+            problems.append(f"{shown}: cannot read the shard ({err.strerror or err})")
+            continue
+        with raw:
             fh = _Hashing(raw)
             try:
                 for count, record in enumerate(
                     read_records(fh, compression=manifest["compression"]), 1
                 ):
-                    yield path, count - 1, record
+                    yield shown, count - 1, record
             except (CorruptRecord, OSError, EOFError, zlib.error) as err:
                 index = err.index if isinstance(err, CorruptRecord) else count
                 reason = str(err).split(": ", 1)[-1] if isinstance(err, CorruptRecord) else err
-                problems.append(f"{path}: record {index}: unreadable ({reason})")
+                problems.append(f"{shown}: record {index}: unreadable ({reason})")
             found[name] = (count, *fh.finish())
+
+
+def _shown(manifest: dict, name: str) -> str:
+    """A file beside the manifest as messages name it: beside the manifest's path as the user
+    gave it (relative stays relative), not the absolute directory the readers use."""
+    return os.path.join(os.path.dirname(manifest["manifest_path"]), name)
 
 
 def verify_dataset(
@@ -246,7 +259,7 @@ def _shard_problems(manifest: dict, found: dict[str, tuple], split: str) -> list
         if name not in found:  # missing: already said
             continue
         records, size, digest = found[name]
-        name = os.path.join(manifest["directory"], name)  # what the messages say
+        name = _shown(manifest, name)  # what the messages say
         if records != shard.get("records"):
             problems.append(
                 f"{name}: the manifest says {shard.get('records')} records, the shard holds "
@@ -262,11 +275,16 @@ def _shard_problems(manifest: dict, found: dict[str, tuple], split: str) -> list
                 f"{str(shard.get('sha256'))[:16]}..."
             )
     listed = {s["file"] for s in manifest["shards"]}
-    pattern = shard_pattern(split)
+    pattern, journal = shard_pattern(split), journal_pattern(split)
     for name in sorted(_listdir(manifest["directory"])):
         if pattern.fullmatch(name) and name not in listed:
-            name = os.path.join(manifest["directory"], name)
+            name = _shown(manifest, name)
             problems.append(f"{name}: shard not in the manifest (a {split}-* glob would read it)")
+        elif journal.fullmatch(name):
+            problems.append(
+                f"{_shown(manifest, name)}: a to-tfrecord run was stopped while it replaced the "
+                f"{split} shards, which may be mixed: run it again"
+            )
     return problems
 
 
@@ -275,6 +293,11 @@ def _count_problems(manifest: dict, class_pixels: np.ndarray) -> list[str]:
     expected, num_classes = manifest.get("class_pixel_counts"), len(class_pixels)
     if expected is None or list(expected) == class_pixels.tolist():
         return []
+    if len(expected) != num_classes:
+        return [
+            f"{manifest['manifest_path']}: class_pixel_counts has {len(expected)} entries for "
+            f"num_classes={num_classes}"
+        ]
     diff = [c for c in range(num_classes) if c >= len(expected) or expected[c] != class_pixels[c]]
     c = diff[0] if diff else len(expected)
     return [

@@ -7,14 +7,18 @@ Read -> check -> encode -> write, as plain steps:
   encoded mask plus image header facts (:func:`~labelfix.records.prepare.prepare_pair`);
 * the parent reads the image bytes, serialises the ``tf.train.Example`` by hand and frames the
   records into shards under temporary names (:class:`~labelfix.records.shards.ShardSet`); they
-  are renamed when every record is in, and the manifest is written last. While the workers
+  are renamed when every record is in, and the manifest is renamed last
+  (:func:`~labelfix.records.shards.publish`). While the workers
   start, the parent imports TensorFlow or works through the first pairs itself.
 
 One bad pair stops the run with :class:`~labelfix.records.pairing.DatasetProblems` listing every
-problem, and no shard is left behind. A local output directory is locked for the whole run
-(:mod:`labelfix.io.lock`: a second run into it fails at once), and the temporary shards a killed
-run left there are removed first. The same :class:`~labelfix.records.spec.WriteSpec` runs on
-Apache Beam with :func:`labelfix.records.beam.write_dataset_beam`.
+problem, and no shard is left behind. Shard-named files in the output that no labelfix manifest
+lists (another tool's records) stop the run before anything is written: a ``train-*`` glob would
+read them with the new shards, and they are not labelfix's to remove. A local output directory
+is locked for the whole run (:mod:`labelfix.io.lock`: a second run into it fails at once), and
+the temporary shards a killed run left there are removed first. The same
+:class:`~labelfix.records.spec.WriteSpec` runs on Apache Beam with
+:func:`labelfix.records.beam.write_dataset_beam`.
 
 >>> result = write_dataset(images="JPEGImages", masks="SegmentationClass", output="tfrecords",
 ...                        label_map=preset("voc"), num_classes=21)     # doctest: +SKIP
@@ -43,7 +47,7 @@ from labelfix.parallel import BackgroundMap, default_jobs
 from labelfix.records.manifest import RecordTally, build_manifest, manifest_path
 from labelfix.records.pairing import DatasetProblems, Pair, find_pairs
 from labelfix.records.prepare import Prepared, RecordPlan, Rejected, prepare_pair, record_bytes
-from labelfix.records.shards import ShardInfo, ShardSet
+from labelfix.records.shards import ShardInfo, ShardSet, refuse_foreign_shards
 from labelfix.records.spec import WriteSpec
 
 
@@ -74,6 +78,8 @@ class WriteResult:
     stale_temporaries: int = 0
     #: lines worth a warning (a lock taken over from a killed run)
     notes: tuple[str, ...] = ()
+    #: what the counts of the written split suggest is wrong (:func:`split_warnings`)
+    warnings: tuple[str, ...] = ()
 
     @classmethod
     def of(
@@ -105,6 +111,13 @@ class WriteResult:
             skipped=tuple(skipped),
             stale_temporaries=stale_temporaries,
             notes=tuple(notes),
+            warnings=split_warnings(
+                spec.split,
+                tally.class_pixels,
+                tally.ignore_pixels,
+                class_names=spec.label_map.class_names,
+                void=spec.label_map.ignore,
+            ),
         )
 
     @property
@@ -129,8 +142,61 @@ class WriteResult:
             "skipped": list(self.skipped),
             "stale_temporaries_removed": self.stale_temporaries,
             "notes": list(self.notes),
+            "warnings": list(self.warnings),
             "shards": [s.__dict__ for s in self.shards],
         }
+
+
+#: At most this many absent classes are named in a warning.
+MAX_NAMED_CLASSES = 10
+
+
+def split_warnings(
+    split: str,
+    class_pixels: Sequence[int],
+    ignore_pixels: int,
+    *,
+    class_names: Sequence[str] | None = None,
+    void: Sequence[int] = (),
+) -> tuple[str, ...]:
+    """Warnings about a written split's counts: classes with no pixel in any record, and more
+    void than labelled pixels (a class written as void: 0/255 binary masks with ``--ignore
+    255``). Said for every split, a small val split too: it is cheap, and the words say "in
+    this split".
+
+    >>> split_warnings("train", [900, 0], 1200, void=(255,))  # doctest: +NORMALIZE_WHITESPACE
+    ('class 1 has no pixel in any record in this split (train)',
+     '57% of the pixels in this split (train) are void (ignore 255): is 255 a class? Binary masks
+     stored as 0/255 need --map 255:1 instead of --ignore 255')
+    """
+    warnings = []
+    absent = [c for c, n in enumerate(class_pixels) if n == 0]
+    if absent:
+        names = class_names if class_names and len(class_names) == len(class_pixels) else None
+        shown = [f"{c} ({names[c]})" if names else str(c) for c in absent[:MAX_NAMED_CLASSES]]
+        more = len(absent) - len(shown)
+        listing = ", ".join(shown) + (f" and {more} more" if more else "")
+        if len(absent) == 1:
+            warnings.append(f"class {listing} has no pixel in any record in this split ({split})")
+        else:
+            warnings.append(
+                f"{len(absent)} of {len(class_pixels)} classes have no pixel in any record in "
+                f"this split ({split}): {listing}"
+            )
+    total = sum(class_pixels) + ignore_pixels
+    if total and 2 * ignore_pixels > total:
+        share = f"{ignore_pixels / total:.0%}"
+        if void:
+            v = void[0]
+            values = ", ".join(map(str, void))
+            hint = (
+                f" (ignore {values}): is {v} a class? Binary masks stored as 0/{v} need "
+                f"--map {v}:1 instead of --ignore {v}"
+            )
+        else:
+            hint = ": is the void value a class? Map it to its class id with --map"
+        warnings.append(f"{share} of the pixels in this split ({split}) are void{hint}")
+    return tuple(warnings)
 
 
 def plan_pairs(spec: WriteSpec) -> tuple[list[Pair], list[str]]:
@@ -208,6 +274,7 @@ def write_dataset(
                 notes.append(held.note)
                 if on_note is not None:
                     on_note(held.note)
+        refuse_foreign_shards(spec.output, spec.split)  # before anything is written
         stale = remove_stale_temporaries(spec.output)
         infos, tally = _write_locked(spec, pairs, jobs, on_record)
     return WriteResult.of(spec, infos, tally, skipped, stale_temporaries=stale, notes=notes)
