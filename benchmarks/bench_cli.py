@@ -15,7 +15,10 @@ fresh process, start-up included, on both sides:
   ``tf.io.TFRecordWriter``) vs ``labelfix to-tfrecord ... --preset voc``.
 
 Beside each line is the decode-only floor: the same files decoded with Pillow on every core
-(labelfix's worker pool), no other work. Rounds are interleaved and the best of ``--repeat`` is
+(labelfix's worker pool), no other work. ``stats`` and ``remap`` can go below it: for 8-bit PNG
+masks they inflate each file once (for its integrity check) and rebuild most rows from the
+inflated bytes with NumPy, leaving only Average/Paeth rows to Pillow's decoder
+(``labelfix.io.png.decode_scanlines``). Rounds are interleaved and the best of ``--repeat`` is
 reported (the median beside it), so a slow spell of a shared machine hits every method alike.
 
     python benchmarks/bench_cli.py                  # a few minutes on 2 cores

@@ -23,6 +23,7 @@ from labelfix.cli._common import (
 )
 from labelfix.io.atomic import atomic_path
 from labelfix.io.masks import KINDS
+from labelfix.parallel import keep_freed_memory
 
 
 @click.command(cls=options.PipelineCommand)
@@ -102,6 +103,7 @@ def stats(
             artifacts=artifacts,
         )
         return _report(result, as_json, paths, glob)
+    keep_freed_memory()  # this process reads the masks itself with -j 1 or a few files
     with contextlib.ExitStack() as stack:
         on_row = None
         if per_image is not None:

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import struct
 import zlib
+from typing import NamedTuple
 
 import numpy as np
+from PIL import Image
 
 try:  # zlib-ng: the same deflate streams, 4-5x faster to make and 10-20x faster to check
     from zlib_ng import zlib_ng as _deflate
@@ -161,37 +163,277 @@ def png_problem(data: bytes) -> str | None:
     >>> png_problem(bytes(bad))
     'bad CRC-32 in chunk IDAT'
     """
+    return scan_png(data).problem
+
+
+class PngScan(NamedTuple):
+    """What :func:`scan_png` found: the problem, or the inflated rows of a plain 8-bit PNG."""
+
+    problem: str | None
+    #: ``(width, height, bit depth, colour type, interlace)`` when the IHDR chunk was read
+    header: tuple[int, int, int, int, int] | None = None
+    #: the inflated IDAT stream (a filter byte, then the row, per row), exactly
+    #: ``height * (width + 1)`` bytes: only when asked for and the PNG is *plain* (below)
+    scanlines: bytes | None = None
+    #: the PLTE chunk of a plain palette PNG
+    palette: bytes | None = None
+
+
+#: Chunks a plain PNG may hold besides IHDR, PLTE, tRNS, IDAT and IEND, with the least length at
+#: which Pillow reads each without an error (those it has no reader for, it skips). A PNG with
+#: any other chunk (iCCP, zTXt, iTXt, eXIf, APNG frames, ...) is decoded by Pillow itself, so
+#: that what Pillow makes of them, errors included, stays exactly as it was.
+_PLAIN_EXTRA_CHUNKS = {
+    b"gAMA": 4,
+    b"sRGB": 1,
+    b"pHYs": 9,
+    b"cHRM": 0,  # and a multiple of 4
+    b"tEXt": 0,
+    b"bKGD": 0,
+    b"tIME": 0,
+    b"sBIT": 0,
+}
+
+
+def scan_png(data: bytes, *, keep_pixels: int = 0) -> PngScan:
+    """Check a PNG as :func:`png_problem` does, inflating its IDAT stream once.
+
+    With ``keep_pixels``, the inflated rows of a *plain* PNG of at most that many pixels are
+    kept (:attr:`PngScan.scanlines`), so that :func:`decode_scanlines` can decode them without
+    inflating them again. Plain: 8-bit greyscale or palette, not interlaced, one run of IDAT
+    chunks, a valid palette, and no chunk beyond those Pillow reads as plain data.
+    """
     if data[:8] != PNG_SIGNATURE:
-        return "not a PNG signature"
+        return PngScan("not a PNG signature")
     pos, end = 8, len(data)
     inflate = _deflate.decompressobj()
     seen_idat = False
+    header = None
+    plain = keep_pixels > 0
+    need = 0  # bytes of inflated rows still to keep
+    pieces: list[bytes] = []
+    palette = None
+    idat_run = 0  # 0 before the IDAT chunks, 1 inside their run, 2 after it
     while pos + 12 <= end:
         (length,) = struct.unpack_from(">I", data, pos)
         tag = data[pos + 4 : pos + 8]
         stop = pos + 12 + length
         if stop > end:
-            return f"chunk {tag.decode('latin-1')} cut short"
+            return PngScan(f"chunk {tag.decode('latin-1')} cut short", header)
         (crc,) = struct.unpack_from(">I", data, stop - 4)
         if zlib.crc32(data[pos + 4 : stop - 4]) != crc:
-            return f"bad CRC-32 in chunk {tag.decode('latin-1')}"
+            return PngScan(f"bad CRC-32 in chunk {tag.decode('latin-1')}", header)
+        if pos == 8 and tag == b"IHDR" and length == 13:
+            header = png_header(data)
+            if plain:
+                width, height, depth, colour, interlace = header
+                plain = (
+                    depth == 8
+                    and colour in (0, 3)
+                    and data[26:28] == b"\0\0"  # compression and filter method 0
+                    and interlace == 0
+                    and 0 < width * height <= keep_pixels
+                )
+                need = height * (width + 1)
+        elif plain:
+            plain = _plain_chunk(tag, length, header, idat_run, palette)
+            if tag == b"PLTE":
+                palette = data[pos + 8 : stop - 4]
         if tag == b"IDAT":
             seen_idat = True
-            try:  # inflate in bounded pieces, keeping nothing: only the integrity is wanted
-                inflate.decompress(data[pos + 8 : stop - 4], 1 << 22)
-                while inflate.unconsumed_tail:
-                    inflate.decompress(inflate.unconsumed_tail, 1 << 22)
+            idat_run = 1
+            try:  # inflate in bounded pieces, keeping only the rows of a plain PNG
+                chunk = data[pos + 8 : stop - 4]
+                if plain and need > 0:
+                    piece = inflate.decompress(chunk, need)
+                    pieces.append(piece)
+                    need -= len(piece)
+                    chunk = inflate.unconsumed_tail
+                if chunk:
+                    inflate.decompress(chunk, 1 << 22)
+                    while inflate.unconsumed_tail:
+                        inflate.decompress(inflate.unconsumed_tail, 1 << 22)
             except (zlib.error, _deflate.error) as err:
-                return f"corrupt zlib stream: {err}"
+                return PngScan(f"corrupt zlib stream: {err}", header)
+        elif idat_run == 1:
+            idat_run = 2
         if tag == b"IEND":
             break
         pos = stop
     else:
-        return "the file ends inside a chunk" if pos < end else "no IEND chunk"
+        return PngScan("the file ends inside a chunk" if pos < end else "no IEND chunk", header)
     if not seen_idat:
-        return "no IDAT chunk"
+        return PngScan("no IDAT chunk", header)
     if not inflate.eof:
-        return "zlib stream ends early"
+        return PngScan("zlib stream ends early", header)
     if inflate.unused_data:
-        return "bytes after the end of the zlib stream"
-    return None
+        return PngScan("bytes after the end of the zlib stream", header)
+    if not plain or need or (header[3] == 3) != (palette is not None):
+        return PngScan(None, header)
+    return PngScan(None, header, b"".join(pieces), palette)
+
+
+def _plain_chunk(tag: bytes, length: int, header, idat_run: int, palette) -> bool:
+    """Whether a chunk after IHDR keeps a PNG plain (see :func:`scan_png`)."""
+    if header is None:
+        return False
+    if tag == b"IDAT":
+        return idat_run < 2
+    if tag == b"IEND":
+        return True
+    if tag == b"PLTE":  # Pillow reads a palette only for a palette image
+        return idat_run == 0 and palette is None and 0 < length <= 768 and length % 3 == 0
+    if tag == b"tRNS":
+        return idat_run == 0 and (header[3] == 3 or length >= 2)
+    least = _PLAIN_EXTRA_CHUNKS.get(tag)
+    if least is None or length < least:
+        return False
+    return tag != b"cHRM" or length % 4 == 0
+
+
+def decode_scanlines(scanlines: bytes, width: int, height: int) -> np.ndarray | None:
+    """The ``[height, width]`` uint8 pixels of 8-bit PNG rows (:attr:`PngScan.scanlines`).
+
+    PNG stores each row through one of five filters; Pillow undoes them byte by byte. A label
+    mask is long runs of one value, so its filtered rows are almost all zero bytes: they are
+    found eight at a time, and the rows rebuilt from them with NumPy. None rows are the pixels;
+    a Sub row (each byte the difference to its left neighbour) is a run-length code of the row;
+    an Up row without a non-zero byte repeats the row above, one with some adds it. Average and
+    Paeth rows (Pillow's encoder picks Paeth for about a quarter of a mask's rows) predict each
+    byte from the one decoded just before it: those rows, with the Up rows that follow them and
+    the decoded row each run of them starts from, go through Pillow's decoder as one stored
+    (not compressed) zlib stream.
+
+    None when a row has an unknown filter type, and when this would not be faster than Pillow
+    decoding the file itself: rows that are not sparse (noise, photos), or mostly Average/Paeth.
+    """
+    stride = width + 1
+    rows = np.frombuffer(scanlines, np.uint8, count=height * stride).reshape(height, stride)
+    filters = rows[:, 0].astype(np.intp)
+    if int(filters.max()) > 4:
+        return None
+    plain, sub, up = filters == 0, filters == 1, filters == 2
+    if plain.all():
+        return rows[:, 1:].copy()
+    # rows decoded by Pillow: Average/Paeth, and Up rows after them up to the next None/Sub row
+    index = np.arange(height)
+    last = np.maximum.accumulate(np.where(up, -1, index))
+    hard = (last >= 0) & (filters[np.maximum(last, 0)] >= 3)
+    if hard.sum() > height // 2:
+        return None
+    # None rows hold the pixels themselves: leave them out of the search for non-zero bytes
+    found = _sparse_rows(rows, np.flatnonzero(sub | up) if plain.any() else None)
+    if found is None:
+        return None
+    row, col, deltas = found
+    busy = np.zeros(height, bool)
+    busy[row] = True  # rows with a non-zero byte
+    copy = up & ~busy  # repeats the row above
+    # the row each row's pixels are equal to: itself, or for a copy the last row before that
+    # is not one (-1: none, the zero row PNG puts above the first)
+    same = np.maximum.accumulate(np.where(copy, -1, index))
+    on_sub = sub[row]
+    out = _sub_runs(sub, row[on_sub], col[on_sub], deltas[on_sub], width)
+    if plain.any():
+        out[plain] = rows[plain, 1:]
+    for r in np.flatnonzero(up & busy & ~hard).tolist():  # Up rows from rows decoded here
+        above = same[r - 1] if r else -1
+        if above >= 0:
+            np.add(out[above], rows[r, 1:], out=out[r])
+        else:
+            out[r] = rows[r, 1:]
+    pillow = np.flatnonzero(hard & ~copy)
+    if len(pillow):
+        out[pillow] = _pillow_rows(rows, out, pillow, same, hard)
+    if copy.any():
+        repeat = np.flatnonzero(copy)
+        source = same[repeat]
+        out[repeat] = out[np.maximum(source, 0)]
+        out[repeat[source < 0]] = 0
+    return out
+
+
+def _sparse_rows(rows: np.ndarray, which: np.ndarray | None = None):
+    """``(row, column, value)`` of the non-zero pixel bytes of rows ``which`` (default all),
+    found eight at a time; None when more than one 8-byte word in 16 holds one (then Pillow is
+    about as fast)."""
+    stride = rows.shape[1]
+    block = rows.reshape(-1) if which is None else rows[which].reshape(-1)
+    whole = block.size // 8 * 8
+    words = block[:whole].view(np.uint64)
+    nonzero = np.flatnonzero(words != 0)
+    if len(nonzero) > len(words) // 16 + 64:
+        return None
+    inside = words[nonzero].view(np.uint8)
+    hit = np.flatnonzero(inside != 0)
+    at = nonzero[hit >> 3] * 8 + (hit & 7)
+    values = inside[hit]
+    if whole < block.size:
+        tail = np.flatnonzero(block[whole:]) + whole
+        at, values = np.concatenate((at, tail)), np.concatenate((values, block[tail]))
+    local = at // stride
+    col = at - local * stride - 1  # -1: the filter byte
+    data = col >= 0
+    local = local[data]
+    return local if which is None else which[local], col[data], values[data]
+
+
+def _sub_runs(sub: np.ndarray, row: np.ndarray, col: np.ndarray, deltas: np.ndarray, width: int):
+    """A ``[height, width]`` array holding the Sub rows (mask ``sub``) rebuilt from their
+    non-zero bytes (at ``row``, ``col``); other rows are left undefined. A Sub row is the running
+    sum (modulo 256) of its bytes, so its value changes only where a byte is non-zero."""
+    height = len(sub)
+    running = np.cumsum(deltas, dtype=np.uint8)  # wraps modulo 256, as PNG does
+    first = np.flatnonzero(np.diff(row, prepend=-1))  # each row's first non-zero byte
+    before = np.where(first > 0, running[first - 1], 0).astype(np.uint8)
+    values = running - np.repeat(before, np.diff(first, append=len(row)))
+    at = row * width + col
+    starts = np.flatnonzero(sub) * width  # every Sub row starts at 0
+    where = np.searchsorted(at, starts)
+    at = np.insert(at, where, starts)
+    values = np.insert(values, where, 0)
+    if len(at) == 0 or at[0]:
+        at, values = np.concatenate(([0], at)), np.concatenate(([0], values)).astype(np.uint8)
+    return np.repeat(values, np.diff(at, append=height * width)).reshape(height, width)
+
+
+def _pillow_rows(rows, out, which, same, hard) -> np.ndarray:
+    """Rows ``which`` (Average, Paeth, and Up rows after them) decoded by Pillow.
+
+    They go to Pillow's PNG decoder as one image; a run of them that does not follow another
+    gets the (decoded) row it is filtered against put before it, stored unfiltered, and rows
+    that repeat the row above are left out (that row is the same as the one before them).
+    """
+    above = np.where(which > 0, same[np.maximum(which - 1, 0)], -1)
+    head = ~((above >= 0) & hard[np.maximum(above, 0)])  # not after a row Pillow decodes
+    head[0] &= bool(above[0] >= 0)  # PNG's first row is filtered against zeros anyway
+    place = np.arange(len(which)) + np.cumsum(head)
+    source = np.empty(len(which) + int(head.sum()), np.intp)
+    source[place] = which
+    heads = place[head] - 1
+    source[heads] = which[head]  # any row: overwritten just below
+    image = rows[source]
+    image[heads, 0] = 0
+    image[heads, 1:] = out[np.maximum(above[head], 0)]
+    image[heads[above[head] < 0], 1:] = 0
+    return _pillow_unfilter(image)[place]
+
+
+def _pillow_unfilter(rows: np.ndarray) -> np.ndarray:
+    """Undo the filters of ``rows`` (scanlines) with Pillow's PNG decoder: a stored zlib stream."""
+    height, stride = rows.shape
+    flat = rows.reshape(-1)
+    blocks = max(1, -(-len(flat) // 0xFFFF))
+    stream = bytearray(2 + 5 * blocks + len(flat) + 4)
+    stream[:2] = b"\x78\x01"
+    view = memoryview(stream)
+    at = 2
+    for first in range(0, blocks * 0xFFFF, 0xFFFF):
+        size = min(0xFFFF, len(flat) - first)
+        view[at : at + 5] = struct.pack("<BHH", first + size == len(flat), size, size ^ 0xFFFF)
+        view[at + 5 : at + 5 + size] = flat[first : first + size]
+        at += 5 + size
+    view[at:] = struct.pack(">I", _deflate.adler32(flat))
+    view.release()
+    image = Image.frombytes("L", (stride - 1, height), stream, "zip", "L")
+    return np.asarray(image)
