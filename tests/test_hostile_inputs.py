@@ -404,3 +404,20 @@ def test_an_ignore_value_that_is_also_a_class_id_is_warned_about(tmp_path: Path)
     remap = run("remap", masks, "-n", "6", "--ignore", "0", "--out", "-1", "--dry-run")
     assert remap.exit_code == 0, remap.output
     assert warning in remap.stderr
+
+
+def test_validate_names_a_mask_with_two_images_and_checks_the_others(tmp_path: Path):
+    """Regression (a hostile-user pass): two images of one stem were picked silently; then the
+    first such mask stopped the whole run. Now a problem of that mask; the others are checked."""
+    for name in ("a", "b"):
+        save_png(tmp_path / "m" / f"{name}.png", np.zeros((4, 5), np.uint8))
+    (tmp_path / "i").mkdir()
+    for name in ("a.jpg", "a.png", "b.png"):
+        Image.new("RGB", (5, 4)).save(tmp_path / "i" / name)
+    result = run("validate", str(tmp_path / "m"), "-n", "2", "--images", str(tmp_path / "i"))
+    assert result.exit_code == 1
+    assert result.stdout.splitlines() == [
+        f"{tmp_path / 'm' / 'a.png'}: 2 images match it: {tmp_path / 'i' / 'a.jpg'}, "
+        f"{tmp_path / 'i' / 'a.png'}",
+        "FAILED: 2 files, 1 with problems, 0 warning(s)",
+    ]

@@ -28,7 +28,7 @@ from labelfix.checks.artifacts import (
 from labelfix.checks.rules import BadValue, find_bad_values
 from labelfix.errors import UnreadableMask
 from labelfix.io import fs
-from labelfix.io.images import decode_problem, find_image, image_size
+from labelfix.io.images import AmbiguousImage, decode_problem, find_image, image_size
 from labelfix.io.masks import Mask
 from labelfix.labels.colormap import ColourPolicy, read_label_mask
 
@@ -163,7 +163,10 @@ def _fields(report: FileReport) -> dict:
 
 
 def _image_problem(images: str, relpath: str, report: FileReport) -> str | None:
-    image = find_image(images, relpath)
+    try:
+        image = find_image(images, relpath)
+    except AmbiguousImage as err:  # a problem of this mask; the other files keep going
+        return f"{len(err.images)} images match it: {', '.join(err.images)}"
     if image is None:
         return (
             f"no image for this mask under {images} (looked for {os.path.splitext(relpath)[0]}.*)"
