@@ -146,6 +146,34 @@ def check_free(directories: Iterable[str | os.PathLike], *, inside: str) -> None
             )
 
 
+def _dead_holder(found: dict | None) -> bool:
+    """Whether the recorded holder is a process of this host that no longer exists."""
+    if not found or found.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(int(found["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, KeyError, TypeError, ValueError):
+        return False
+    return False
+
+
+def _flock_within(fd: int, *, seconds: float) -> bool:
+    """Take the lock once a killed run's worker processes, which inherited it through fork
+    and exit when they see their parent gone, have exited (a rerun started right after a kill
+    found them still holding it)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            continue
+    return False
+
+
 def _acquire(directory: str, command: str) -> tuple[int, str, dict]:
     """Open, flock and claim ``directory``'s lock file: ``(fd, path, previous holder)``."""
     path = os.path.join(directory, LOCK_NAME)
@@ -160,11 +188,15 @@ def _acquire(directory: str, command: str) -> tuple[int, str, dict]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             found = _read_holder(fd, wait=0.2)
-            os.close(fd)
-            raise DirectoryLocked(
-                f"{directory}: another labelfix run is writing here ({describe_holder(found)}); "
-                "wait for it to finish, or stop it, then run this command again"
-            ) from None
+            if _dead_holder(found) and _flock_within(fd, seconds=10.0):
+                pass  # its orphaned workers (which share the lock) exited meanwhile
+            else:
+                os.close(fd)
+                raise DirectoryLocked(
+                    f"{directory}: another labelfix run is writing here "
+                    f"({describe_holder(found)}); wait for it to finish, or stop it, then run "
+                    "this command again"
+                ) from None
         except OSError as err:
             os.close(fd)
             raise LabelfixError(
