@@ -282,10 +282,7 @@ def _check_sizes(crop_size: Sequence[int], *, epochs: int, batch_size: int) -> t
 
 
 def _check_loss(loss: str, *, binary: bool, num_classes: int) -> None:
-    from labelfix.training import LOSSES
-
-    if loss not in LOSSES:
-        raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
+    TrainingLoss(kind=loss)  # an unknown loss: its ValueError, before anything is built
     if binary and num_classes != 2:
         raise ValueError(
             f"binary=True trains masks of 2 classes (0 background, 1 foreground) as one sigmoid "

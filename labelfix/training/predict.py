@@ -230,7 +230,7 @@ def predict(
                 on_image(1)
     except tf.errors.InvalidArgumentError:
         raise LabelfixError(_undecodable([path for _, path in files])) from None
-    order = {mask_path(out, rel, fmt): i for i, (rel, _) in enumerate(files)}
+    order = {target: i for i, target in enumerate(targets)}
     written.sort(key=order.__getitem__)
     return PredictResult(out, tuple(written), fmt, num_classes, palette_kind)
 

@@ -180,48 +180,44 @@ def make_train_step(
     loss_fn = loss_fn or masked_loss(ignore=ignore)
     scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
     replicas = strategy.num_replicas_in_sync
-    pooled = bool(getattr(loss_fn, "pooled", False)) and replicas > 1
+    pools_sums = bool(getattr(loss_fn, "pooled", False)) and replicas > 1
 
-    # 1. One replica's forward and backward, compiled by XLA.
-    @tf.function(jit_compile=jit_compile)
-    def forward_backward(images, labels, global_valid_count):
-        with tf.GradientTape() as tape:
-            logits = model(images, training=True)
-            loss = loss_fn(labels, logits, global_valid_count)
-            scaled_loss = optimizer.scale_loss(loss) if scaled else loss
-        grads = tape.gradient(scaled_loss, model.trainable_variables)
-        cm = confusion_matrix(
-            labels, predicted_classes(logits), num_classes=num_classes, ignore=ignore
-        )
-        return loss, grads, cm
-
-    # 1b. Dice on several replicas: the per-class sums are all-reduced between the forward and
-    # the loss, outside XLA; the tape spans both (the all-reduce's gradient sums upstream).
-    @tf.function(jit_compile=jit_compile)
-    def forward(images):
-        return model(images, training=True)
-
-    def pooled_forward_backward(images, labels, global_valid_count):
-        ctx = tf.distribute.get_replica_context()
-
-        def sum_over_replicas(x):
-            return ctx.all_reduce(tf.distribute.ReduceOp.SUM, x)
-
+    def forward_backward(images, labels, global_valid_count, forward, **loss_options):
+        """One replica's loss, gradients and confusion matrix, ``forward`` giving the logits."""
         with tf.GradientTape() as tape:
             logits = forward(images)
-            loss = loss_fn(
-                labels,
-                logits,
-                global_valid_count,
-                sum_over_replicas=sum_over_replicas,
-                num_replicas=replicas,
-            )
+            loss = loss_fn(labels, logits, global_valid_count, **loss_options)
             scaled_loss = optimizer.scale_loss(loss) if scaled else loss
         grads = tape.gradient(scaled_loss, model.trainable_variables)
         cm = confusion_matrix(
             labels, predicted_classes(logits), num_classes=num_classes, ignore=ignore
         )
         return loss, grads, cm
+
+    def train_forward(images):
+        return model(images, training=True)
+
+    # 1. One replica's forward and backward, compiled by XLA as one function.
+    compiled = tf.function(
+        lambda images, labels, count: forward_backward(images, labels, count, train_forward),
+        jit_compile=jit_compile,
+    )
+
+    # 1b. Dice on several replicas: only the forward is compiled; the per-class sums are
+    # all-reduced between it and the loss, under one tape (the all-reduce's gradient sums the
+    # upstream gradients over replicas).
+    compiled_forward = tf.function(train_forward, jit_compile=jit_compile)
+
+    def pooled(images, labels, global_valid_count):
+        ctx = tf.distribute.get_replica_context()
+        return forward_backward(
+            images,
+            labels,
+            global_valid_count,
+            compiled_forward,
+            sum_over_replicas=lambda x: ctx.all_reduce(tf.distribute.ReduceOp.SUM, x),
+            num_replicas=replicas,
+        )
 
     # 2. Per replica: global valid count in, gradients summed across replicas by the optimizer.
     def replica_step(images, labels):
@@ -229,7 +225,7 @@ def make_train_step(
         global_count = ctx.all_reduce(
             tf.distribute.ReduceOp.SUM, valid_count(labels, ignore=ignore)
         )
-        run = pooled_forward_backward if pooled else forward_backward
+        run = pooled if pools_sums else compiled
         loss, grads, cm = run(images, labels, global_count)
         if scaled and ctx.num_replicas_in_sync > 1:
             # The loss-scale optimizer decides "skip this step" from one replica's gradients;
