@@ -642,8 +642,8 @@ def test_plan_made_before_another_run_finished_is_checked_again_under_the_lock(t
     data["runs"][0].update(complete=False, finished=None)  # as if still running at plan time
     record.write_text(json.dumps(data))
     resume = plan_remap([root], preset("cityscapes"), in_place=True)
-    assert (resume.files, len(resume.skipped)) == ((), 4)  # nothing left: a resume
+    assert (resume.count, len(resume.skipped)) == (0, 4)  # nothing left: a resume
     record.write_text(finished)  # ... and it finished before this run got the lock
-    with pytest.raises(AlreadyRemapped, match="in a run that finished while this one started"):
+    with pytest.raises(AlreadyRemapped, match=r"4 file\(s\), e\.g\. .* Use --force"):
         run_remap(resume, jobs=1)
     assert snapshot(root) == mapped(before)

@@ -110,12 +110,12 @@ def execute(paths, label_map, command, *, dry_run, jobs, as_json, **plan_options
         plan = plan_remap(paths, label_map, **plan_options)
     except RemapUsageError as err:
         raise click.UsageError(str(err)) from None
-    if not plan.files and not plan.skipped:
+    if not plan.count and not plan.skipped:
         fail(no_masks(paths, plan_options.get("glob")))
     for note in plan.notes:
         click.echo(f"labelfix: warning: {note}", err=True)
     # outputs of an earlier run into the same directory are replaced: say so, never silently
-    existing = 0 if plan.in_place else sum(os.path.exists(j.destination) for j in plan.files)
+    existing = plan.existing
 
     def on_file(result: FileResult) -> None:
         advance(1)
@@ -127,7 +127,7 @@ def execute(paths, label_map, command, *, dry_run, jobs, as_json, **plan_options
             click.echo(f"{result.source}: {verb} {result.repaired:,} px{void}")
 
     try:
-        with progress(command, enabled=not as_json, total=len(plan.files)) as advance:
+        with progress(command, enabled=not as_json, total=plan.count) as advance:
             result = run_remap(
                 plan,
                 jobs=jobs,

@@ -404,13 +404,6 @@ def iter_mask_files(
     (e.g. ``"*.png"``) replaces the default ``suffixes`` (``.png`` and ``.npy``). Remote
     directories (``gs://...``) are walked through :mod:`labelfix.io.fs`, in the same order.
     """
-    from fnmatch import fnmatch
-
-    def wanted(name: str) -> bool:
-        if glob is not None:
-            return fnmatch(name, glob)
-        return name.lower().endswith(suffixes)
-
     unlistable: list[str] = []
     for top in paths:
         top = os.fspath(top)
@@ -422,11 +415,26 @@ def iter_mask_files(
             dirs.sort()
             dirs[:] = [d for d in dirs if not d.startswith(".")]
             for name in sorted(files):
-                if wanted(name) and not name.startswith("."):
+                if is_listed(name, glob=glob, suffixes=suffixes):
                     full = fs.join(root, name)
                     yield full, fs.relpath(full, top)
         # a directory that cannot be listed is yielded as a file: reading it says what is wrong
         yield from ((path, fs.relpath(path, top)) for path in _drain(unlistable))
+
+
+def is_listed(name: str, *, glob: str | None = None, suffixes=MASK_SUFFIXES) -> bool:
+    """Whether :func:`iter_mask_files` lists a file called ``name`` found in a directory.
+
+    >>> is_listed("a.PNG"), is_listed(".a.png"), is_listed("a.npy", glob="*.png")
+    (True, False, False)
+    """
+    if name.startswith("."):
+        return False
+    if glob is not None:
+        from fnmatch import fnmatch
+
+        return fnmatch(name, glob)
+    return name.lower().endswith(suffixes)
 
 
 def _drain(items: list[str]) -> list[str]:

@@ -7,10 +7,12 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Target:
-    """One input (directory or file) and the directory its outputs go to."""
+    """One input (directory or file) and the directory its outputs go to; with several inputs
+    into one ``--output``, a directory's outputs go to its own ``prefix`` folder there."""
 
     source: str
     destination: str
+    prefix: str = ""
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ the records of earlier runs. Nothing is read or written here but directory listi
 
 >>> from labelfix.labels.presets import preset
 >>> plan = plan_remap(["gtFine/"], preset("cityscapes"))          # doctest: +SKIP
->>> len(plan.files), plan.targets[0].destination                  # doctest: +SKIP
+>>> plan.count, plan.targets[0].destination                       # doctest: +SKIP
 (2975, 'gtFine-remapped')
 """
 
@@ -18,15 +18,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from labelfix.errors import UsageError
-from labelfix.io.masks import MASK_SUFFIXES, iter_mask_files
+from labelfix.io.masks import MASK_SUFFIXES, is_listed, iter_mask_files
 from labelfix.labels.colormap import ColourPolicy
 from labelfix.labels.labelmap import LabelMap
 from labelfix.rewrite.jobs import FileJob, Target
-from labelfix.rewrite.record import AlreadyRemapped, guard, read_runs, run_finished
+from labelfix.rewrite.record import Guard, read_runs
 from labelfix.rewrite.repair import RepairSpec
 
 #: ``masks`` -> ``masks-remapped`` when no output directory is given.
@@ -42,15 +42,22 @@ class RemapUsageError(UsageError):
 
 @dataclass(frozen=True)
 class RemapPlan:
-    """Everything decided before the first file is read. Built by :func:`plan_remap`."""
+    """Everything decided before the first file is read. Built by :func:`plan_remap`.
+
+    The plan does not hold the files: :meth:`jobs` lists them again, lazily, so that memory
+    does not grow with their number; ``count`` says how many there were when it was made.
+    """
 
     label_map: LabelMap
-    files: tuple[FileJob, ...]
     targets: tuple[Target, ...]
     in_place: bool
     format: str | None
     format_reason: str | None
     keep_palette: bool
+    #: files the run reads (the skipped ones aside)
+    count: int = 0
+    #: outputs already there (of an earlier run; a file no run wrote is refused)
+    existing: int = 0
     skipped: tuple[str, ...] = ()
     skipped_reason: str | None = None
     notes: tuple[str, ...] = ()
@@ -58,35 +65,44 @@ class RemapPlan:
     colours: ColourPolicy | None = None
     #: every directory that keeps a record of the run (the output or in-place directories)
     record_roots: tuple[str, ...] = ()
+    #: every directory the outputs go into
+    directories: tuple[str, ...] = ()
     force: bool = False
     #: ``(record directory, run id)`` of interrupted runs whose work this run finishes
     resumes: tuple[tuple[str, str], ...] = ()
+    glob: str | None = None
+    suffixes: tuple[str, ...] = MASK_SUFFIXES
+
+    def jobs(self) -> Iterator[FileJob]:
+        """The files to remap, in order, listed as they are asked for (the skipped ones left
+        out)."""
+        skipped = frozenset(self.skipped)
+        return (job for job in self._listed() if job.source not in skipped)
+
+    def _listed(self) -> Iterator[FileJob]:
+        for target in self.targets:
+            for path, relpath in iter_mask_files(
+                [target.source], glob=self.glob, suffixes=self.suffixes
+            ):
+                fmt = self.format or ("npy" if path.lower().endswith(".npy") else "png")
+                name = os.path.join(target.prefix, _with_format(relpath, fmt))
+                if os.path.isdir(path):  # one that cannot be listed: reading it fails, naming it
+                    name = os.path.join(target.prefix, relpath)
+                yield FileJob(
+                    source=path,
+                    relpath=relpath,
+                    destination=path if self.in_place else os.path.join(target.destination, name),
+                    format=fmt,
+                    record_root=target.destination,
+                    record_name=name,
+                )
 
 
 def recheck(plan: RemapPlan) -> RemapPlan:
-    """``plan`` with the records read again (a run that finished since it was made may have
-    remapped some of its files); called once the run holds its directories' locks."""
-    if plan.force or plan.label_map.idempotent:
-        return plan
-    if not plan.files:  # a resume with nothing left: unless the run it resumes has finished since
-        if plan.resumes and all(run_finished(d, run_id) for d, run_id in plan.resumes):
-            raise AlreadyRemapped(
-                f"{len(plan.skipped)} file(s), e.g. {plan.skipped[0]}, were already remapped "
-                f"by this mapping ({plan.label_map.describe()}) in a run that finished while "
-                "this one started; the mapping is not idempotent, so applying it again would "
-                "change them a second time. Use --force to apply it anyway."
-            )
-        return plan
-    guarded = guard(plan.files, plan.label_map, in_place=plan.in_place, force=False)
-    if len(guarded.files) == len(plan.files):
-        return plan
-    return dataclasses.replace(
-        plan,
-        files=guarded.files,
-        skipped=plan.skipped + guarded.skipped,
-        skipped_reason=guarded.reason,
-        resumes=tuple(dict.fromkeys(plan.resumes + guarded.resumes)),
-    )
+    """``plan`` with the files listed and the records read again (a run that finished since it
+    was made may have remapped some of its files); called once the run holds its directories'
+    locks."""
+    return _survey(plan)
 
 
 def output_format(label_map: LabelMap, *, fmt: str | None = None) -> tuple[str | None, str | None]:
@@ -166,106 +182,69 @@ def plan_remap(
     for source in sources:
         if not os.path.exists(source):
             raise RemapUsageError(f"{source}: no such file or directory")
-    targets, files = [], []
+    targets = []
     for source in sources:
         root = source if os.path.isdir(source) else (os.path.dirname(source) or ".")
+        prefix = ""
         if in_place:
-            destination, prefix = root, ""
+            destination = root
         elif output is None:
-            destination, prefix = default_destination(source, suffix=suffix), ""
+            destination = default_destination(source, suffix=suffix)
         else:
             destination = os.fspath(output)
-            several = len(sources) > 1 and os.path.isdir(source)
-            prefix = os.path.basename(os.path.abspath(source)) if several else ""
-        targets.append(Target(source=source, destination=destination))
-        for path, relpath in iter_mask_files([source], glob=glob, suffixes=suffixes):
-            file_format = run_format or ("npy" if path.lower().endswith(".npy") else "png")
-            name = os.path.join(prefix, _with_format(relpath, file_format))
-            if os.path.isdir(path):  # one that cannot be listed: reading it fails, naming it
-                name = os.path.join(prefix, relpath)
-            files.append(
-                FileJob(
-                    source=path,
-                    relpath=relpath,
-                    destination=path if in_place else os.path.join(destination, name),
-                    format=file_format,
-                    record_root=destination,
-                    record_name=name,
-                )
-            )
-    _check_destinations(files, targets, in_place=in_place)
-    roots = tuple(dict.fromkeys(job.record_root for job in files))
-    guarded = guard(files, label_map, in_place=in_place, force=force) if files else None
-    if guarded is not None:
-        files = guarded.files
-    return RemapPlan(
+            if len(sources) > 1 and os.path.isdir(source):
+                prefix = os.path.basename(os.path.abspath(source))
+        targets.append(Target(source=source, destination=destination, prefix=prefix))
+    plan = RemapPlan(
         label_map=label_map,
-        files=tuple(files),
         targets=tuple(targets),
         in_place=in_place,
         format=run_format,
         format_reason=reason,
         keep_palette=keep_palette,
-        skipped=guarded.skipped if guarded else (),
-        skipped_reason=guarded.reason if guarded else None,
-        notes=guarded.notes if guarded else (),
         repair=repair,
         colours=colours,
-        record_roots=roots,
         force=force,
-        resumes=guarded.resumes if guarded else (),
+        glob=glob,
+        suffixes=suffixes,
     )
+    _check_targets(plan)
+    return _survey(plan)
 
 
-def _with_format(relpath: str, file_format: str) -> str:
-    stem, ext = os.path.splitext(relpath)
-    if file_format == "npy":
-        return stem + ".npy"
-    return relpath if ext.lower() == ".png" else stem + ".png"
-
-
-def _check_destinations(files: list[FileJob], targets: list[Target], *, in_place: bool) -> None:
-    sources: dict[str, str] = {}
-    for job in files:  # `remap DIR DIR/a.png`: one mask reached twice would be written twice
-        key = os.path.realpath(job.source)
-        if key in sources:
-            raise RemapUsageError(
-                f"{job.source} is given twice (also as {sources[key]}): give each input once"
-            )
-        sources[key] = job.source
-    seen: dict[str, str] = {}
-    for job in files:
-        key = os.path.abspath(job.destination)
-        if key in seen:
-            what = (
-                "is listed twice" if in_place else f"and {seen[key]} both go to {job.destination}"
-            )
-            raise RemapUsageError(f"{job.source} {what}: give each input once")
-        seen[key] = job.source
-    if in_place:
-        changed = [
-            job
-            for job in files
-            if job.destination != _with_format(job.source, job.format)
-            and not os.path.isdir(job.source)  # an unlistable directory: it fails when read
-        ]
-        if changed:
-            job = changed[0]
-            hint = (
-                ", or keep a non-negative ignore on disk (e.g. --out 255) and map it to -1 "
-                "when loading"
-                if job.format == "npy"
-                else ""
-            )
-            raise RemapUsageError(
-                f"--in-place would have to replace {job.source} (and {len(changed) - 1} more) "
-                f"with a .{job.format} file of another name; in place a file keeps its name. "
-                f"Write to another directory with --output DIR{hint}."
-            )
+def _check_targets(plan: RemapPlan) -> None:
+    """Refuse inputs given twice (one inside another), two inputs writing one output folder,
+    an output directory inside its input: what can be seen without listing the files."""
+    inputs: list[tuple[str, str]] = []  # (real path, as given)
+    for target in plan.targets:
+        real = os.path.realpath(target.source)
+        for other_real, other in inputs:
+            if real == other_real:
+                raise RemapUsageError(
+                    f"{target.source} is given twice (also as {other}): give each input once"
+                )
+            for (a, a_shown), (b, b_shown) in (
+                ((real, target.source), (other_real, other)),
+                ((other_real, other), (real, target.source)),
+            ):  # a inside directory b, and listed when b is: reached twice
+                if os.path.isdir(b) and a.startswith(b + os.sep) and _listed_in(a, b, plan):
+                    raise RemapUsageError(
+                        f"{a_shown} is given twice (also inside {b_shown}): give each input once"
+                    )
+        inputs.append((real, target.source))
+    if plan.in_place:
         return
-    for target in targets:
+    folders: dict[str, str] = {}
+    for target in plan.targets:
         if not os.path.isdir(target.source):
             continue
+        folder = os.path.abspath(os.path.join(target.destination, target.prefix))
+        if folder in folders:
+            raise RemapUsageError(
+                f"{folders[folder]} and {target.source} both go to {folder}: give each input "
+                "once, or write them to separate --output directories"
+            )
+        folders[folder] = target.source
         src = os.path.realpath(target.source)
         dst = os.path.realpath(target.destination)
         if dst == src or dst.startswith(src + os.sep):
@@ -273,40 +252,137 @@ def _check_destinations(files: list[FileJob], targets: list[Target], *, in_place
                 f"output directory {target.destination} is inside the input {target.source}; "
                 "choose a directory outside it, or use --in-place"
             )
-    sources = {os.path.realpath(job.source) for job in files}
-    for job in files:
-        if os.path.exists(job.destination) and os.path.realpath(job.destination) in sources:
+
+
+def _listed_in(path: str, directory: str, plan: RemapPlan) -> bool:
+    """Whether listing ``directory`` reaches ``path`` (below it): no hidden folder on the way,
+    a mask's name, or ``path`` a directory."""
+    parts = os.path.relpath(path, directory).split(os.sep)
+    if any(part.startswith(".") for part in parts):
+        return False
+    return os.path.isdir(path) or is_listed(parts[-1], glob=plan.glob, suffixes=plan.suffixes)
+
+
+def _survey(plan: RemapPlan) -> RemapPlan:
+    """List the files once and check them one at a time, keeping counts and examples, not the
+    files: ``plan`` with its count, directories, skipped files and notes filled in.
+
+    Raises RemapUsageError for two files with one output, a format change in place, an output
+    over an input or over a file no earlier run wrote; AlreadyRemapped (see
+    :class:`~labelfix.rewrite.record.Guard`).
+    """
+    guard = Guard(plan.label_map, in_place=plan.in_place, force=plan.force)
+    existing = 0
+    roots: dict[str, None] = {}
+    directories: dict[str, None] = {}
+    here: dict[str, str] = {}  # output -> input, for the directory being listed
+    links: dict[str, str] = {}  # real path -> input, for inputs that are symbolic links
+    renamed = _Examples()  # in place: files that would need another name
+    foreign = _Examples()  # outputs there already that no earlier run wrote
+    recorded: dict[str, set[str]] = {}  # per record directory, the files earlier runs wrote
+    inputs = [os.path.realpath(t.source) for t in plan.targets]
+    for job in plan._listed():
+        directory = os.path.dirname(job.destination)
+        if directory not in directories:  # memory: the largest directory, not the whole run
+            directories[directory] = None
+            here.clear()
+        if job.destination in here:
             raise RemapUsageError(
-                f"{job.destination} would overwrite an input; use --in-place to replace inputs"
+                f"{here[job.destination]} and {job.source} both go to {job.destination}: give "
+                "each input once"
             )
-    _refuse_foreign_files(files)
+        here[job.destination] = job.source
+        roots[job.record_root] = None
+        if os.path.islink(job.source):  # a link to another input reaches that file twice
+            real = os.path.realpath(job.source)
+            if real in links:
+                raise RemapUsageError(
+                    f"{job.source} is given twice (also as {links[real]}): give each input once"
+                )
+            links[real] = job.source
+        if plan.in_place:
+            if job.destination != _with_format(job.source, job.format) and not os.path.isdir(
+                job.source
+            ):  # (an unlistable directory fails when read, naming itself)
+                renamed.add(job.source, job.format)
+        elif os.path.lexists(job.destination):
+            existing += 1
+            real = os.path.realpath(job.destination)
+            if any(real == i or real.startswith(i + os.sep) for i in inputs):
+                raise RemapUsageError(
+                    f"{job.destination} would overwrite an input; use --in-place to replace inputs"
+                )
+            if job.record_name not in _written(recorded, job.record_root):
+                foreign.add(job.destination)
+        guard.check(job)
+    if links:  # a file that is also reached through a link
+        for job in plan._listed():
+            real = os.path.realpath(job.source)
+            if not os.path.islink(job.source) and real in links:
+                raise RemapUsageError(
+                    f"{links[real]} is given twice (also as {job.source}): give each input once"
+                )
+    if renamed.count:
+        source, fmt = renamed.first
+        hint = (
+            ", or keep a non-negative ignore on disk (e.g. --out 255) and map it to -1 when loading"
+            if fmt == "npy"
+            else ""
+        )
+        raise RemapUsageError(
+            f"--in-place would have to replace {source} (and {renamed.count - 1} more) with a "
+            f".{fmt} file of another name; in place a file keeps its name. Write to another "
+            f"directory with --output DIR{hint}."
+        )
+    if foreign.count:
+        more = f" (and {foreign.count - 1} more)" if foreign.count > 1 else ""
+        raise RemapUsageError(
+            f"{foreign.first[0]}{more} already exists and no earlier labelfix run wrote it: "
+            "remap never replaces a file it did not write; choose a new --output directory or "
+            "move the file away"
+        )
+    guarded = guard.verdict()
+    return dataclasses.replace(
+        plan,
+        count=guard.files - len(guarded.skipped),
+        existing=existing,
+        skipped=guarded.skipped,
+        skipped_reason=guarded.reason,
+        notes=guarded.notes,
+        record_roots=tuple(roots),
+        directories=tuple(directories),
+        resumes=guarded.resumes,
+    )
 
 
-def _refuse_foreign_files(files: list[FileJob]) -> None:
-    """A usage error when a destination exists that no recorded remap run wrote: the user's
-    own file (ground truth copied there, another tool's output) is never replaced. Files an
-    earlier run wrote into the same directory (its record lists them) are replaced.
+class _Examples:
+    """How many times something was found, and the first one."""
+
+    def __init__(self) -> None:
+        self.count, self.first = 0, ()
+
+    def add(self, *example) -> None:
+        self.count += 1
+        self.first = self.first or example
+
+
+def _written(recorded: dict[str, set[str]], root: str) -> set[str]:
+    """The files earlier runs recorded in ``root`` wrote (read once per directory).
 
     A hostile-user pass found ``remap ... -o ex/`` replacing a mask copied into ``ex/`` and
-    calling it "an earlier run's output".
+    calling it "an earlier run's output": only files a recorded run wrote are replaced.
     """
-    written: dict[str, set[str]] = {}
-    foreign = []
-    for job in files:
-        if not os.path.lexists(job.destination):
-            continue
-        if job.record_root not in written:
-            names: set[str] = set()
-            for run in read_runs(job.record_root):
-                names.update(run.get("files", ()))
-                names.update(run.get("pending") or ())
-            written[job.record_root] = names
-        if job.record_name not in written[job.record_root]:
-            foreign.append(job.destination)
-    if foreign:
-        more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
-        raise RemapUsageError(
-            f"{foreign[0]}{more} already exists and no earlier labelfix run wrote it: remap "
-            "never replaces a file it did not write; choose a new --output directory or move "
-            "the file away"
-        )
+    if root not in recorded:
+        names: set[str] = set()
+        for run in read_runs(root):
+            names.update(run.get("files", ()))
+            names.update(run.get("pending") or ())
+        recorded[root] = names
+    return recorded[root]
+
+
+def _with_format(relpath: str, file_format: str) -> str:
+    stem, ext = os.path.splitext(relpath)
+    if file_format == "npy":
+        return stem + ".npy"
+    return relpath if ext.lower() == ".png" else stem + ".png"

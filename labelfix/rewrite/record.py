@@ -18,11 +18,12 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import TextIO
 
 from labelfix.errors import LabelfixError
-from labelfix.io.atomic import write_atomic
+from labelfix.io.atomic import atomic_path, write_atomic
 from labelfix.labels.labelmap import LabelMap
 from labelfix.rewrite.jobs import FileJob
 
@@ -55,44 +56,124 @@ def read_runs(directory: str | os.PathLike) -> list[dict]:
     place when it stopped (see the module doc).
     """
     directory = os.fspath(directory)
-    runs: list[dict] = []
-    with contextlib.suppress(OSError, ValueError):
+    runs = _read_record(directory)
+    done, intents = _read_journal(directory)
+    return [_with_journal(run, done, intents) for run in runs]
+
+
+def _read_record(directory: str) -> list[dict]:
+    """The runs of ``directory``'s record as it was written (the journal aside)."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
         with open(os.path.join(directory, RECORD_NAME), encoding="utf-8") as fh:
             data = json.load(fh)
-        runs = [dict(r) for r in data.get("runs", []) if isinstance(r, dict)]
-    done, intents = _read_journal(directory)
-    for run in runs:
-        extra = done.get(run.get("id"), [])
-        if extra:
-            run["files"] = list(dict.fromkeys([*run.get("files", []), *extra]))
-        pending = dict(run.get("pending") or {}) if isinstance(run.get("pending"), dict) else {}
-        pending.update(intents.get(run.get("id"), {}))
-        finished = set(run.get("files", []))
-        pending = {name: digest for name, digest in pending.items() if name not in finished}
-        if pending:
-            run["pending"] = pending
-        else:
-            run.pop("pending", None)
-    return runs
+        return [dict(r) for r in data.get("runs", []) if isinstance(r, dict)]
+    return []
 
 
-def _read_journal(directory: str) -> tuple[dict[str, list[str]], dict[str, dict[str, str]]]:
-    """``(done, intents)``: per run id, the files finished and the digests they were to get."""
+def _journal_entries(directory: str) -> Iterator[tuple[str, str, str | None]]:
+    """``(run id, file, intent digest or None)`` per line of the journal, read as it goes."""
+    try:
+        fh = open(os.path.join(directory, JOURNAL_NAME), encoding="utf-8")  # noqa: SIM115
+    except OSError:
+        return
+    with fh:
+        for line in fh:
+            with contextlib.suppress(ValueError, TypeError, KeyError, AttributeError):
+                entry = json.loads(line)  # a line cut short by a crash is skipped
+                intent = entry.get("intent")
+                yield entry["run"], entry["file"], str(intent) if intent else None
+
+
+def _read_journal(
+    directory: str, *, leave_out: str | None = None
+) -> tuple[dict[str, list[str]], dict[str, dict[str, str]]]:
+    """``(done, intents)``: per run id (but ``leave_out``), the files finished and the digests
+    they were to get."""
     done: dict[str, list[str]] = {}
     intents: dict[str, dict[str, str]] = {}
-    try:
-        with open(os.path.join(directory, JOURNAL_NAME), encoding="utf-8") as fh:
-            lines = fh.read().splitlines()
-    except OSError:
-        return done, intents
-    for line in lines:
-        with contextlib.suppress(ValueError, TypeError, KeyError, AttributeError):
-            entry = json.loads(line)  # a line cut short by a crash is skipped
-            if entry.get("intent"):
-                intents.setdefault(entry["run"], {})[entry["file"]] = str(entry["intent"])
-            else:
-                done.setdefault(entry["run"], []).append(entry["file"])
+    for run_id, name, intent in _journal_entries(directory):
+        if run_id == leave_out:
+            continue
+        if intent:
+            intents.setdefault(run_id, {})[name] = intent
+        else:
+            done.setdefault(run_id, []).append(name)
     return done, intents
+
+
+def finish_run(directory: str, run_id: str, *, when: str, resumed: Iterable[str] = ()) -> str:
+    """Mark the run ``run_id`` complete in ``directory``'s record, and the interrupted runs it
+    finished (``resumed``) as finished by it; the journal is folded into the record.
+
+    The run's own files go from the journal to the record a line at a time: memory does not
+    grow with the number of files a run writes.
+    """
+    resumed = set(resumed)
+    done, intents = _read_journal(directory, leave_out=run_id)  # normally empty: folded at start
+    runs = [_with_journal(run, done, intents) for run in _read_record(directory)]
+    path = os.path.join(directory, RECORD_NAME)
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as out:
+        out.write('{"labelfix_remap": 1, "runs": [\n')
+        for i, run in enumerate(runs):
+            out.write(",\n" if i else "")
+            if run.get("id") == run_id:
+                run.update(finished=when, complete=True)
+                _write_streamed(run, directory, out)
+                continue
+            if run.get("id") in resumed and not run.get("complete"):
+                run["finished_by"] = run_id
+            out.write(json.dumps(run, indent=1))
+        out.write("\n]}\n")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join(directory, JOURNAL_NAME))  # folded into the record
+    return path
+
+
+def _write_streamed(run: dict, directory: str, out: TextIO) -> None:
+    """Write ``run`` to ``out`` with the files the journal says it finished, one at a time.
+
+    Held meanwhile: the files being renamed into place (an intent line waits for its done line,
+    a few per worker) and those that failed after their intent (``pending`` in the record)."""
+    meta = {k: v for k, v in run.items() if k not in ("files", "pending")}
+    out.write(json.dumps(meta, indent=1)[:-2] + ',\n "files": [')
+    pending: dict[str, str] = dict(run.get("pending") or {})
+    separator = ""
+
+    def put(name: str) -> None:
+        nonlocal separator
+        out.write(f"{separator}\n  {json.dumps(name)}")
+        separator = ","
+
+    for name in run.get("files", ()):
+        put(name)
+    for run_id, name, intent in _journal_entries(directory):
+        if run_id != run["id"]:
+            continue
+        if intent:
+            pending[name] = intent
+        else:
+            pending.pop(name, None)
+            put(name)
+    out.write("\n ]")
+    if pending:
+        out.write(',\n "pending": ' + json.dumps(pending))
+    out.write("\n}")
+
+
+def _with_journal(run: dict, done: dict, intents: dict) -> dict:
+    """``run`` with its journal lines folded in (see :func:`read_runs`)."""
+    extra = done.get(run.get("id"), [])
+    if extra:
+        run["files"] = list(dict.fromkeys([*run.get("files", []), *extra]))
+    pending = dict(run.get("pending") or {}) if isinstance(run.get("pending"), dict) else {}
+    pending.update(intents.get(run.get("id"), {}))
+    finished = set(run.get("files", []))
+    pending = {name: digest for name, digest in pending.items() if name not in finished}
+    if pending:
+        run["pending"] = pending
+    else:
+        run.pop("pending", None)
+    return run
 
 
 def file_digest(path: str | os.PathLike) -> str | None:
@@ -124,10 +205,9 @@ def _ancestors(directory: str) -> Iterable[str]:
 
 @dataclass(frozen=True)
 class Guarded:
-    """What :func:`guard` leaves of a run: the files to remap, the files skipped and why, notes,
-    and ``resumes``: ``(record directory, run id)`` of interrupted runs this one finishes."""
+    """What :class:`Guard` found: the files to skip and why, notes, and ``resumes``:
+    ``(record directory, run id)`` of interrupted runs this one finishes."""
 
-    files: tuple[FileJob, ...]
     skipped: tuple[str, ...] = ()
     reason: str | None = None
     notes: tuple[str, ...] = ()
@@ -144,84 +224,123 @@ def run_finished(directory: str, run_id: str) -> bool:
     return any(finished(r) for r in read_runs(directory) if r.get("id") == run_id)
 
 
-def guard(files: Sequence[FileJob], label_map: LabelMap, *, in_place: bool, force: bool) -> Guarded:
-    """Keep a non-idempotent mapping from being applied twice to the same files.
+class Guard:
+    """Keeps a non-idempotent mapping from being applied twice to the same files.
 
+    Fed the files of a run one at a time (:meth:`check`), it keeps counts and examples, not the
+    files: memory grows with the records it reads and the files it skips, not with the run.
     A file counts as remapped by a run when the run finished it, or when the run was renaming
     it into place when it stopped and the file now has the content it was to get. In place,
     such files are skipped; when every file was remapped by runs that did not finish, this run
-    finishes their work (nothing left to do). Raises AlreadyRemapped when every file was
-    remapped by a finished run, or when writing elsewhere (skipping would leave holes in the
-    output).
+    finishes their work (nothing left to do). :meth:`verdict` raises AlreadyRemapped when every
+    file was remapped by a finished run, or when writing elsewhere (skipping would leave holes
+    in the output).
     """
-    if label_map.idempotent:
-        return Guarded(tuple(files))
-    key = mapping_key(label_map.to_dict())
-    cache: dict[str, list[tuple[dict, frozenset[str], dict]]] = {}
 
-    def records(directory: str) -> list[tuple[dict, frozenset[str], dict]]:
-        if directory not in cache:
+    def __init__(self, label_map: LabelMap, *, in_place: bool, force: bool):
+        self.label_map, self.in_place, self.force = label_map, in_place, force
+        self.key = mapping_key(label_map.to_dict())
+        self.files = self.hits = self.others = 0
+        self.skipped: list[str] = []
+        self.first_hit: tuple[str, str] | None = None  # (source, record directory)
+        self.latest: dict | None = None  # the latest run that remapped one of the files
+        self.any_finished = False
+        self.interrupted: dict[tuple[str, str], None] = {}
+        self.first_other: tuple[str, dict] | None = None
+        self._records: dict[str, list[tuple[dict, frozenset[str], dict]]] = {}
+        self._chains: dict[str, tuple[str, list[str]]] = {}
+
+    def check(self, job: FileJob) -> bool:
+        """Note one file; True when an earlier run of this mapping remapped it."""
+        self.files += 1
+        if self.label_map.idempotent:
+            return False
+        path, directories = self._chain(job.source)
+        digest = _LazyDigest(path)
+        hit: dict | None = None  # the latest run of this mapping that remapped the file
+        other: dict | None = None  # a run of another mapping that did
+        for directory in directories:
+            name = os.path.relpath(path, directory)
+            for run, names, pending in self._records[directory]:  # oldest first: latest wins
+                if name not in names and (name not in pending or pending[name] != digest()):
+                    continue
+                if _run_key(run) == self.key:
+                    hit = run
+                else:
+                    other = other or run
+            if hit is not None:
+                self._note_hit(job.source, directory, hit)
+                break
+        if other is not None:
+            self.others += 1
+            self.first_other = self.first_other or (job.source, other)
+        return hit is not None
+
+    def _note_hit(self, source: str, directory: str, run: dict) -> None:
+        self.hits += 1
+        self.first_hit = self.first_hit or (source, directory)
+        if self.latest is None or str(run.get("started")) > str(self.latest.get("started")):
+            self.latest = run
+        if finished(run):
+            self.any_finished = True
+        elif run.get("id"):
+            self.interrupted[directory, str(run["id"])] = None
+        if self.in_place:
+            self.skipped.append(source)
+
+    def _chain(self, source: str) -> tuple[str, list[str]]:
+        """The real path of ``source`` and the directories above it that keep records (each
+        directory's answer is kept: a file costs one ``lstat`` unless it is a link)."""
+        parent, base = os.path.split(source)
+        if parent not in self._chains:
+            real = os.path.realpath(parent or ".")
+            self._chains[parent] = (real, [d for d in _ancestors(real) if self._read(d)])
+        real, directories = self._chains[parent]
+        if os.path.islink(source):
+            path = os.path.realpath(source)
+            return path, [d for d in _ancestors(os.path.dirname(path)) if self._read(d)]
+        return os.path.join(real, base), directories
+
+    def _read(self, directory: str) -> list:
+        if directory not in self._records:
             found = []
             if os.path.exists(os.path.join(directory, RECORD_NAME)):
                 found = [
                     (r, frozenset(r.get("files", ())), r.get("pending") or {})
                     for r in read_runs(directory)
                 ]
-            cache[directory] = found
-        return cache[directory]
+            self._records[directory] = found
+        return self._records[directory]
 
-    hits: list[tuple[int, str, dict]] = []
-    others: list[tuple[int, dict]] = []
-    for index, job in enumerate(files):
-        path = os.path.realpath(job.source)
-        digest = _LazyDigest(path)
-        hit = None
-        for directory in _ancestors(os.path.dirname(path)):
-            runs = records(directory)
-            if not runs:
-                continue
-            name = os.path.relpath(path, directory)
-            for run, names, pending in runs:  # oldest first: the latest hit wins
-                if name not in names and (name not in pending or pending[name] != digest()):
-                    continue
-                if _run_key(run) == key:
-                    hit = (index, directory, run)
-                else:
-                    others.append((index, run))
-            if hit is not None:
-                hits.append(hit)
-                break
-    notes: tuple[str, ...] = ()
-    if others:
-        index, run = others[0]
-        notes = (
-            f"{len({i for i, _ in others})} file(s), e.g. {files[index].source}, were remapped "
-            f"before with another mapping ({_describe_record(run)}); check that this one is "
-            "meant for them",
+    def verdict(self) -> Guarded:
+        """What to skip, or AlreadyRemapped (see the class doc)."""
+        notes: tuple[str, ...] = ()
+        if self.first_other is not None:
+            source, run = self.first_other
+            notes = (
+                f"{self.others} file(s), e.g. {source}, were remapped before with another "
+                f"mapping ({_describe_record(run)}); check that this one is meant for them",
+            )
+        if not self.hits or self.force:
+            return Guarded(notes=notes)
+        source, directory = self.first_hit
+        run = self.latest
+        when = run.get("finished") or run.get("started") or "an earlier run"
+        state = "" if finished(run) else " (a run that did not finish)"
+        what = (
+            f"{self.hits} file(s), e.g. {source}, were already remapped by this "
+            f"mapping ({self.label_map.describe()}) on {when}{state}, as recorded in "
+            f"{os.path.join(directory, RECORD_NAME)}; the mapping is not idempotent, so "
+            "applying it again would change them a second time"
         )
-    if not hits or force:
-        return Guarded(tuple(files), notes=notes)
-    index, directory, _ = hits[0]
-    run = max((h[2] for h in hits), key=lambda r: str(r.get("started")))  # the latest
-    when = run.get("finished") or run.get("started") or "an earlier run"
-    state = "" if finished(run) else " (a run that did not finish)"
-    what = (
-        f"{len(hits)} file(s), e.g. {files[index].source}, were already remapped by this "
-        f"mapping ({label_map.describe()}) on {when}{state}, as recorded in "
-        f"{os.path.join(directory, RECORD_NAME)}; the mapping is not idempotent, so "
-        "applying it again would change them a second time"
-    )
-    interrupted = [(d, r) for _, d, r in hits if not finished(r)]
-    if not in_place or (len(hits) == len(files) and len(interrupted) < len(hits)):
-        raise AlreadyRemapped(f"{what}. Use --force to apply it anyway.")
-    done = {i for i, _, _ in hits}
-    return Guarded(
-        files=tuple(job for i, job in enumerate(files) if i not in done),
-        skipped=tuple(files[i].source for i in sorted(done)),
-        reason=f"{what}; they were skipped (--force remaps them again)",
-        notes=notes,
-        resumes=tuple(dict.fromkeys((d, str(r["id"])) for d, r in interrupted if r.get("id"))),
-    )
+        if not self.in_place or (self.hits == self.files and self.any_finished):
+            raise AlreadyRemapped(f"{what}. Use --force to apply it anyway.")
+        return Guarded(
+            skipped=tuple(self.skipped),
+            reason=f"{what}; they were skipped (--force remaps them again)",
+            notes=notes,
+            resumes=tuple(self.interrupted),
+        )
 
 
 class _LazyDigest:

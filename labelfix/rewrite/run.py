@@ -34,7 +34,7 @@ from labelfix.parallel import ordered_map
 from labelfix.rewrite.apply import Rewrite, remap_file
 from labelfix.rewrite.jobs import FileResult, Target
 from labelfix.rewrite.plan import RemapPlan, plan_remap, recheck
-from labelfix.rewrite.record import read_runs, write_runs
+from labelfix.rewrite.record import finish_run, read_runs, write_runs
 
 
 @dataclass(frozen=True)
@@ -165,7 +165,7 @@ def run_remap(
     """
     if dry_run:
         return _run(plan, None, jobs, compress_level, on_file, 0, ())
-    roots = plan.record_roots or tuple(dict.fromkeys(job.record_root for job in plan.files))
+    roots = plan.record_roots
     with contextlib.ExitStack() as stack:
         notes = []
         for root in sorted(roots, key=os.path.realpath):
@@ -175,7 +175,7 @@ def run_remap(
                 if on_note is not None:
                     on_note(held.note)
         plan = recheck(plan)  # a run that ended while this one waited may have done some
-        written = sorted({os.path.dirname(job.destination) for job in plan.files} - set(roots))
+        written = sorted(set(plan.directories) - set(roots))
         # another run locked a directory below a root, where this one writes too
         check_free(_between(written, roots), inside=", ".join(roots))
         stale = sum(remove_stale_temporaries(d) for d in (*roots, *written))
@@ -213,7 +213,7 @@ def _run(plan, run_id, jobs, compress_level, on_file, stale, notes, roots=()) ->
     )
     func = functools.partial(remap_file, rewrite=rewrite)
     tally = RemapTally()
-    for result in ordered_map(func, plan.files, jobs=jobs, preload=("labelfix.rewrite.run",)):
+    for result in ordered_map(func, plan.jobs(), jobs=jobs, preload=("labelfix.rewrite.run",)):
         tally.add(result)
         if on_file is not None:
             on_file(result)
@@ -223,7 +223,7 @@ def _run(plan, run_id, jobs, compress_level, on_file, stale, notes, roots=()) ->
         for directory, resumed in plan.resumes:
             resumes.setdefault(os.path.realpath(directory), set()).add(resumed)
         manifests = tuple(
-            _finish_record(root, run_id, resumes.get(os.path.realpath(root), set()))
+            finish_run(root, run_id, when=_now(), resumed=resumes.get(os.path.realpath(root), ()))
             for root in roots
         )
     return tally.result(plan, dry_run=run_id is None, manifests=manifests, stale=stale, notes=notes)
@@ -244,18 +244,6 @@ def _run_record(plan: RemapPlan, run_id: str) -> dict:
         "colormap": plan.colours.colormap.name if plan.colours is not None else None,
         "files": [],
     }
-
-
-def _finish_record(root: str, run_id: str, resumed: set[str]) -> str:
-    """Mark the run complete, and the interrupted runs it finished as finished by it."""
-    runs = read_runs(root)
-    for run in runs:
-        if run.get("id") == run_id:
-            run["finished"] = _now()
-            run["complete"] = True
-        elif run.get("id") in resumed and not run.get("complete"):
-            run["finished_by"] = run_id
-    return write_runs(root, runs)
 
 
 class RemapTally:
