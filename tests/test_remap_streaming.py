@@ -69,12 +69,11 @@ def test_the_plan_does_not_grow_with_the_number_of_files(tmp_path: Path):
 def test_the_record_is_folded_a_line_at_a_time(tmp_path: Path):
     """finish_run: an interrupted run's lines fold into it; this run's files stream into the
     record; an intent without its done line stays pending; the journal goes."""
-    (tmp_path / RECORD_NAME).write_text(
-        json.dumps({"labelfix_remap": 1, "runs": [
-            {"id": "A", "complete": False, "files": ["x.png"]},
-            {"id": "B", "complete": False, "files": []},
-        ]})  # fmt: skip
-    )
+    runs = [
+        {"id": "A", "complete": False, "files": ["x.png"]},
+        {"id": "B", "complete": False, "files": []},
+    ]
+    (tmp_path / RECORD_NAME).write_text(json.dumps({"labelfix_remap": 1, "runs": runs}))
     lines = [{"run": "A", "file": "y.png"}]
     for i in range(20_000):
         lines += [{"run": "B", "file": f"{i}.png", "intent": "d"}, {"run": "B", "file": f"{i}.png"}]
