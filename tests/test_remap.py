@@ -490,3 +490,43 @@ def test_plan_errors_are_usage_errors(masks, tmp_path):
         plan_remap([masks / "a" / "0001.png"], lm, output=masks / "a")
     with pytest.raises(RemapUsageError, match="is given twice"):
         plan_remap([masks / "a", masks / "a"], lm, output=tmp_path / "o")
+
+
+# ----------------------------------------------------------------------------- other decoders
+
+
+def test_remapped_pngs_read_the_same_in_pillow_opencv_and_tensorflow(tmp_path: Path):
+    """Issue 15: remap writes its own PNGs (filters chosen per row, zlib-ng); Pillow, OpenCV
+    and ``tf.io.decode_png`` must read the same values from them: 8-bit grey, 16-bit grey
+    and palette (whose colours the other two decoders give)."""
+    cv2 = pytest.importorskip("cv2")
+    tf = pytest.importorskip("tensorflow")
+    labels = cityscapes_like_mask(np.random.default_rng(3), height=256, width=512)
+    save_png(tmp_path / "grey" / "a.png", labels)
+    remap([tmp_path / "grey"], preset("cityscapes"), output=tmp_path / "grey-out", jobs=1)
+    train_ids = np.vectorize(cityscapes_train_id)(labels).astype(np.uint8)
+
+    wide = np.array([[0, 255, 20], [300, 20, 255]], np.uint16)
+    save_png(tmp_path / "wide" / "b.png", wide)
+    remap([tmp_path / "wide"], LabelMap(ignore=(255,), out=1000), output=tmp_path / "wide-out")
+    save_palette_png(tmp_path / "pal" / "c.png", VOC)
+    remap([tmp_path / "pal"], LabelMap(ignore=(255,), out=0), output=tmp_path / "pal-out")
+    voc_out = np.where(VOC == 255, 0, VOC).astype(np.uint8)
+    colours = np.frombuffer(voc_palette(), np.uint8).reshape(-1, 3)[voc_out]
+
+    for path, expected, dtype in (
+        (tmp_path / "grey-out" / "a.png", train_ids, tf.uint8),
+        (tmp_path / "wide-out" / "b.png", np.where(wide == 255, 1000, wide), tf.uint16),
+    ):
+        data = path.read_bytes()
+        np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(data))), expected)
+        np.testing.assert_array_equal(cv2.imread(str(path), cv2.IMREAD_UNCHANGED), expected)
+        decoded = tf.io.decode_png(data, channels=1, dtype=dtype)[..., 0].numpy()
+        np.testing.assert_array_equal(decoded, expected)
+    data = (tmp_path / "pal-out" / "c.png").read_bytes()
+    image = Image.open(io.BytesIO(data))
+    assert image.mode == "P"
+    np.testing.assert_array_equal(np.asarray(image), voc_out)
+    bgr = cv2.imread(str(tmp_path / "pal-out" / "c.png"), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(bgr[..., ::-1], colours)
+    np.testing.assert_array_equal(tf.io.decode_png(data, channels=3).numpy(), colours)
