@@ -154,3 +154,29 @@ def test_a_link_to_another_input_is_given_twice_in_place(tmp_path: Path):
     )
     assert result.exit_code == 2 and "is given twice" in result.stderr
     assert read_mask(real).array.tolist() == [[7, 26]]
+
+
+def test_an_output_inside_another_input_is_refused_not_mapped_twice(tmp_path: Path, monkeypatch):
+    """Regression (a hostile-user pass): once the run listed its inputs as it went,
+    ``remap --preset cityscapes gt gt-remapped`` read the outputs it wrote into
+    ``gt-remapped/`` (an input) as inputs and mapped 1,977 masks twice (ground 7 -> 0 -> 255
+    wrapped to 4 for 26), exit 0; ``remap q/a -o q`` wrote ``q/a/z/...`` for ``q/a/a/z/...``."""
+    car = np.full((2, 2), 26, np.uint8)
+    for i in range(30):
+        save_png(tmp_path / "gt" / f"{i}.png", car)
+    save_png(tmp_path / "gt-remapped" / "extra.png", car)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["remap", "--preset", "cityscapes", "gt", "gt-remapped"])
+    assert result.exit_code == 2
+    assert "output directory gt-remapped is inside the input gt-remapped" in result.stderr
+    assert sorted(os.listdir("gt-remapped")) == ["extra.png"]
+    assert not os.path.exists("gt-remapped-remapped")
+
+    save_png(tmp_path / "q" / "a" / "a" / "z" / "f.png", car)
+    save_png(tmp_path / "q" / "a" / "z" / "g.png", car)
+    with pytest.raises(RemapUsageError, match=r"q/a/z/f.png would be written inside the input"):
+        plan_remap([tmp_path / "q" / "a"], preset("cityscapes"), output=tmp_path / "q")
+    # beside the input, not inside it: `remap data/gtFine -o data`
+    plan = plan_remap([tmp_path / "q" / "a"], preset("cityscapes"), output=tmp_path / "q" / "b")
+    assert plan.count == 2
+    assert read_mask(tmp_path / "q" / "a" / "z" / "g.png").array.tolist() == car.tolist()

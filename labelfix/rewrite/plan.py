@@ -245,13 +245,14 @@ def _check_targets(plan: RemapPlan) -> None:
                 "once, or write them to separate --output directories"
             )
         folders[folder] = target.source
-        src = os.path.realpath(target.source)
         dst = os.path.realpath(target.destination)
-        if dst == src or dst.startswith(src + os.sep):
-            raise RemapUsageError(
-                f"output directory {target.destination} is inside the input {target.source}; "
-                "choose a directory outside it, or use --in-place"
-            )
+        for real, source in inputs:  # its own input, or another one (`remap gt gt-remapped`)
+            if os.path.isdir(real) and (dst == real or dst.startswith(real + os.sep)):
+                raise RemapUsageError(
+                    f"output directory {target.destination} is inside the input {source}; "
+                    "choose a directory outside "
+                    + ("it, or use --in-place" if source == target.source else "the inputs")
+                )
 
 
 def _listed_in(path: str, directory: str, plan: RemapPlan) -> bool:
@@ -280,7 +281,8 @@ def _survey(plan: RemapPlan) -> RemapPlan:
     renamed = _Examples()  # in place: files that would need another name
     foreign = _Examples()  # outputs there already that no earlier run wrote
     recorded: dict[str, set[str]] = {}  # per record directory, the files earlier runs wrote
-    inputs = [os.path.realpath(t.source) for t in plan.targets]
+    inputs = [(os.path.realpath(t.source), t.source) for t in plan.targets]
+    real_directories: dict[str, str] = {}
     for job in plan._listed():
         directory = os.path.dirname(job.destination)
         if directory not in directories:  # memory: the largest directory, not the whole run
@@ -305,15 +307,12 @@ def _survey(plan: RemapPlan) -> RemapPlan:
                 job.source
             ):  # (an unlistable directory fails when read, naming itself)
                 renamed.add(job.source, job.format)
-        elif os.path.lexists(job.destination):
-            existing += 1
-            real = os.path.realpath(job.destination)
-            if any(real == i or real.startswith(i + os.sep) for i in inputs):
-                raise RemapUsageError(
-                    f"{job.destination} would overwrite an input; use --in-place to replace inputs"
-                )
-            if job.record_name not in _written(recorded, job.record_root):
-                foreign.add(job.destination)
+        else:
+            _refuse_inside_inputs(job, inputs, real_directories)
+            if os.path.lexists(job.destination):
+                existing += 1
+                if job.record_name not in _written(recorded, job.record_root):
+                    foreign.add(job.destination)
         guard.check(job)
     if links:  # a file that is also reached through a link
         for job in plan._listed():
@@ -353,6 +352,34 @@ def _survey(plan: RemapPlan) -> RemapPlan:
         directories=tuple(directories),
         resumes=guarded.resumes,
     )
+
+
+def _refuse_inside_inputs(
+    job: FileJob, inputs: list[tuple[str, str]], real_directories: dict[str, str]
+) -> None:
+    """A usage error when ``job``'s output would replace an input, or land inside an input
+    directory (``remap q/a -o q`` writes ``q/a/...`` for ``q/a/a/...``): the run lists its
+    inputs as it goes, and would read such an output as one more input and map it again.
+
+    A hostile-user pass found ``remap --preset cityscapes gt gt-remapped`` mapping 1,977 masks
+    twice once the plan stopped holding the list of files.
+    """
+    directory, name = os.path.split(job.destination)
+    if directory not in real_directories:  # one realpath a directory, not one a file
+        real_directories[directory] = os.path.realpath(directory)
+    real = os.path.join(real_directories[directory], name)
+    if os.path.islink(job.destination):
+        real = os.path.realpath(job.destination)
+    for top, source in inputs:
+        if real == top or real.startswith(top + os.sep):
+            if os.path.lexists(job.destination):
+                raise RemapUsageError(
+                    f"{job.destination} would overwrite an input; use --in-place to replace inputs"
+                )
+            raise RemapUsageError(
+                f"{job.destination} would be written inside the input {source}, which would "
+                "read it as one more input; choose an output directory outside the inputs"
+            )
 
 
 class _Examples:
