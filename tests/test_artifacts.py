@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 
 import numpy as np
 import pytest
@@ -195,3 +196,26 @@ def test_remap_converts_colour_masks_with_colormap(tmp_path):
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert np.load(tmp_path / "ids" / "x.npy").tolist() == [[-1, 0, 0], [0, 0, 15]]
+
+
+def test_repair_of_a_mask_with_nowhere_to_send_its_strays_fails_that_file_not_the_run(tmp_path):
+    """Regression (a hostile-user pass): ``repair -n 3`` on a mask of one stray value with no
+    ``--ignore`` raised ValueError in the worker: a traceback, the run's record left
+    incomplete. Now that file fails with one line naming it; the others are written."""
+    save_png(tmp_path / "z" / "a.png", np.full((8, 8), 50, np.uint8))
+    halves = np.repeat(np.array([[1] * 4 + [2] * 4], np.uint8), 8, axis=0)
+    stray = halves.copy()
+    stray[7, 7] = 50
+    save_png(tmp_path / "z" / "b.png", stray)
+    result = CliRunner().invoke(main, ["repair", "-n", "3", str(tmp_path / "z"), "-j", "1"])
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    assert (
+        f"{tmp_path / 'z' / 'a.png'}: 64 stray pixels have no class next to them and no ignore "
+        "value is given (give one with --ignore)"
+    ) in result.stderr
+    out = tmp_path / "z-repaired"
+    assert sorted(os.listdir(out)) == [".labelfix-remap.json", "b.png"]
+    assert np.asarray(Image.open(out / "b.png")).tolist() == halves.tolist()
+    (run,) = json.loads((out / ".labelfix-remap.json").read_text())["runs"]
+    assert run["complete"] and run["files"] == ["b.png"]

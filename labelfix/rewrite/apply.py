@@ -73,7 +73,10 @@ def remap_file(job: FileJob, rewrite: Rewrite) -> FileResult:
     lo, hi = min(outputs), max(outputs)
     if rewrite.repair is not None:  # stray values are what a repair is for: check after it
         mapped = label_map.apply(labels, path=job.source) if changed else labels
-        repaired = rewrite.repair.apply(mapped)
+        try:
+            repaired = rewrite.repair.apply(mapped)
+        except ValueError as err:  # stray pixels with no class next to them and nowhere to go
+            return failed(f"{job.source}: {err} (give one with --ignore)", **stats)
         stats["repaired"], stats["to_ignore"] = repaired.changed, repaired.to_ignore
         changed = changed or repaired.changed > 0
         array = repaired.labels
