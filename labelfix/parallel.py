@@ -14,6 +14,7 @@ stop them, and they would wait for work forever. On Linux the kernel sends forke
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import functools
@@ -27,7 +28,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures.process import BrokenProcessPool, _process_worker
 from typing import TypeVar
 
 from labelfix.errors import LabelfixError
@@ -111,6 +112,12 @@ def keep_freed_memory() -> None:
 
 
 def _init_worker(owner: int) -> None:
+    # Ctrl-C is the command's to handle: it reaches the workers too (one process group), and a
+    # worker interrupted while holding the pool's queue lock left the other waiting for it and
+    # the command waiting for both, forever (1 try in 5-12 of a hostile-user pass). The command
+    # cancels what is queued; the files in hand finish (each write is atomic) and the workers
+    # end with the pool, or with the command when it is killed.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent(owner)
     keep_freed_memory()
 
@@ -196,30 +203,65 @@ def ordered_map(
     iterator = itertools.chain(head, iterator)
     ctx = _context(preload)
     work = functools.partial(_run_chunk, func)
-    with ProcessPoolExecutor(
+    pool = ProcessPoolExecutor(
         max_workers=jobs, mp_context=ctx, initializer=_init_worker, initargs=(os.getpid(),)
-    ) as pool:
-        pending: deque = deque()
-        try:
-            while True:
-                while len(pending) < 4 * jobs:
-                    chunk = list(itertools.islice(iterator, chunksize))
-                    if not chunk:
-                        break
-                    try:
-                        pending.append(pool.submit(work, chunk))
-                    except _POOL_FAILURES as err:
-                        raise _pool_failed(err) from err
-                if not pending:
+    )
+    pending: deque = deque()
+    try:
+        while True:
+            while len(pending) < 4 * jobs:
+                chunk = list(itertools.islice(iterator, chunksize))
+                if not chunk:
                     break
                 try:
-                    results = pending.popleft().result()
+                    pending.append(pool.submit(work, chunk))
                 except _POOL_FAILURES as err:
                     raise _pool_failed(err) from err
-                yield from results
-        finally:
-            for future in pending:
-                future.cancel()
+            if not pending:
+                break
+            try:
+                results = pending.popleft().result()
+            except _POOL_FAILURES as err:
+                raise _pool_failed(err) from err
+            yield from results
+    except BaseException:  # Ctrl-C, an error, or the caller stopped reading
+        _abandon(pool, pending)
+        raise
+    pool.shutdown(wait=True)
+
+
+def _abandon(pool: ProcessPoolExecutor, pending: deque) -> None:
+    """Stop ``pool`` now: end its workers (SIGTERM) instead of waiting for what is queued.
+
+    Waiting could last forever: Ctrl-C while the pool was starting its workers left them
+    waiting for work nobody would send, and the command waiting for them at exit (1 try in 8
+    of a hostile-user pass). A worker ended mid-file leaves the file as it was or whole (every
+    write goes through a temporary name, which the next run removes).
+    """
+    workers = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False)  # the pool fails what is queued (cancelling it races with that)
+    _end_workers(workers)
+
+
+def _end_workers(workers=None) -> None:
+    """SIGTERM and join ``workers`` (default: every pool worker this process started that still
+    runs; also at exit, before :mod:`multiprocessing` would wait for them)."""
+    found = {p.pid: p for p in workers or ()}
+    for child in multiprocessing.active_children():  # one started as Ctrl-C came, say
+        if getattr(child, "_target", None) is _process_worker:
+            found.setdefault(child.pid, child)
+    for worker in found.values():
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            worker.terminate()
+    for worker in found.values():
+        with contextlib.suppress(OSError, ValueError, AssertionError):
+            worker.join(5)
+
+
+# At exit no pool of this process has work left: a worker still there was orphaned by Ctrl-C
+# (multiprocessing's own exit function, registered before this one and so run after it, would
+# wait for it forever).
+atexit.register(_end_workers)
 
 
 def _indexed(func: Callable, item: tuple[int, object]) -> tuple[int, object]:
