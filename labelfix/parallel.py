@@ -14,7 +14,6 @@ stop them, and they would wait for work forever. On Linux the kernel sends forke
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import ctypes
 import functools
@@ -25,13 +24,15 @@ import signal
 import sys
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool, _process_worker
+from concurrent.futures.process import BrokenProcessPool
 from typing import TypeVar
 
 from labelfix.errors import LabelfixError
+from labelfix.io.atomic import deferred_signals
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -112,12 +113,10 @@ def keep_freed_memory() -> None:
 
 
 def _init_worker(owner: int) -> None:
-    # Ctrl-C is the command's to handle: it reaches the workers too (one process group), and a
-    # worker interrupted while holding the pool's queue lock left the other waiting for it and
-    # the command waiting for both, forever (1 try in 5-12 of a hostile-user pass). The command
-    # cancels what is queued; the files in hand finish (each write is atomic) and the workers
-    # end with the pool, or with the command when it is killed.
+    # Ctrl-C is the command's to handle (it reaches the workers too: one process group); the
+    # command then ends its workers (_abandon), whose writes are atomic.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # forked while the pool held signals back
     _die_with_parent(owner)
     keep_freed_memory()
 
@@ -159,6 +158,9 @@ def _alive(pid: int, born: str | None) -> bool:
         return True
     return True
 
+
+#: The pools of this process that may still have workers (see :func:`stop_workers`).
+_POOLS: weakref.WeakSet[ProcessPoolExecutor] = weakref.WeakSet()
 
 #: How the pool itself fails (a worker killed, a pipe to one closed), as opposed to ``func``.
 _POOL_FAILURES = (BrokenProcessPool, ConnectionError, EOFError)
@@ -203,9 +205,14 @@ def ordered_map(
     iterator = itertools.chain(head, iterator)
     ctx = _context(preload)
     work = functools.partial(_run_chunk, func)
-    pool = ProcessPoolExecutor(
-        max_workers=jobs, mp_context=ctx, initializer=_init_worker, initargs=(os.getpid(),)
-    )
+    # Ctrl-C inside the pool's own bookkeeping (starting workers, queueing work, waiting for a
+    # result, shutting down) could leave a lock held and the pool waiting forever: there it is
+    # held back, and raised just after, here.
+    with deferred_signals():
+        pool = ProcessPoolExecutor(
+            max_workers=jobs, mp_context=ctx, initializer=_init_worker, initargs=(os.getpid(),)
+        )
+        _POOLS.add(pool)
     pending: deque = deque()
     try:
         while True:
@@ -214,54 +221,53 @@ def ordered_map(
                 if not chunk:
                     break
                 try:
-                    pending.append(pool.submit(work, chunk))
+                    with deferred_signals():
+                        pending.append(pool.submit(work, chunk))
                 except _POOL_FAILURES as err:
                     raise _pool_failed(err) from err
             if not pending:
                 break
             try:
-                results = pending.popleft().result()
+                with deferred_signals():  # a chunk is a few files: Ctrl-C waits for it
+                    results = pending.popleft().result()
             except _POOL_FAILURES as err:
                 raise _pool_failed(err) from err
             yield from results
     except BaseException:  # Ctrl-C, an error, or the caller stopped reading
-        _abandon(pool, pending)
+        _abandon(pool)
         raise
-    pool.shutdown(wait=True)
+    with deferred_signals():
+        pool.shutdown(wait=True)
 
 
-def _abandon(pool: ProcessPoolExecutor, pending: deque) -> None:
-    """Stop ``pool`` now: end its workers (SIGTERM) instead of waiting for what is queued.
+def _abandon(pool: ProcessPoolExecutor) -> None:
+    """Stop ``pool`` now: end its workers (SIGTERM) instead of waiting for what is queued."""
+    _stop([pool])
 
-    Waiting could last forever: Ctrl-C while the pool was starting its workers left them
-    waiting for work nobody would send, and the command waiting for them at exit (1 try in 8
-    of a hostile-user pass). A worker ended mid-file leaves the file as it was or whole (every
-    write goes through a temporary name, which the next run removes).
+
+def stop_workers() -> None:
+    """End the workers of every pool this process still has (the command line's Ctrl-C).
+
+    Waiting for them could last forever: Ctrl-C while a pool was starting its workers, or while
+    the caller held a result, left them waiting for work nobody would send, and the process
+    waiting for them at exit (1 try in 8 of a hostile-user pass). A worker ended mid-file leaves
+    the file as it was or whole (every write goes through a temporary name, which the next run
+    removes).
     """
-    workers = list((getattr(pool, "_processes", None) or {}).values())
-    pool.shutdown(wait=False)  # the pool fails what is queued (cancelling it races with that)
-    _end_workers(workers)
+    _stop(list(_POOLS))
 
 
-def _end_workers(workers=None) -> None:
-    """SIGTERM and join ``workers`` (default: every pool worker this process started that still
-    runs; also at exit, before :mod:`multiprocessing` would wait for them)."""
-    found = {p.pid: p for p in workers or ()}
-    for child in multiprocessing.active_children():  # one started as Ctrl-C came, say
-        if getattr(child, "_target", None) is _process_worker:
-            found.setdefault(child.pid, child)
-    for worker in found.values():
-        with contextlib.suppress(OSError, ValueError, AttributeError):
-            worker.terminate()
-    for worker in found.values():
-        with contextlib.suppress(OSError, ValueError, AssertionError):
-            worker.join(5)
-
-
-# At exit no pool of this process has work left: a worker still there was orphaned by Ctrl-C
-# (multiprocessing's own exit function, registered before this one and so run after it, would
-# wait for it forever).
-atexit.register(_end_workers)
+def _stop(pools: list[ProcessPoolExecutor]) -> None:
+    with deferred_signals():
+        workers = [w for pool in pools for w in (getattr(pool, "_processes", None) or {}).values()]
+        for pool in pools:  # it fails what is queued (cancelling it races with that)
+            pool.shutdown(wait=False)
+        for worker in workers:
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                worker.terminate()
+        for worker in workers:
+            with contextlib.suppress(OSError, ValueError, AssertionError):
+                worker.join(5)
 
 
 def _indexed(func: Callable, item: tuple[int, object]) -> tuple[int, object]:

@@ -647,3 +647,27 @@ def test_plan_made_before_another_run_finished_is_checked_again_under_the_lock(t
     with pytest.raises(AlreadyRemapped, match=r"4 file\(s\), e\.g\. .* Use --force"):
         run_remap(resume, jobs=1)
     assert snapshot(root) == mapped(before)
+
+
+def test_ctrl_c_ends_the_workers_instead_of_waiting_for_them():
+    """Regression (a hostile-user pass): Ctrl-C during a parallel remap hung the command in 1
+    try of 8, its workers waiting for work nobody would send and the command waiting for them
+    at exit. The command's Ctrl-C now ends them (``stop_workers``); they are forked while the
+    pool holds signals back, and must still die of SIGTERM. In a fresh process: no leftovers."""
+    script = textwrap.dedent(
+        """
+        import multiprocessing, time
+        from labelfix import parallel
+        # the first chunk returns at once, then both workers are busy for 60 s
+        results = parallel.ordered_map(time.sleep, [0] * 4 + [60] * 12, jobs=2, chunksize=4)
+        print(next(results), len(multiprocessing.active_children()))
+        workers = list(multiprocessing.active_children())
+        parallel.stop_workers()  # the caller still holds the generator, as Ctrl-C leaves it
+        print(len(multiprocessing.active_children()), sorted({w.exitcode for w in workers}))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["None 2", f"0 [{-signal.SIGTERM}]"]

@@ -12,7 +12,7 @@ import logging
 import click
 
 from labelfix._version import __version__
-from labelfix.cli._common import quiet_tensorflow
+from labelfix.cli._common import interrupted, quiet_tensorflow
 
 # command name -> "module:function"; each module imports TensorFlow only inside its function.
 COMMANDS: dict[str, str] = {
@@ -48,8 +48,7 @@ class LazyGroup(click.Group):
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt:
-            click.echo("labelfix: interrupted", err=True)
-            ctx.exit(130)
+            interrupted()
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -9,6 +9,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from typing import NoReturn
 
 import click
 
@@ -51,10 +52,19 @@ def handle_errors(func: Callable) -> Callable:
             where = f"{err.filename}: " if getattr(err, "filename", None) else ""
             fail(f"{where}{err.strerror or err}", 1)
         except KeyboardInterrupt:
-            click.echo("labelfix: interrupted", err=True)
-            sys.exit(130)
+            interrupted()
 
     return wrapper
+
+
+def interrupted() -> NoReturn:
+    """Ctrl-C: end the worker processes now (waiting for them at exit could last forever when
+    it came while they were starting, see :func:`labelfix.parallel.stop_workers`), exit 130."""
+    click.echo("labelfix: interrupted", err=True)
+    parallel = sys.modules.get("labelfix.parallel")  # none to stop if it was never imported
+    if parallel is not None:
+        parallel.stop_workers()
+    sys.exit(130)
 
 
 class Bar:

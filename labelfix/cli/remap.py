@@ -115,7 +115,7 @@ def execute(paths, label_map, command, *, dry_run, jobs, as_json, **plan_options
     for note in plan.notes:
         click.echo(f"labelfix: warning: {note}", err=True)
     # outputs of an earlier run into the same directory are replaced: say so, never silently
-    existing = plan.existing
+    existing = plan.existing  # counted before the run writes any
 
     def on_file(result: FileResult) -> None:
         advance(1)
