@@ -143,6 +143,7 @@ def test_to_tfrecord_reads_and_writes_remote_paths(tmp_path: Path, memory_root: 
     # the same bytes as the local run, under the final names only (no temporary names left)
     assert [s.sha256 for s in remote.shards] == [s.sha256 for s in local.shards]
     assert sorted(fs.listdir(out)) == [
+        ".labelfix-written",  # which files labelfix wrote there, and their digests
         "train-00000-of-00002.tfrecord",
         "train-00001-of-00002.tfrecord",
         "train.labelfix.json",
@@ -158,7 +159,7 @@ def test_to_tfrecord_reads_and_writes_remote_paths(tmp_path: Path, memory_root: 
         fh.write((tmp_path / "bad.png").read_bytes())
     with pytest.raises(DatasetProblems, match="no shard was written"):
         write_dataset(**remote_in, output=out, **common)
-    assert len(fs.listdir(out)) == 3  # the earlier dataset is untouched
+    assert len(fs.listdir(out)) == 4  # the earlier dataset (and its ledger) untouched
 
 
 @pytest.mark.parametrize("compression", ["none", "gzip"])

@@ -319,7 +319,7 @@ def test_an_output_that_is_an_input_mask_is_a_usage_error(tmp_path: Path):
     ):
         result = run(*command)
         assert result.exit_code == 2, result.output
-        assert "is one of the masks read; writing it would replace that mask" in result.output
+        assert f"is the input {mask.parent if 'stats' in command else mask}, which" in result.output
     assert mask.read_bytes() == before
 
 
@@ -327,12 +327,18 @@ def test_an_output_symlink_is_followed_and_a_device_is_refused(tmp_path: Path):
     """Found by a hostile-user pass: `--per-image /dev/stdout` replaced the /dev/stdout link
     with a regular file."""
     save_png(tmp_path / "m" / "a.png", voc_mask())
-    (tmp_path / "rows.csv").write_text("old")
     (tmp_path / "link.csv").symlink_to(tmp_path / "rows.csv")
-    result = run("stats", str(tmp_path / "m"), "--per-image", str(tmp_path / "link.csv"))
-    assert result.exit_code == 0, result.output
-    assert (tmp_path / "link.csv").is_symlink()
-    assert (tmp_path / "rows.csv").read_text().startswith("path,kind,")
+    for _ in range(2):  # written, then replaced: labelfix wrote it
+        result = run("stats", str(tmp_path / "m"), "--per-image", str(tmp_path / "link.csv"))
+        assert result.exit_code == 0, result.output
+        assert (tmp_path / "link.csv").is_symlink()
+        assert (tmp_path / "rows.csv").read_text().startswith("path,kind,")
+    (tmp_path / "mine.csv").write_text("old")  # a link to the user's own file: never replaced
+    (tmp_path / "other.csv").symlink_to(tmp_path / "mine.csv")
+    result = run("stats", str(tmp_path / "m"), "--per-image", str(tmp_path / "other.csv"))
+    assert result.exit_code == 2
+    assert "other.csv already exists and labelfix did not write it" in result.output
+    assert (tmp_path / "mine.csv").read_text() == "old"
     os.mkfifo(tmp_path / "pipe.csv")
     result = run("stats", str(tmp_path / "m"), "--per-image", str(tmp_path / "pipe.csv"))
     assert result.exit_code == 2
@@ -379,7 +385,7 @@ def test_remap_never_replaces_a_file_no_earlier_run_wrote(tmp_path: Path):
         "remap", "--ignore", "255", "--out", "0", str(tmp_path / "g"), "-o", str(tmp_path / "ex")
     )
     assert result.exit_code == 2
-    assert f"{own} already exists and no earlier labelfix run wrote it" in result.stderr
+    assert f"{own} already exists and labelfix did not write it" in result.stderr
     assert own.read_bytes() == b"the user's ground truth"
     twice = run("remap", "--ignore", "255", "--out", "0", str(tmp_path / "g"),
                 str(tmp_path / "g" / "a.png"), "-o", str(tmp_path / "o2"))  # fmt: skip

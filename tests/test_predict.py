@@ -127,10 +127,8 @@ def test_predict_never_replaces_images_ground_truth_or_one_of_its_own_masks(setu
     (gt / "a").mkdir(parents=True)
     (gt / "a" / "0001.png").write_bytes(b"ground truth")
     result = run_cli("predict", model_path, images, "-o", gt)
-    assert result.exit_code == 1
-    assert f"{gt / 'a' / '0001.png'} already exists and no earlier labelfix predict wrote it" in (
-        result.stderr
-    )
+    assert result.exit_code == 2
+    assert f"{gt / 'a' / '0001.png'} already exists and labelfix did not write it" in result.stderr
     assert (gt / "a" / "0001.png").read_bytes() == b"ground truth"
     assert sorted(p.name for p in gt.rglob("*")) == ["0001.png", "a"]
     result = run_cli("predict", model_path, images, "-o", gt, "--overwrite")
@@ -138,8 +136,11 @@ def test_predict_never_replaces_images_ground_truth_or_one_of_its_own_masks(setu
     assert (gt / "a" / "0001.png").read_bytes() != b"ground truth"
     before = {p: p.read_bytes() for p in images.rglob("*.png")}
     result = run_cli("predict", model_path, images, "-o", images, "--overwrite")
-    assert result.exit_code == 1
-    assert "is one of the images: its mask would replace it" in result.stderr
+    assert result.exit_code == 2
+    assert f"{images} is the input {images}, which this `labelfix predict` reads" in result.stderr
+    result = run_cli("predict", model_path, images, "-o", images / "masks")  # among the images
+    assert result.exit_code == 2
+    assert f"{images / 'masks'} is inside the input {images}" in result.stderr
     assert {p: p.read_bytes() for p in images.rglob("*.png")} == before
     result = run_cli("predict", model_path, images, "-o", out)  # its own output: replaced
     assert result.exit_code == 0, result.output

@@ -24,7 +24,7 @@ from labelfix.io import fs
 from labelfix.io.atomic import deferred_signals
 from labelfix.io.images import AmbiguousImage, find_image, find_images
 from labelfix.labels.labelmap import LabelMap
-from labelfix.records import shards as shards_module
+from labelfix.io import door as door_module
 from labelfix.records.manifest import read_manifest
 from labelfix.records.pairing import DatasetProblems
 from labelfix.records.verify import verify_dataset
@@ -64,7 +64,8 @@ def write(images: Path, masks: Path, output: Path, **kwargs):
 
 
 def snapshot(directory: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+    """The files a user sees (labelfix's own hidden bookkeeping aside)."""
+    return {p.name: p.read_bytes() for p in sorted(directory.glob("[!.]*"))}
 
 
 def run(*args: str):
@@ -97,9 +98,10 @@ def test_shards_no_manifest_lists_are_never_deleted_found_by_hostile_pass(pairs,
     result = run(*args)
     assert result.exit_code == 1
     assert result.stderr == (
-        f"labelfix: error: {out / 'train-00000-of-00004.tfrecord'}: a train shard that no "
-        "labelfix manifest lists (another tool's records?); a train-* glob would read it with "
-        "the new shards: move it away, or write to another directory; nothing was written\n"
+        f"labelfix: error: {out / 'train-00000-of-00004.tfrecord'}: a train shard that labelfix "
+        "did not write, or that changed since (another tool's records?); a train-* glob would "
+        "read it with the new shards: move it away, or write to another directory; nothing was "
+        "written\n"
     )
     assert snapshot(out) == {"train-00000-of-00004.tfrecord": b"precious"}
     # another split's files do not stop a run, and are left alone too
@@ -108,7 +110,7 @@ def test_shards_no_manifest_lists_are_never_deleted_found_by_hostile_pass(pairs,
     assert (out / "val-00000-of-00001.tfrecord").read_bytes() == b"precious"
     # the shards the previous labelfix manifest lists are replaced as before
     write(images, masks, out, num_shards=3)
-    assert sorted(p.name for p in out.iterdir()) == [
+    assert sorted(p.name for p in out.glob("[!.]*")) == [
         "train-00000-of-00003.tfrecord",
         "train-00001-of-00003.tfrecord",
         "train-00002-of-00003.tfrecord",
@@ -144,7 +146,7 @@ def test_ctrl_c_while_publishing_leaves_the_new_complete_output_found_by_hostile
     out = tmp_path / "tfr"
     write(images, masks, out, num_shards=3)
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    real = shards_module.move_into_place
+    real = door_module.move_into_place
     moved = []
 
     def ctrl_c_midway(tmp, final, **kwargs):
@@ -153,7 +155,7 @@ def test_ctrl_c_while_publishing_leaves_the_new_complete_output_found_by_hostile
         real(tmp, final, **kwargs)
         moved.append(os.path.basename(final))
 
-    monkeypatch.setattr(shards_module, "move_into_place", ctrl_c_midway)
+    monkeypatch.setattr(door_module, "move_into_place", ctrl_c_midway)
     try:
         with pytest.raises(KeyboardInterrupt):
             write(images, masks, out, num_shards=2)
@@ -164,7 +166,7 @@ def test_ctrl_c_while_publishing_leaves_the_new_complete_output_found_by_hostile
         "train-00001-of-00002.tfrecord",
         "train.labelfix.json",
     ]
-    assert sorted(p.name for p in out.iterdir()) == [
+    assert sorted(p.name for p in out.glob("[!.]*")) == [
         "train-00000-of-00002.tfrecord",
         "train-00001-of-00002.tfrecord",
         "train.labelfix.json",
@@ -195,11 +197,11 @@ def test_deferred_signals_delivers_ctrl_c_after_the_block_found_by_hostile_pass(
 KILL_SCRIPT = """
 import os, sys
 from labelfix.labels.labelmap import LabelMap
-from labelfix.records import shards
+from labelfix.io import door
 from labelfix.records.write import write_dataset
 
 images, masks, out, die_after, num_shards, shuffle = sys.argv[1:]
-real, calls = shards.move_into_place, []
+real, calls = door.move_into_place, []
 
 def dying(tmp, final, **kwargs):
     real(tmp, final, **kwargs)
@@ -207,7 +209,7 @@ def dying(tmp, final, **kwargs):
     if len(calls) == int(die_after):
         os._exit(9)  # a kill -9 or a power cut: nothing runs after this
 
-shards.move_into_place = dying
+door.move_into_place = dying
 write_dataset(images=images, masks=masks, output=out, num_classes=21, jobs=1,
               label_map=LabelMap(ignore=(255,)), num_shards=int(num_shards),
               shuffle=shuffle == "1")
@@ -249,7 +251,7 @@ def test_killed_publish_is_reported_and_repaired_by_a_rerun_found_by_hostile_pas
         "run it again"
     )
     write(images, masks, out, num_shards=new_shards, shuffle=shuffle == "1")
-    assert sorted(p.name for p in out.iterdir()) == [
+    assert sorted(p.name for p in out.glob("[!.]*")) == [
         *(f"train-{i:05d}-of-{new_shards:05d}.tfrecord" for i in range(new_shards)),
         "train.labelfix.json",
     ]
@@ -268,14 +270,14 @@ def test_failed_rename_restores_the_earlier_output_found_by_hostile_pass(
     out = tmp_path / "tfr"
     write(images, masks, out, num_shards=3)
     before = snapshot(out)
-    real = shards_module.move_into_place
+    real = door_module.move_into_place
 
     def disk_full_at_second(tmp, final, **kwargs):
         if final.endswith("train-00001-of-00002.tfrecord"):
             raise OSError(errno.ENOSPC, "No space left on device", final)
         real(tmp, final, **kwargs)
 
-    monkeypatch.setattr(shards_module, "move_into_place", disk_full_at_second)
+    monkeypatch.setattr(door_module, "move_into_place", disk_full_at_second)
     with pytest.raises(LabelfixError) as info:
         write(images, masks, out, num_shards=2)
     assert str(info.value) == (

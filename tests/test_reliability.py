@@ -26,6 +26,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 import labelfix.io.atomic as atomic
+import labelfix.io.door as door_module
 from labelfix.cli import main
 from labelfix.io.atomic import TMP_SUFFIX, is_temporary, write_atomic
 from labelfix.io.lock import LOCK_NAME, DirectoryLocked, directory_lock
@@ -265,7 +266,8 @@ def test_kill_between_rename_and_journal_does_not_map_a_file_twice(tmp_path):
     assert snapshot(root) == mapped(before)  # each file mapped exactly once
     record = json.loads((root / RECORD_NAME).read_text())
     first, second = record["runs"]
-    assert first["files"] == ["a/000.png"] and first["pending"] == {"a/002.png": lines[2]["intent"]}
+    assert list(first["files"]) == ["a/000.png"]
+    assert first["pending"] == {"a/002.png": lines[2]["intent"]}
     assert first["finished_by"] == second["id"] and second["complete"]
     third = cli("remap", "--preset", "cityscapes", "--in-place", str(root))
     assert third.exit_code == 1  # now the job is done: a third run would map them twice
@@ -320,7 +322,7 @@ def test_stale_shard_temporaries_are_removed_by_to_tfrecord(tmp_path):
                  "-n", "21", "--ignore", "255", "--json")  # fmt: skip
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["stale_temporaries_removed"] == 1
-    assert sorted(p.name for p in out.iterdir()) == [
+    assert sorted(p.name for p in out.glob("[!.]*")) == [
         "train-00000-of-00001.tfrecord",
         "train.labelfix.json",
     ]
@@ -452,7 +454,7 @@ def test_full_disk_names_the_final_path_and_a_rerun_finishes_the_job(tmp_path, m
                 return _FullDisk()
         return real_open(path, mode, *args, **kwargs)
 
-    monkeypatch.setattr(atomic, "open", second_png_fails, raising=False)
+    monkeypatch.setattr(door_module, "open", second_png_fails, raising=False)
     result = cli("remap", "--preset", "cityscapes", "--in-place", "-j", "1", str(root))
     assert result.exit_code == 1
     assert (
@@ -516,12 +518,15 @@ def test_shard_write_error_names_the_final_shard_and_leaves_nothing(tmp_path, mo
         f"labelfix: error: {out / 'train-00000-of-00002.tfrecord'}: cannot write the shard "
         "(No space left on device); nothing was published\n"
     )
-    assert not any(out.iterdir())  # no temporary, no lock, no manifest
+    assert not out.exists()  # no temporary, no lock, no manifest: not even the directory
 
     def replace_fails(src, dst):
-        raise OSError(errno.ENOSPC, "No space left on device", src, None, dst)
+        if dst.endswith(".tfrecord"):
+            raise OSError(errno.ENOSPC, "No space left on device", src, None, dst)
+        real_replace(src, dst)
 
     monkeypatch.undo()
+    real_replace = os.replace
     monkeypatch.setattr(atomic.os, "replace", replace_fails)
     result = cli(*args)
     assert result.exit_code == 1
@@ -532,7 +537,7 @@ def test_shard_write_error_names_the_final_shard_and_leaves_nothing(tmp_path, mo
     assert TMP_SUFFIX not in result.stderr
     monkeypatch.undo()
     assert cli(*args).exit_code == 0
-    assert sorted(p.name for p in out.iterdir()) == [
+    assert sorted(p.name for p in out.glob("[!.]*")) == [
         "train-00000-of-00002.tfrecord",
         "train-00001-of-00002.tfrecord",
         "train.labelfix.json",

@@ -13,9 +13,9 @@ from click.testing import CliRunner
 from PIL import Image
 from test_mapping import cityscapes_train_id
 
-import labelfix.rewrite.apply as remap_module
 from labelfix.cli import main
 from labelfix.io.atomic import atomic_path
+from labelfix.io.door import Outlet, Refused
 from labelfix.io.masks import read_mask
 from labelfix.io.png import encode_png
 from labelfix.labels.labelmap import LabelMap
@@ -440,18 +440,19 @@ def test_output_of_a_remap_is_guarded_too(tmp_path):
 def test_interrupted_in_place_run_leaves_old_or_new_files_and_resumes(tmp_path, monkeypatch):
     root = labelids(tmp_path)
     old = values(root)
-    real_write = remap_module.write_atomic
-    calls = []
+    real_write = Outlet.write
+    calls: list[str] = []
 
-    def write_then_ctrl_c(destination, data, *, durable=False):
-        calls.append(destination)
+    def write_then_ctrl_c(outlet, destination, data, *, durable=False):
+        if destination.endswith(".png"):  # the masks, not the run record
+            calls.append(destination)
         if len(calls) == 2:  # Ctrl-C half-way through writing the second file
             with atomic_path(destination) as tmp, open(tmp, "wb") as fh:
                 fh.write(data[: len(data) // 2])
                 raise KeyboardInterrupt
-        real_write(destination, data, durable=durable)
+        return real_write(outlet, destination, data, durable=durable)
 
-    monkeypatch.setattr(remap_module, "write_atomic", write_then_ctrl_c)
+    monkeypatch.setattr(Outlet, "write", write_then_ctrl_c)
     plan = plan_remap([root], preset("cityscapes"), in_place=True)
     with pytest.raises(KeyboardInterrupt):
         run_remap(plan, jobs=1)
@@ -462,7 +463,7 @@ def test_interrupted_in_place_run_leaves_old_or_new_files_and_resumes(tmp_path, 
     }
     assert not [p for p in root.rglob("*") if "labelfix-tmp" in p.name]
 
-    monkeypatch.setattr(remap_module, "write_atomic", real_write)
+    monkeypatch.setattr(Outlet, "write", real_write)
     resumed = remap([root], preset("cityscapes"), in_place=True, jobs=1)
     assert resumed.skipped == (str(root / "x/0.png"),)  # done before the interruption
     assert "a run that did not finish" in resumed.skipped_reason
@@ -477,7 +478,7 @@ def test_ctrl_c_in_the_command_exits_130_without_a_traceback(tmp_path, monkeypat
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(remap_module, "write_atomic", interrupted)
+    monkeypatch.setattr(Outlet, "write", interrupted)
     result = run("--preset", "cityscapes", "--in-place", "-j", "1", str(root))
     assert result.exit_code == 130
     assert "run the same command again to finish" in result.stderr
@@ -486,7 +487,7 @@ def test_ctrl_c_in_the_command_exits_130_without_a_traceback(tmp_path, monkeypat
 
 def test_plan_errors_are_usage_errors(masks, tmp_path):
     lm = LabelMap(ignore=(255,), out=0)
-    with pytest.raises(RemapUsageError, match="would overwrite an input"):
+    with pytest.raises(Refused, match="is the input .*outside the inputs, or use --in-place"):
         plan_remap([masks / "a" / "0001.png"], lm, output=masks / "a")
     with pytest.raises(RemapUsageError, match="is given twice"):
         plan_remap([masks / "a", masks / "a"], lm, output=tmp_path / "o")
@@ -530,3 +531,109 @@ def test_remapped_pngs_read_the_same_in_pillow_opencv_and_tensorflow(tmp_path: P
     bgr = cv2.imread(str(tmp_path / "pal-out" / "c.png"), cv2.IMREAD_UNCHANGED)
     np.testing.assert_array_equal(bgr[..., ::-1], colours)
     np.testing.assert_array_equal(tf.io.decode_png(data, channels=3).numpy(), colours)
+
+
+# ----------------------------------------------------------------------------- the record
+
+
+@pytest.mark.parametrize(
+    ("damage", "what"),
+    [
+        (lambda text: text[: len(text) // 2], "Expecting"),  # cut in half
+        (lambda text: "garbage\x00\x01", "Expecting value"),
+        (lambda text: text.replace('"files": {', '"files": 5, "x": {'), "its files are not names"),
+    ],
+)
+def test_a_damaged_run_record_is_an_error_never_silently_discarded(tmp_path, damage, what):
+    """Issue 21: a damaged record let a non-idempotent in-place mapping run a second time, and
+    a record with wrong types was a traceback."""
+    root = labelids(tmp_path)
+    assert run("--preset", "cityscapes", "--in-place", str(root)).exit_code == 0
+    record = root / RECORD_NAME
+    record.write_text(damage(record.read_text()))
+    before = values(root)
+    again = run("--preset", "cityscapes", "--in-place", str(root))
+    assert again.exit_code == 1
+    assert f"labelfix: error: {record}: damaged run record (" in again.stderr
+    assert what in again.stderr and "--discard-record" in again.stderr
+    assert "Traceback" not in again.output
+    assert values(root) == before  # not mapped twice
+    anyway = run("--preset", "cityscapes", "--in-place", "--discard-record", str(root))
+    assert anyway.exit_code == 0, anyway.output
+    assert f"{record}: damaged; moved to {record}.damaged-" in anyway.stderr
+    assert len(list(root.glob(f"{RECORD_NAME}.damaged-*"))) == 1
+
+
+def test_a_journal_with_garbage_inside_is_damaged_a_torn_last_line_is_not(tmp_path):
+    root = labelids(tmp_path)
+    journal = root / ".labelfix-remap.journal"
+    journal.write_text('{"run": "r", "file": "x/0.png"}\n{"run": "r", "fi')
+    assert run("--preset", "cityscapes", "--in-place", str(root)).exit_code == 0
+    journal.write_text('{"run": "r", "file": "x/0.png"}\nnot json\n{"run": "r", "file": "y"}\n')
+    result = run("--preset", "cityscapes", "--in-place", "--force", str(root))
+    assert result.exit_code == 1
+    assert f"{journal}: damaged run record (line 2 is not a journal entry)" in result.stderr
+
+
+def test_a_file_restored_after_an_interrupted_run_is_remapped_again(tmp_path, monkeypatch):
+    """Issue 21: deciding "already done" by path skipped a file the user restored after an
+    interrupted run as "already remapped". Now decided from content."""
+    root = labelids(tmp_path)
+    old = values(root)
+    original = (root / "x/0.png").read_bytes()
+    real_write = Outlet.write
+    calls: list[str] = []
+
+    def ctrl_c_at_the_second_mask(outlet, destination, data, *, durable=False):
+        if destination.endswith(".png"):
+            calls.append(destination)
+            if len(calls) == 2:
+                raise KeyboardInterrupt
+        return real_write(outlet, destination, data, durable=durable)
+
+    monkeypatch.setattr(Outlet, "write", ctrl_c_at_the_second_mask)
+    with pytest.raises(KeyboardInterrupt):
+        run_remap(plan_remap([root], preset("cityscapes"), in_place=True), jobs=1)
+    monkeypatch.undo()
+    assert values(root)["x/0.png"] == TRAIN_IDS["x/0.png"]
+    (root / "x/0.png").write_bytes(original)  # the user restores it from a backup
+    resumed = remap([root], preset("cityscapes"), in_place=True, jobs=1)
+    assert resumed.skipped == ()  # its content is not what the run wrote: mapped again
+    assert values(root) == TRAIN_IDS and old["x/0.png"] != TRAIN_IDS["x/0.png"]
+
+
+def test_ctrl_c_after_the_commit_point_says_there_is_nothing_to_redo(tmp_path, monkeypatch):
+    """Issue 21: Ctrl-C right after the commit point told the user to rerun; the rerun said
+    "already remapped, use --force", and --force applied the mapping twice."""
+    import signal
+
+    import labelfix.rewrite.run as run_module
+
+    root = labelids(tmp_path)
+    real = run_module._finish
+
+    def finish_then_ctrl_c(*args, **kwargs):
+        done = real(*args, **kwargs)
+        signal.raise_signal(signal.SIGINT)  # held until the commit is whole, then delivered
+        return done
+
+    monkeypatch.setattr(run_module, "_finish", finish_then_ctrl_c)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        result = run("--preset", "cityscapes", "--in-place", "-j", "1", str(root))
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert result.exit_code == 130
+    assert "the run had finished before the interrupt: every file was remapped" in result.stderr
+    assert "there is nothing to redo" in result.stderr
+    assert "run the same command again" not in result.stderr
+    assert values(root) == TRAIN_IDS
+
+
+def test_names_of_250_characters_are_written(tmp_path):
+    """Issue 21: names of 244+ characters failed: the temporary name was too long."""
+    name = "n" * 246 + ".png"
+    save_png(tmp_path / "in" / name, np.full((2, 2), 255, np.uint8))
+    result = run("--ignore", "255", "--out", "0", str(tmp_path / "in"), "-o", str(tmp_path / "o"))
+    assert result.exit_code == 0, result.output
+    assert read_mask(tmp_path / "o" / name).labels.tolist() == [[0, 0], [0, 0]]

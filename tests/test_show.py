@@ -206,7 +206,7 @@ def test_cli_each_files_and_images(worst_masks, tmp_path):
     args += ["--images", str(images), "--alpha", "0.5", "--ignore", "255", "-n", "4"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in each.iterdir()) == ["a.png", "d.npy.png"]
+    assert sorted(p.name for p in each.glob("[!.]*")) == ["a.png", "d.npy.png"]
     assert "labelfix: warning: d.npy: no image (d.* not under" in result.stderr
     with Image.open(each / "a.png") as im:
         first = np.asarray(im)[PAD + 1, PAD + 1]  # thumbnail pixel (0, 0), inside its frame

@@ -108,7 +108,7 @@ def write(images: Path, masks: Path, output: Path, **kwargs):
 
 
 def tfrecord_files(directory: Path) -> list[str]:
-    return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
+    return sorted(p.name for p in directory.glob("[!.]*")) if directory.exists() else []
 
 
 # ----------------------------------------------------------------------------- wire format

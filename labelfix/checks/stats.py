@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from labelfix.checks.scan import FileReport, scan_file
+from labelfix.io.inputs import watch_inputs
 from labelfix.io.masks import KINDS, iter_mask_files
 from labelfix.labels.colormap import ColourPolicy
 from labelfix.labels.weights import median_frequency_weights
@@ -250,7 +251,14 @@ def iter_reports(
     colours: ColourPolicy | None = None,
     artifacts: bool = False,
 ):
-    """Yield a :class:`FileReport` per mask file under ``paths``, in sorted path order."""
+    """Yield a :class:`FileReport` per mask file under ``paths``, in sorted path order.
+
+    Raises :class:`~labelfix.io.inputs.InputsBusy` when an input directory is being rewritten
+    in place or was left half-rewritten, before the first report, and when that changed while
+    the files were read, after the last (see :mod:`labelfix.io.inputs`).
+    """
+    paths = list(paths)
+    watch = watch_inputs([*paths, images])
     func = functools.partial(
         scan_file,
         ignore=tuple(ignore),
@@ -259,7 +267,8 @@ def iter_reports(
         colours=colours,
         artifacts=artifacts,
     )
-    yield from ordered_map(func, iter_mask_files(list(paths), glob=glob), jobs=jobs)
+    yield from ordered_map(func, iter_mask_files(paths, glob=glob), jobs=jobs)
+    watch.confirm()
 
 
 def scan_dataset(

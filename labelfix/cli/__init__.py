@@ -42,6 +42,15 @@ class LazyGroup(click.Group):
         module, _, attr = target.partition(":")
         return getattr(importlib.import_module(module), attr)
 
+    def main(self, args=None, *rest, **kwargs):
+        """Record the command line (for the marks an in-place run leaves), then run it."""
+        import sys
+
+        from labelfix.io.door import set_command_line
+
+        set_command_line(list(args) if args is not None else sys.argv[1:])
+        return super().main(args, *rest, **kwargs)
+
     def invoke(self, ctx: click.Context):
         """Ctrl-C while a command is still being set up (imports) exits 130 like one during
         its run, not with click's "Aborted!" and exit 1 (a data problem's code)."""

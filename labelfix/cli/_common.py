@@ -157,22 +157,6 @@ def count_masks(paths, glob: str | None = None) -> int | None:
     return sum(1 for _ in iter_mask_files(list(paths), glob=glob))
 
 
-def refuse_overwriting_inputs(outputs, paths, glob: str | None = None) -> None:
-    """A usage error when an output file is one of the masks the command reads (it would be
-    replaced by a report or a picture)."""
-    from labelfix.io.masks import iter_mask_files
-
-    wanted = {os.path.realpath(o): o for o in outputs if o is not None}
-    if not wanted:
-        return
-    for path, _ in iter_mask_files(list(paths), glob=glob):
-        if os.path.realpath(path) in wanted:
-            raise click.UsageError(
-                f"{wanted[os.path.realpath(path)]} is one of the masks read; writing it would "
-                "replace that mask: choose another output path"
-            )
-
-
 def no_masks(paths, glob: str | None = None) -> str:
     """``no mask files (*.png, *.npy) under masks/``: the error of a run that found nothing."""
     pattern = glob or "*.png, *.npy"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 
 import click
 
@@ -81,25 +82,30 @@ def evaluate(model, data_dir, split, batch_size, output, no_verify, as_json):
     import tensorflow as tf
 
     import labelfix  # noqa: F401  (registers labelfix's Keras objects)
+    from labelfix.io.door import Door, Rules
     from labelfix.records.manifest import read_manifest
+    from labelfix.training.evaluate import OUTPUT_NAMES, write_outputs
     from labelfix.training.evaluate import evaluate as run_evaluate
-    from labelfix.training.evaluate import write_outputs
     from labelfix.training.sources import tf_error_reason
 
     total = read_manifest(data_dir, split).get("num_records")
-    try:
-        with progress("evaluate", total=total, unit="images") as advance:
-            report = run_evaluate(
-                model,
-                data_dir,
-                split=split,
-                batch_size=batch_size,
-                verify_digests=not no_verify,
-                on_batch=advance,
-            )
-    except tf.errors.OpError as err:  # what the library does not name itself
-        fail(tf_error_reason(err.message), 1)
-    files = write_outputs(report, output)
+    with Door(Rules.of("evaluate", inputs=[model, data_dir])) as door:
+        outlet = door.outlet(output)
+        for name in OUTPUT_NAMES.values():  # refused now, not after the evaluation
+            outlet.check(os.path.join(output, name))
+        try:
+            with progress("evaluate", total=total, unit="images") as advance:
+                report = run_evaluate(
+                    model,
+                    data_dir,
+                    split=split,
+                    batch_size=batch_size,
+                    verify_digests=not no_verify,
+                    on_batch=advance,
+                )
+        except tf.errors.OpError as err:  # what the library does not name itself
+            fail(tf_error_reason(err.message), 1)
+        files = write_outputs(report, outlet)
     if files["note"]:
         click.echo(f"labelfix: skipped confusion.png: {files['note']}", err=True)
     if as_json:

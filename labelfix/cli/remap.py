@@ -11,7 +11,7 @@ from labelfix.cli import options
 from labelfix.cli._common import fail, handle_errors, no_masks, progress, table
 from labelfix.rewrite.jobs import FileResult
 from labelfix.rewrite.plan import FORMATS, RemapUsageError, plan_remap
-from labelfix.rewrite.run import RemapResult, run_remap
+from labelfix.rewrite.run import Interrupted, RemapResult, run_remap
 
 
 def rewrite_options(suffix: str):
@@ -45,6 +45,12 @@ def rewrite_options(suffix: str):
                 is_flag=True,
                 help="Apply a non-idempotent mapping again to files it was applied to.",
             ),
+            click.option(
+                "--discard-record",
+                is_flag=True,
+                help="Set a damaged run record aside and start a new one (files an earlier run "
+                "mapped may then be mapped again).",
+            ),
             options.glob_option,
             options.colormap_options,
             options.jobs_option,
@@ -70,7 +76,8 @@ def rewrite_options(suffix: str):
 @handle_errors
 def remap(
     paths, ignore, out, maps, map_file, preset, unmapped, num_classes, void_is_class, output,
-    in_place, fmt, no_palette, dry_run, force, glob, colormap, unknown_colour, jobs, as_json,
+    in_place, fmt, no_palette, dry_run, force, discard_record, glob, colormap, unknown_colour,
+    jobs, as_json,
 ):  # fmt: skip
     """Map label values: ignore values to one canonical value, ids to train ids, presets.
 
@@ -97,7 +104,7 @@ def remap(
     execute(
         paths, label_map, "remap", output=output, in_place=in_place, fmt=fmt,
         keep_palette=not no_palette, glob=glob, force=force, dry_run=dry_run, jobs=jobs,
-        as_json=as_json,
+        as_json=as_json, discard_record=discard_record,
         colours=options.colour_policy(
             colormap, unknown_colour, ignore=label_map.ignore, out=label_map.out_value
         ),
@@ -134,16 +141,9 @@ def execute(paths, label_map, command, *, dry_run, jobs, as_json, **plan_options
                 dry_run=dry_run,
                 on_file=on_file,
                 on_note=lambda note: click.echo(f"labelfix: warning: {note}", err=True),
-                command=command,
             )
-    except KeyboardInterrupt:
-        again = (
-            "run the same command again to finish (the files already remapped are recorded "
-            "and skipped)"
-            if plan.in_place
-            else "run the same command again to write them all"
-        )
-        click.echo(f"labelfix: every file is either as it was or complete; {again}", err=True)
+    except Interrupted as stop:
+        click.echo(f"labelfix: {interrupted_state(stop, command)}", err=True)
         raise
     click.echo(json.dumps(result.to_dict(), indent=2) if as_json else render(result))
     if existing:
@@ -166,6 +166,24 @@ def execute(paths, label_map, command, *, dry_run, jobs, as_json, **plan_options
             err=True,
         )
         raise SystemExit(1)
+
+
+def interrupted_state(stop: Interrupted, command: str) -> str:
+    """What an interrupted run left, in words that match it (a rerun's advice included)."""
+    verb = "repaired" if command == "repair" else "remapped"
+    if stop.finished:
+        return (
+            f"the run had finished before the interrupt: every file was {verb} and recorded; "
+            "there is nothing to redo (running it again would be refused as already done)"
+        )
+    if stop.in_place:
+        return (
+            "every file is either as it was or complete; run the same command again to finish "
+            f"(the files already {verb} are recorded and skipped)"
+        )
+    return (
+        "every file is either as it was or complete; run the same command again to write them all"
+    )
 
 
 def _where(result: RemapResult) -> str:

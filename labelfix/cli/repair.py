@@ -45,7 +45,8 @@ from labelfix.rewrite.repair import STRATEGIES, RepairSpec
 @handle_errors
 def repair(
     paths, num_classes, ignore, out, strategy, fringe_threshold, min_support, output, in_place,
-    fmt, no_palette, dry_run, force, glob, colormap, unknown_colour, jobs, as_json,
+    fmt, no_palette, dry_run, force, discard_record, glob, colormap, unknown_colour, jobs,
+    as_json,
 ):  # fmt: skip
     """Give stray pixels a valid label: values that are no class, class values that only
     lie on fringes between two other regions, and specks.
@@ -74,5 +75,6 @@ def repair(
         paths, label_map, "repair", output=output, in_place=in_place, fmt=fmt,
         keep_palette=not no_palette, glob=glob, force=force, dry_run=dry_run, jobs=jobs,
         as_json=as_json, repair=spec, suffix="-repaired", suffixes=REPAIR_SUFFIXES,
+        discard_record=discard_record,
         colours=options.colour_policy(colormap, unknown_colour, ignore=ignore, out=void),
     )  # fmt: skip

@@ -7,8 +7,9 @@ import os
 import click
 
 from labelfix.cli import options
-from labelfix.cli._common import fail, handle_errors, no_masks, refuse_overwriting_inputs, table
-from labelfix.io.atomic import write_atomic
+from labelfix.cli._common import fail, handle_errors, no_masks, table
+from labelfix.io.door import Door, Rules
+from labelfix.io.inputs import watch_inputs
 from labelfix.viz.sheet import VOID_ALPHA, ShowOptions, contact_sheet, legend_entries, png_bytes
 
 #: Masks on one sheet when neither --limit, --worst nor --files says otherwise.
@@ -121,7 +122,6 @@ def show(
         raise click.UsageError("say where the pictures go: -o sheet.png and/or --each DIR")
     if output is not None and not output.lower().endswith(".png"):
         raise click.UsageError(f"-o {output}: the sheet is a PNG file, name it *.png")
-    refuse_overwriting_inputs([output], paths, glob)
     if artifacts and num_classes is None:
         raise click.UsageError("--artifacts needs --num-classes")
     show_options = ShowOptions(
@@ -132,58 +132,65 @@ def show(
         max_size=max_size,
         zoom=zoom,
     )
-    if limit is None and output is not None and worst is None:
-        limit = SHEET_LIMIT
-    plan = plan_show(
-        paths,
-        options=show_options,
-        glob=glob,
-        files=files,
-        worst=worst,
-        limit=limit,
-        read=options.colour_policy(colormap, unknown_colour, ignore=ignore),
-        class_names=class_names,
-        jobs=jobs,
-    )
-    if plan.found == 0:
-        fail(no_masks(paths, glob))
-    if worst is None and not files and limit is not None and plan.found > limit:
-        click.echo(
-            f"labelfix: note: showing the first {limit} of {plan.found} masks "
-            "(--limit, --worst or --files choose others)",
-            err=True,
+    watch = watch_inputs([*paths, images])
+    with Door(Rules.of("show", inputs=[*paths, images])) as door:
+        sheet = door.file(output)[0] if output is not None else None
+        if sheet is not None:  # refused now, not after every mask was drawn
+            sheet.check(output)
+        pictures = door.outlet(each) if each is not None else None
+        if limit is None and output is not None and worst is None:
+            limit = SHEET_LIMIT
+        plan = plan_show(
+            paths,
+            options=show_options,
+            glob=glob,
+            files=files,
+            worst=worst,
+            limit=limit,
+            read=options.colour_policy(colormap, unknown_colour, ignore=ignore),
+            class_names=class_names,
+            jobs=jobs,
         )
-    shown, errors, drawn = [], list(plan.errors), 0
-    for item in render_plan(plan, images=images, jobs=jobs):
-        if isinstance(item, tuple):
-            errors.append(item)
-            continue
-        drawn += 1
-        if item.prepared.note:
-            click.echo(f"labelfix: warning: {item.name}: {item.prepared.note}", err=True)
+        if plan.found == 0:
+            fail(no_masks(paths, glob))
+        if worst is None and not files and limit is not None and plan.found > limit:
+            click.echo(
+                f"labelfix: note: showing the first {limit} of {plan.found} masks "
+                "(--limit, --worst or --files choose others)",
+                err=True,
+            )
+        shown, errors, drawn = [], list(plan.errors), 0
+        for item in render_plan(plan, images=images, jobs=jobs):
+            if isinstance(item, tuple):
+                errors.append(item)
+                continue
+            drawn += 1
+            if item.prepared.note:
+                click.echo(f"labelfix: warning: {item.name}: {item.prepared.note}", err=True)
+            if each is not None:
+                name = item.name if item.name.lower().endswith(".png") else item.name + ".png"
+                legend = legend_entries([item], colours=plan.colours, options=show_options)
+                picture = contact_sheet([item], legend=legend, options=show_options)
+                pictures.write(os.path.join(each, name), png_bytes(picture))
+            if output is not None:
+                shown.append(item)
+        _listing(plan)
+        if output is not None and shown:
+            legend = legend_entries(shown, colours=plan.colours, options=show_options)
+            picture = contact_sheet(
+                shown, legend=legend, options=show_options, columns=columns, title=_title(plan)
+            )
+            watch.confirm()
+            sheet.write(output, png_bytes(picture))
+            click.echo(f"Wrote {output}: {len(shown)} mask(s), {picture.width}x{picture.height} px")
         if each is not None:
-            name = item.name if item.name.lower().endswith(".png") else item.name + ".png"
-            legend = legend_entries([item], colours=plan.colours, options=show_options)
-            picture = contact_sheet([item], legend=legend, options=show_options)
-            write_atomic(os.path.join(each, name), png_bytes(picture))
-        if output is not None:
-            shown.append(item)
-    _listing(plan)
-    if output is not None and shown:
-        legend = legend_entries(shown, colours=plan.colours, options=show_options)
-        picture = contact_sheet(
-            shown, legend=legend, options=show_options, columns=columns, title=_title(plan)
-        )
-        write_atomic(output, png_bytes(picture))
-        click.echo(f"Wrote {output}: {len(shown)} mask(s), {picture.width}x{picture.height} px")
-    if each is not None:
-        click.echo(f"Wrote {drawn} picture(s) under {each}/")
-    for path, reason in errors:
-        click.echo(f"labelfix: error: {path}: {reason}", err=True)
-    if not drawn:
-        fail("no mask could be shown")
-    if errors:
-        raise SystemExit(1)
+            click.echo(f"Wrote {drawn} picture(s) under {each}/")
+        for path, reason in errors:
+            click.echo(f"labelfix: error: {path}: {reason}", err=True)
+        if not drawn:
+            fail("no mask could be shown")
+        if errors:
+            raise SystemExit(1)
 
 
 def _title(plan) -> str:

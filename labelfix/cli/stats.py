@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import json
 import os
 
@@ -12,16 +13,8 @@ import click
 from labelfix.checks.scan import FileReport, report_to_dict
 from labelfix.checks.stats import DatasetStats, scan_dataset, unused_ignore_message
 from labelfix.cli import options
-from labelfix.cli._common import (
-    count_masks,
-    fail,
-    handle_errors,
-    no_masks,
-    progress,
-    refuse_overwriting_inputs,
-    table,
-)
-from labelfix.io.atomic import atomic_path
+from labelfix.cli._common import count_masks, fail, handle_errors, no_masks, progress, table
+from labelfix.io.door import Door, Outlet, Rules
 from labelfix.io.masks import KINDS
 from labelfix.parallel import keep_freed_memory
 
@@ -79,7 +72,6 @@ def stats(
     labelfix stats gs://bucket/masks --runner beam -- --runner=DataflowRunner ...
     """
     colours = options.colour_policy(colormap, unknown_colour, ignore=ignore)
-    refuse_overwriting_inputs([per_image, html_path], paths, glob)
     if class_names is not None and html_path is None:
         raise click.UsageError("--class-names names the classes of the --html report: add --html")
     if html_path is not None:
@@ -104,10 +96,15 @@ def stats(
         )
         return _report(result, as_json, paths, glob)
     keep_freed_memory()  # this process reads the masks itself with -j 1 or a few files
-    with contextlib.ExitStack() as stack:
+    with Door(Rules.of("stats", inputs=paths)) as door, contextlib.ExitStack() as stack:
+        outlets = {}
+        for path in (per_image, html_path):  # refused now, not after every mask was read
+            if path is not None:
+                outlets[path] = door.file(path)[0]
+                outlets[path].check(path)
         on_row = None
         if per_image is not None:
-            on_row = stack.enter_context(_row_writer(per_image))
+            on_row = stack.enter_context(_row_writer(outlets[per_image], per_image))
         advance = stack.enter_context(progress("stats", total=count_masks(paths, glob)))
         reports: list[FileReport] = []
 
@@ -128,25 +125,28 @@ def stats(
             colours=colours,
             artifacts=artifacts,
         )
-    if html_path is not None and result.files:
-        _write_html(
-            html_path,
-            result,
-            reports,
-            paths=paths,
-            read=colours,
-            artifacts=artifacts,
-            class_names=class_names,
-        )
+        if html_path is not None and result.files:
+            _write_html(
+                outlets[html_path],
+                html_path,
+                result,
+                reports,
+                paths=paths,
+                read=colours,
+                artifacts=artifacts,
+                class_names=class_names,
+            )
     _report(result, as_json, paths, glob)
 
 
-def _write_html(path: str, result: DatasetStats, reports, *, paths, read, **options) -> None:
+def _write_html(
+    outlet: Outlet, path: str, result: DatasetStats, reports, *, paths, read, **options
+) -> None:
     """The --html report, from the same DatasetStats and FileReports as the other outputs."""
-    from labelfix.viz.report import ReportOptions, html_report, write_report
+    from labelfix.viz.report import ReportOptions, html_report
 
     text = html_report(result, reports, paths=paths, options=ReportOptions(**options), read=read)
-    write_report(path, text)
+    outlet.write(path, text.encode("utf-8"))
     click.echo(f"labelfix: wrote {path}", err=True)
 
 
@@ -167,46 +167,53 @@ def _report(result: DatasetStats, as_json: bool, paths, glob) -> None:
 
 
 @contextlib.contextmanager
-def _row_writer(path: str):
-    """Write per-image rows to ``path`` (CSV or JSON Lines), atomically."""
+def _row_writer(outlet: Outlet, path: str):
+    """Write per-image rows to ``path`` (CSV or JSON Lines), whole or not at all."""
     jsonl = path.lower().endswith((".jsonl", ".json", ".ndjson"))
-    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
-        if jsonl:
-            yield lambda report: fh.write(json.dumps(report_to_dict(report)) + "\n")
-            return
-        writer = csv.writer(fh)
+    with outlet.create(path) as staged:
+        fh = io.TextIOWrapper(staged, encoding="utf-8", newline="", write_through=True)
+        yield from _rows(fh, jsonl)
+        fh.detach()
+
+
+def _rows(fh, jsonl: bool):
+    """The row writer ``_row_writer`` yields (one function per report)."""
+    if jsonl:
+        yield lambda report: fh.write(json.dumps(report_to_dict(report)) + "\n")
+        return
+    writer = csv.writer(fh)
+    writer.writerow(
+        [
+            "path",
+            "kind",
+            "height",
+            "width",
+            "dtype",
+            "values",
+            "counts",
+            "void_pixels",
+            "bad_values",
+            "error",
+        ]
+    )
+
+    def row(report: FileReport) -> None:
         writer.writerow(
             [
-                "path",
-                "kind",
-                "height",
-                "width",
-                "dtype",
-                "values",
-                "counts",
-                "void_pixels",
-                "bad_values",
-                "error",
+                report.path,
+                report.kind or "",
+                report.height,
+                report.width,
+                report.dtype or "",
+                " ".join(map(str, report.values)),
+                " ".join(map(str, report.counts)),
+                report.void_pixels,
+                " ".join(str(b.value) for b in report.bad_values),
+                report.error or "",
             ]
         )
 
-        def row(report: FileReport) -> None:
-            writer.writerow(
-                [
-                    report.path,
-                    report.kind or "",
-                    report.height,
-                    report.width,
-                    report.dtype or "",
-                    " ".join(map(str, report.values)),
-                    " ".join(map(str, report.counts)),
-                    report.void_pixels,
-                    " ".join(str(b.value) for b in report.bad_values),
-                    report.error or "",
-                ]
-            )
-
-        yield row
+    yield row
 
 
 def _pct(x: float) -> str:

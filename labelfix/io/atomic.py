@@ -45,12 +45,34 @@ from labelfix.io import fs
 TMP_SUFFIX = ".labelfix-tmp"
 #: Exactly the names :func:`temporary_name` makes; nothing else is ever removed as stale.
 TMP_PATTERN = re.compile(r"\.(?P<final>.+)\.[0-9a-f]{12}" + re.escape(TMP_SUFFIX))
+#: Hidden staging directories (Beam's shards, a Keras model file) start with this.
+STAGING_PREFIX = ".labelfix-stage-"
+STAGING_PATTERN = re.compile(re.escape(STAGING_PREFIX) + r"[0-9a-f]{12}")
+#: The longest file name most file systems take, in bytes.
+NAME_MAX = 255
 
 
 def temporary_name(final: str | os.PathLike) -> str:
-    """A hidden, unique name beside ``final``: ``dir/.NAME.<12 hex>.labelfix-tmp``."""
+    """A hidden, unique name beside ``final``: ``dir/.NAME.<12 hex>.labelfix-tmp``.
+
+    A long ``NAME`` is shortened (its middle left out) so that the temporary name still fits
+    the file system's limit when the final name does.
+
+    >>> len(os.fsencode(os.path.basename(temporary_name("d/" + "a" * 250 + ".png"))))
+    255
+    """
     final = os.fspath(final)
-    return fs.join(fs.dirname(final), f".{fs.basename(final)}.{uuid.uuid4().hex[:12]}{TMP_SUFFIX}")
+    name = fs.basename(final)
+    tail = f".{uuid.uuid4().hex[:12]}{TMP_SUFFIX}"
+    room = NAME_MAX - len(tail) - 1
+    encoded = os.fsencode(name)
+    if len(encoded) > room:
+        keep = room - 1
+        head, end = encoded[: keep // 2], encoded[len(encoded) - (keep - keep // 2) :]
+        name = os.fsdecode(head).rstrip("\udc80") + "~" + os.fsdecode(end)
+        while len(os.fsencode(name)) > room:  # a character cut in two took more room
+            name = name[1:]
+    return fs.join(fs.dirname(final), f".{name}{tail}")
 
 
 def is_temporary(name: str) -> bool:
@@ -63,11 +85,13 @@ def is_temporary(name: str) -> bool:
 
 
 def remove_stale_temporaries(directory: str | os.PathLike) -> int:
-    """Remove the temporary files an interrupted run left in ``directory`` (not below it).
+    """Remove the temporary files (and staging directories) an interrupted run left in
+    ``directory`` (not below it).
 
-    Only regular files whose names match :data:`TMP_PATTERN` are removed; call it only while
-    holding the directory's lock, or a running writer's temporary file goes too. Returns how
-    many were removed (0 for a missing or remote directory).
+    Only regular files whose names match :data:`TMP_PATTERN` and directories that match
+    :data:`STAGING_PATTERN` are removed; call it only while holding the directory's lock, or a
+    running writer's temporary file goes too. Returns how many were removed (0 for a missing or
+    remote directory).
     """
     directory = os.fspath(directory)
     if fs.is_url(directory):
@@ -82,6 +106,9 @@ def remove_stale_temporaries(directory: str | os.PathLike) -> int:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(entry.path)
                 removed += 1
+        elif STAGING_PATTERN.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed += 1
     return removed
 
 

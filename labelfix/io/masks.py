@@ -25,7 +25,6 @@ from PIL import Image
 
 from labelfix.errors import NotALabelMask, UnreadableMask
 from labelfix.io import fs
-from labelfix.io.atomic import atomic_path
 from labelfix.io.png import (
     PNG_COMPRESS_LEVEL,
     PNG_SIGNATURE,
@@ -446,6 +445,13 @@ def _drain(items: list[str]) -> list[str]:
 # ----------------------------------------------------------------------------- writing
 
 
+def encode_npy(array: np.ndarray) -> bytes:
+    """The bytes of ``array`` as a ``.npy`` file (no pickles)."""
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
 def write_mask(
     path: str | os.PathLike,
     array: np.ndarray,
@@ -453,19 +459,22 @@ def write_mask(
     palette: bytes | None = None,
     compress_level: int = PNG_COMPRESS_LEVEL,
 ) -> str:
-    """Write ``array`` atomically as PNG (by suffix ``.png``) or ``.npy``; returns the path.
+    """Write ``array`` as PNG (by suffix ``.png``) or ``.npy``; returns the path.
 
     PNG output is 8-bit when the values fit, else 16-bit; a palette is kept for 8-bit output.
-    Negative values need ``.npy``: ValueError otherwise.
+    Negative values need ``.npy``: ValueError otherwise. The file goes through the door
+    (:mod:`labelfix.io.door`): it is written whole or not at all, and an existing file is
+    replaced only when labelfix wrote it.
     """
+    from labelfix.io.door import Door, Rules
+
     path = os.fspath(path)
     if path.lower().endswith(".npy"):
-        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-            np.save(fh, array, allow_pickle=False)
-        return path
-    data = encode_png(array, palette=palette, compress_level=compress_level)
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        fh.write(data)
+        data = encode_npy(array)
+    else:
+        data = encode_png(array, palette=palette, compress_level=compress_level)
+    with Door(Rules.of("write_mask")) as door:
+        door.write(path, data)
     return path
 
 

@@ -29,20 +29,19 @@ storage every worker can reach (``gs://``, ``s3://``, HDFS).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import json
 import math
 import os
-import tempfile
-import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 
 from labelfix.checks.scan import FileReport, scan_file
 from labelfix.checks.stats import DatasetStats, ValueStats
 from labelfix.errors import LabelfixError, MissingExtra
 from labelfix.io import fs
+from labelfix.io.door import Door, Rules, open_private
+from labelfix.io.inputs import watch_inputs
 from labelfix.io.masks import iter_mask_files
 from labelfix.records.manifest import RecordTally, build_manifest
 from labelfix.records.pairing import Pair
@@ -77,24 +76,11 @@ def _options(pipeline_args: Sequence[str]) -> PipelineOptions:
     return PipelineOptions(list(pipeline_args))
 
 
-@contextlib.contextmanager
-def _staging(base: str | None) -> Iterator[str]:
-    """A fresh directory under ``base`` (a local temporary directory when None), then deleted."""
-    if base is None:
-        directory = tempfile.mkdtemp(prefix="labelfix-beam-")
-    else:
-        directory = fs.join(base, f".labelfix-beam-{uuid.uuid4().hex[:12]}")
-        fs.makedirs(directory)
-    try:
-        yield directory
-    finally:
-        fs.rmtree(directory)
-
-
 def _stage_items(directory: str, items: Iterable[list]) -> str:
-    """Write one JSON array per line to ``directory/inputs.jsonl``; returns its path."""
+    """Write one JSON array per line to ``directory/inputs.jsonl`` (a staging directory of the
+    run's door); returns its path."""
     path = fs.join(directory, "inputs.jsonl")
-    with fs.open(path, "wb") as fh:
+    with open_private(path) as fh:
         for item in items:
             fh.write(json.dumps(item).encode("utf-8") + b"\n")
     return path
@@ -260,7 +246,8 @@ def scan_dataset_beam(
         **read_options,
     )
     options = _options(pipeline_args)
-    with _staging(options.get_all_options().get("temp_location")) as staging:
+    door = Door(Rules.of("stats", inputs=paths))
+    with door, door.scratch(options.get_all_options().get("temp_location")) as staging:
         listing = _stage_items(staging, items)
         result = fs.join(staging, "stats.json")
         with beam.Pipeline(options=options) as pipeline:
@@ -338,14 +325,17 @@ def write_dataset_beam(
     files with ``mask_encoding="raw"``: give ``num_shards`` there).
     """
     spec = spec if spec is not None else WriteSpec(**options)
+    watch = watch_inputs([spec.images, spec.masks])
     pairs, skipped = plan_pairs(spec)
     num_shards = spec.num_shards or _estimated_shards(
         pairs, spec.images, spec.masks, spec.size_limit
     )
-    fs.makedirs(spec.output)
-    refuse_foreign_shards(spec.output, spec.split)  # before anything is written
     items = ([i, p.mask, p.image, p.source_id, p.filename] for i, p in enumerate(pairs))
-    with _staging(spec.output) as staging:
+    # the launching process holds the output's lock for the life of the pipeline
+    door = Door(Rules.of("to-tfrecord", inputs=[spec.images, spec.masks]))
+    with door, door.outlet(spec.output).staging() as staging:
+        outlet = door.outlet(spec.output)
+        refuse_foreign_shards(outlet, spec.split)  # before anything is written
         listing = _stage_items(staging, items)
         files = {name: fs.join(staging, f"{name}.json") for name in ("problems", "tally", "shards")}
         _run_write(spec, listing, staging, files, num_shards, pipeline_args)
@@ -363,8 +353,11 @@ def write_dataset_beam(
                 f"{tally.records}; nothing was published"
             )
         staged = [(fs.join(staging, s.file), s) for s in infos]
-        publish(spec.output, spec.split, staged, build_manifest(spec, tally))
-    return WriteResult.of(spec, infos, tally, skipped)
+        watch.confirm()
+        publish(outlet, spec.split, staged, build_manifest(spec, tally))
+    return WriteResult.of(
+        spec, infos, tally, skipped, stale_temporaries=door.stale, notes=door.notes
+    )
 
 
 def _run_write(

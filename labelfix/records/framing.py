@@ -51,13 +51,6 @@ def write_record(fh: IO[bytes], data: bytes) -> int:
     return len(data) + 16
 
 
-def open_for_writing(path: str, *, compression: str = "none") -> IO[bytes]:
-    """A binary file to write records into (gzip-compressed stream for ``"gzip"``)."""
-    if compression == "gzip":
-        return gzip.GzipFile(path, "wb", compresslevel=6, mtime=0)
-    return open(path, "wb")
-
-
 def read_records(fh: IO[bytes], *, compression: str = "none") -> Iterator[bytes]:
     """Every record of a file object, in order; CorruptRecord on a bad length, a bad CRC or a
     file that ends inside a record."""

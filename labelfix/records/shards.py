@@ -17,20 +17,19 @@ import contextlib
 import gzip
 import hashlib
 import json
-import os
 import re
 import struct
-import tempfile
 import uuid
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from labelfix.errors import LabelfixError
 from labelfix.io import fs
-from labelfix.io.atomic import TMP_SUFFIX, deferred_signals, move_into_place, temporary_name
+from labelfix.io.atomic import deferred_signals
+from labelfix.io.door import Outlet, StagedFile
 from labelfix.records.framing import write_record
-from labelfix.records.manifest import MANIFEST_FORMAT, manifest_path
+from labelfix.records.manifest import manifest_path
 
 
 def shard_name(split: str, index: int, count: int) -> str:
@@ -52,44 +51,22 @@ class ShardInfo:
     sha256: str
 
 
-class _HashingFile:
-    """A binary file being written, whose sha256 and size are kept as the bytes go by (so a
-    finished shard is not read again to hash it)."""
-
-    def __init__(self, path: str):
-        self.fh = open(path, "wb")  # noqa: SIM115 - closed by close()
-        self.digest, self.size = hashlib.sha256(), 0
-
-    def write(self, data) -> int:
-        self.digest.update(data)
-        self.size += len(data)
-        return self.fh.write(data)
-
-    def flush(self) -> None:
-        self.fh.flush()
-
-    def close(self) -> None:
-        self.fh.close()
-
-
 class ShardSet:
     """Shards under temporary names; moved to their final names only by :meth:`finish`.
 
     Records are framed by :mod:`labelfix.records.framing` (no TensorFlow: the bytes are what
-    ``tf.io.TFRecordWriter`` writes). Local output: the temporary files live in ``output`` (so
-    the rename is atomic). Remote output (``gs://...``): they are written to a local temporary
-    directory and uploaded by :func:`publish` once every record is in. ``count``, when known
-    before the run, names the shards in error messages.
+    ``tf.io.TFRecordWriter`` writes) into files the run's door gives
+    (:meth:`~labelfix.io.door.Outlet.create`: beside their final names locally, a local
+    temporary file uploaded by :func:`publish` for a remote output), hashed as they are written.
+    ``count``, when known before the run, names the shards in error messages.
     """
 
-    def __init__(self, output: str, split: str, compression: str, *, count: int | None = None):
-        self.output, self.split, self.count = output, split, count
+    def __init__(self, outlet: Outlet, split: str, compression: str, *, count: int | None = None):
+        self.outlet, self.output, self.split, self.count = outlet, outlet.root, split, count
         self.compression = compression
-        self.directory = tempfile.mkdtemp(prefix="labelfix-") if fs.is_url(output) else output
-        self.temps: list[str] = []
+        self.temps: list[StagedFile] = []
         self.records: list[int] = []
         self.sizes: list[int] = []
-        self.files: list[_HashingFile] = []
         self.writer = None
 
     def final_path(self, index: int) -> str:
@@ -112,14 +89,12 @@ class ShardSet:
 
     def open_next(self) -> None:
         self.close()
-        tmp = temporary_name(
-            os.path.join(self.directory, shard_name(self.split, len(self.temps), 0))
-        )
-        self.temps.append(tmp)
         self.records.append(0)
         self.sizes.append(0)
-        raw = self._guarded(_HashingFile, tmp)
-        self.files.append(raw)
+        self.temps.append(None)  # named in an error of its creation
+        first = fs.join(self.output, shard_name(self.split, len(self.temps) - 1, 0))
+        raw = self._guarded(lambda: self.outlet.create(first, check=False))
+        self.temps[-1] = raw
         self.writer = (
             gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0, filename="")
             if self.compression == "gzip"
@@ -135,40 +110,42 @@ class ShardSet:
         if self.writer is not None:
             writer, self.writer = self.writer, None
             self._guarded(writer.close)
-            if writer is not self.files[-1]:  # gzip leaves the file beneath it open
-                self._guarded(self.files[-1].close)
+            if writer is not self.temps[-1]:  # gzip leaves the file beneath it open
+                self._guarded(self.temps[-1].close)
 
     def discard(self) -> None:
         with contextlib.suppress(OSError, LabelfixError):
             self.close()
         self.writer = None
-        for tmp in self.temps:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-        self.temps, self.files = [], []
-        if self.directory != self.output:
-            with contextlib.suppress(OSError):
-                os.rmdir(self.directory)
+        for staged in self.temps:
+            if staged is not None:
+                staged.discard()
+        self.temps = []
 
-    def finish(self, manifest: dict) -> tuple[ShardInfo, ...]:
-        """Move the shards to their final names and write the manifest last."""
+    def finish(
+        self, manifest: dict, *, confirm: Callable[[], None] | None = None
+    ) -> tuple[ShardInfo, ...]:
+        """Move the shards to their final names and write the manifest last; ``confirm()`` is
+        called just before (it raises to stop the publish: inputs changed meanwhile)."""
         self.close()
         count = len(self.temps)
         shards = [
             ShardInfo(
                 file=shard_name(self.split, i, count),
                 records=self.records[i],
-                bytes=self.files[i].size,
-                sha256=self.files[i].digest.hexdigest(),
+                bytes=staged.size,
+                sha256=staged.digest.hexdigest(),
             )
-            for i in range(count)
+            for i, staged in enumerate(self.temps)
         ]
+        if confirm is not None:
+            confirm()
         # Ctrl-C waits until the temporary names are forgotten too: after publish() they are
         # the final shards' old names, and nothing may be removed by them.
         with deferred_signals():
             try:
-                staged = list(zip(self.temps, shards, strict=True))
-                publish(self.output, self.split, staged, manifest)
+                staged = [(t.path, info) for t, info in zip(self.temps, shards, strict=True)]
+                publish(self.outlet, self.split, staged, manifest)
             except OSError as err:
                 where = err.filename or self.output
                 raise LabelfixError(
@@ -185,46 +162,20 @@ def journal_pattern(split: str) -> re.Pattern:
     return re.compile(r"\." + re.escape(split) + r"\.labelfix-publish\.[0-9a-f]{12}")
 
 
-def _listed_shards(output: str, split: str) -> set[str]:
-    """The shard names the manifest of ``split`` in ``output`` lists (read leniently: a damaged
-    manifest lists what it still can; an unreadable one nothing)."""
-    try:
-        manifest = json.loads(fs.read_bytes(manifest_path(output, split)))
-    except (OSError, ValueError, RecursionError):
-        return set()
-    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
-        return set()
-    shards = manifest.get("shards")
-    if not isinstance(shards, list):
-        return set()
-    return {
-        s["file"]
-        for s in shards
-        if isinstance(s, dict) and isinstance(s.get("file"), str) and "/" not in s["file"]
-    }
-
-
-def _journals(output: str, split: str, names: Iterable[str]) -> tuple[list[str], set[str]]:
-    """``(journal paths, shard names they list)`` of the interrupted publishes of ``split``."""
+def _journals(output: str, split: str, names: Iterable[str]) -> list[str]:
+    """The journals of the interrupted publishes of ``split`` in ``output``."""
     pattern = journal_pattern(split)
-    paths, listed = [], set()
-    for name in sorted(names):
-        if pattern.fullmatch(name):
-            path = fs.join(output, name)
-            paths.append(path)
-            with contextlib.suppress(OSError, UnicodeDecodeError):
-                listed.update(fs.read_bytes(path).decode("utf-8").splitlines())
-    return paths, listed
+    return [fs.join(output, name) for name in sorted(names) if pattern.fullmatch(name)]
 
 
 @dataclass(frozen=True)
 class OutputState:
     """What a split's shards in an output directory are, before a run replaces them.
 
-    ``owned``: shard-named files an earlier labelfix run wrote (listed by the split's manifest or
-    by the journal of an interrupted publish): a new run may replace or remove them. ``foreign``:
-    shard-named files no labelfix manifest lists (another tool's records, e.g. DeepLab's own
-    ``build_voc2012_data.py`` output): never removed, and a run refuses to write beside them.
+    ``owned``: shard-named files labelfix wrote and nobody changed since (the door's ledger,
+    :mod:`labelfix.io.ledger`): a new run may replace or remove them. ``foreign``: every other
+    shard-named file (another tool's records, e.g. DeepLab's own ``build_voc2012_data.py``
+    output, or a shard edited by hand): never removed, and a run refuses to write beside them.
     """
 
     owned: frozenset[str]
@@ -233,52 +184,57 @@ class OutputState:
     existing: frozenset[str]
 
 
-def output_state(output: str, split: str) -> OutputState:
-    """The :class:`OutputState` of ``split`` in ``output`` (empty when it does not exist)."""
+def output_state(outlet: Outlet, split: str) -> OutputState:
+    """The :class:`OutputState` of ``split`` in the outlet's directory (empty when there is
+    none)."""
+    output = outlet.root
     try:
         names = fs.listdir(output)
     except (FileNotFoundError, NotADirectoryError):
         names = []
     pattern = shard_pattern(split)
     existing = {n for n in names if pattern.fullmatch(n)}
-    journals, journaled = _journals(output, split, names)
-    owned = _listed_shards(output, split) | journaled
+    owned = {n for n in existing if outlet.owns(fs.join(output, n))}
     return OutputState(
         owned=frozenset(owned),
         foreign=tuple(sorted(existing - owned)),
-        journals=tuple(journals),
+        journals=tuple(_journals(output, split, names)),
         existing=frozenset(existing),
     )
 
 
-def refuse_foreign_shards(output: str, split: str, state: OutputState | None = None) -> None:
-    """LabelfixError when ``output`` holds ``split``-shard-named files that no labelfix manifest
-    lists: a ``{split}-*`` glob (DeepLab, Model Garden) would read them with the new shards, and
-    removing them could lose someone's data. Called before anything is written."""
-    state = state if state is not None else output_state(output, split)
+def refuse_foreign_shards(outlet: Outlet, split: str, state: OutputState | None = None) -> None:
+    """LabelfixError when the outlet's directory holds ``split``-shard-named files that labelfix
+    did not write (or that changed since): a ``{split}-*`` glob (DeepLab, Model Garden) would
+    read them with the new shards, and removing them could lose someone's data. Called before
+    anything is written."""
+    state = state if state is not None else output_state(outlet, split)
     if state.foreign:
         more = f" (and {len(state.foreign) - 1} more)" if len(state.foreign) > 1 else ""
         raise LabelfixError(
-            f"{fs.join(output, state.foreign[0])}{more}: a {split} shard that no labelfix manifest "
-            f"lists (another tool's records?); a {split}-* glob would read it with the new "
-            "shards: move it away, or write to another directory; nothing was written"
+            f"{fs.join(outlet.root, state.foreign[0])}{more}: a {split} shard that labelfix did "
+            f"not write, or that changed since (another tool's records?); a {split}-* glob would "
+            "read it with the new shards: move it away, or write to another directory; nothing "
+            "was written"
         )
 
 
 def publish(
-    output: str, split: str, staged: Sequence[tuple[str, ShardInfo]], manifest: dict
+    outlet: Outlet, split: str, staged: Sequence[tuple[str, ShardInfo]], manifest: dict
 ) -> None:
-    """Move finished shards (``(staged path, info)``) to their names in ``output``, then put the
-    manifest listing them in place; shards of ``split`` from an earlier run are removed last.
+    """Move finished shards (``(staged path, info)``) to their names in the outlet's directory,
+    then put the manifest listing them in place; shards of ``split`` from an earlier run are
+    removed last.
 
-    Shared by the local writer and the Beam runner; ``output`` and the staged paths may be local
-    or remote (:mod:`labelfix.io.fs`). The protocol keeps a readable output at every instant:
+    Shared by the local writer and the Beam runner; the output and the staged paths may be
+    local or remote (:mod:`labelfix.io.fs`); every step goes through the door (the ledger notes
+    each shard before it is renamed, so a killed run leaves nothing that is not labelfix's own).
+    The protocol keeps a readable output at every instant:
 
-    1. Refuse (LabelfixError, nothing moved) if a shard-named file that no labelfix manifest
-       lists has appeared (:func:`refuse_foreign_shards`): it is never replaced or removed.
-    2. Write a journal, ``.{split}.labelfix-publish.<hex>``: one line per shard name this run
-       writes or the earlier output owns, so that a run that is killed from here on leaves
-       nothing that the next run does not recognise as its own.
+    1. Refuse (LabelfixError, nothing moved) if a shard-named file labelfix did not write has
+       appeared (:func:`refuse_foreign_shards`): it is never replaced or removed.
+    2. Write a journal, ``.{split}.labelfix-publish.<hex>``, naming the shards this run writes:
+       ``verify`` reports an interrupted publish by it.
     3. Write the new manifest under a temporary name.
     4. Rename the new shards into place: first those whose names the old output does not use
        (the old manifest and its shards stay complete and valid), then those that replace an old
@@ -292,33 +248,36 @@ def publish(
     or a failing disk can still leave: new shards beside the old manifest (verify names them as
     shards the manifest does not list, and the journal as an interrupted run), or, once a shard
     with an old name is replaced, old manifest entries whose checksums no longer match (verify
-    says so). Either way the journal lets the next run replace them all. An OSError before
-    the commit undoes what it can (new shards under new names are removed again) and raises a
-    LabelfixError that says whether the earlier output is unchanged.
+    says so); the next run replaces them all. An OSError before the commit undoes what it can
+    (new shards under new names are removed again) and raises a LabelfixError that says whether
+    the earlier output is unchanged.
     """
+    output = outlet.root
     manifest["shards"] = [s.__dict__ for _, s in staged]
     final_manifest = manifest_path(output, split)
     new = [s.file for _, s in staged]
     with deferred_signals():
-        state = output_state(output, split)
-        refuse_foreign_shards(output, split, state)
+        state = output_state(outlet, split)
+        refuse_foreign_shards(outlet, split, state)
         had_manifest = fs.exists(final_manifest)
         journal = fs.join(output, f".{split}.labelfix-publish.{uuid.uuid4().hex[:12]}")
         data = (json.dumps(manifest, indent=2) + "\n").encode("utf-8")
         moved: list[str] = []
         replaced = False
-        manifest_tmp = None
+        manifest_file = None
         try:
-            _write_plain(journal, "".join(f"{n}\n" for n in sorted({*new, *state.owned})))
-            manifest_tmp = _stage(final_manifest, data)
+            outlet.write(journal, "".join(f"{n}\n" for n in sorted(new)).encode("utf-8"))
+            manifest_file = outlet.create(final_manifest)
+            manifest_file.write(data)
+            manifest_file.close()
             order = sorted(staged, key=lambda item: item[1].file in state.existing)
             for tmp, shard in order:
                 replaced = replaced or shard.file in state.existing
-                move_into_place(tmp, fs.join(output, shard.file))
+                outlet.commit(tmp, fs.join(output, shard.file), sha256=shard.sha256)
                 moved.append(shard.file)
-            move_into_place(manifest_tmp, final_manifest)  # the commit point
+            manifest_file.commit()  # the commit point
         except OSError as err:
-            undone = _undo(output, moved, state.existing, journal, manifest_tmp, replaced)
+            undone = _undo(outlet, moved, state.existing, journal, manifest_file, replaced)
             if not undone:
                 after = f"the {split} output is incomplete until a run finishes"
             elif had_manifest:
@@ -332,11 +291,9 @@ def publish(
         stale = sorted((state.owned & state.existing) - set(new))
         try:
             for name in stale:
-                with contextlib.suppress(FileNotFoundError):
-                    fs.remove(fs.join(output, name))
+                outlet.remove(fs.join(output, name))
             for path in (*state.journals, journal):
-                with contextlib.suppress(FileNotFoundError):
-                    fs.remove(path)
+                outlet.delete_own(path)
         except OSError as err:
             raise LabelfixError(
                 f"{err.filename or output}: cannot remove a file of the earlier {split} output "
@@ -345,45 +302,18 @@ def publish(
             ) from err
 
 
-def _write_plain(path: str, text: str) -> None:
-    """Write a small new file under its final name (a journal: a unique name, read line by line,
-    so a torn write costs at most a line that no rename has acted on yet)."""
-    with fs.open(path, "wb") as fh:
-        fh.write(text.encode("utf-8"))
-
-
-def _stage(final: str, data: bytes) -> str:
-    """``data`` in a complete temporary file that :func:`move_into_place` renames to ``final``
-    (beside it for a local path, a local temporary file for a remote one)."""
-    if fs.is_url(final):
-        fd, tmp = tempfile.mkstemp(prefix=".labelfix-", suffix=TMP_SUFFIX)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        return tmp
-    tmp = temporary_name(final)
-    try:
-        with open(tmp, "xb") as fh:
-            fh.write(data)
-    except OSError as err:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise OSError(err.errno, err.strerror, final) from err
-    return tmp
-
-
-def _undo(output, moved, existing, journal, manifest_tmp, replaced: bool) -> bool:
+def _undo(outlet: Outlet, moved, existing, journal, manifest_file, replaced: bool) -> bool:
     """Undo an unfinished publish: True when the earlier output is back as it was."""
     undone = not replaced
     for name in moved:
         if name not in existing:
-            with contextlib.suppress(OSError):
-                fs.remove(fs.join(output, name))
-    if manifest_tmp is not None:  # always a local file
-        with contextlib.suppress(OSError):
-            os.unlink(manifest_tmp)
+            with contextlib.suppress(OSError, LabelfixError):
+                outlet.remove(fs.join(outlet.root, name))
+    if manifest_file is not None:
+        manifest_file.discard()
     if undone:
         with contextlib.suppress(OSError):
-            fs.remove(journal)
+            outlet.delete_own(journal)
     return undone
 
 

@@ -16,7 +16,9 @@ problem, and no shard is left behind. Shard-named files in the output that no la
 lists (another tool's records) stop the run before anything is written: a ``train-*`` glob would
 read them with the new shards, and they are not labelfix's to remove. A local output directory
 is locked for the whole run (:mod:`labelfix.io.lock`: a second run into it fails at once), and
-the temporary shards a killed run left there are removed first. The same
+the temporary shards a killed run left there are removed first (every file goes through the
+door, :mod:`labelfix.io.door`). Inputs being rewritten in place stop the run, before it reads
+them and again before it publishes (:mod:`labelfix.io.inputs`). The same
 :class:`~labelfix.records.spec.WriteSpec` runs on Apache Beam with
 :func:`labelfix.records.beam.write_dataset_beam`.
 
@@ -28,7 +30,6 @@ the temporary shards a killed run left there are removed first. The same
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import os
@@ -39,9 +40,8 @@ import numpy as np
 
 from labelfix.checks.rules import expected_text
 from labelfix.errors import LabelfixError
-from labelfix.io import fs
-from labelfix.io.atomic import remove_stale_temporaries
-from labelfix.io.lock import directory_lock
+from labelfix.io.door import Door, Rules
+from labelfix.io.inputs import watch_inputs
 from labelfix.labels import IGNORE_AS
 from labelfix.parallel import BackgroundMap, default_jobs
 from labelfix.records.manifest import RecordTally, build_manifest, manifest_path
@@ -262,25 +262,23 @@ def write_dataset(
     WriteResult(output='tfr', split='train', ..., num_records=8, ...)
     """
     spec = spec if spec is not None else WriteSpec(**options)
+    watch = watch_inputs([spec.images, spec.masks])
     pairs, skipped = plan_pairs(spec)
     if on_record is not None:
         on_record(0, total=len(pairs))
-    fs.makedirs(spec.output)
-    with contextlib.ExitStack() as stack:
-        notes: list[str] = []
-        if not fs.is_url(spec.output):
-            held = stack.enter_context(directory_lock(spec.output, command="to-tfrecord"))
-            if held.note is not None:
-                notes.append(held.note)
-                if on_note is not None:
-                    on_note(held.note)
-        refuse_foreign_shards(spec.output, spec.split)  # before anything is written
-        stale = remove_stale_temporaries(spec.output)
-        infos, tally = _write_locked(spec, pairs, jobs, on_record)
-    return WriteResult.of(spec, infos, tally, skipped, stale_temporaries=stale, notes=notes)
+    with Door(Rules.of("to-tfrecord", inputs=[spec.images, spec.masks])) as door:
+        outlet = door.outlet(spec.output)
+        if on_note is not None:
+            for note in door.notes:
+                on_note(note)
+        refuse_foreign_shards(outlet, spec.split)  # before anything is written
+        infos, tally = _write_locked(spec, pairs, jobs, on_record, outlet, watch.confirm)
+    return WriteResult.of(
+        spec, infos, tally, skipped, stale_temporaries=door.stale, notes=door.notes
+    )
 
 
-def _write_locked(spec: WriteSpec, pairs: list[Pair], jobs, on_record):
+def _write_locked(spec: WriteSpec, pairs: list[Pair], jobs, on_record, outlet, confirm):
     """Prepare the pairs on ``jobs`` workers and write the shards: ``(shard infos, tally)``."""
     plan = RecordPlan.from_spec(spec)
     work = functools.partial(prepare_pair, plan=plan)
@@ -299,12 +297,12 @@ def _write_locked(spec: WriteSpec, pairs: list[Pair], jobs, on_record):
         )
     shards = None
     try:
-        shards = ShardSet(spec.output, spec.split, spec.compression, count=spec.num_shards)
+        shards = ShardSet(outlet, spec.split, spec.compression, count=spec.num_shards)
         if results is not None:
             results.help_until_started()
         prepared = results if results is not None else map(work, pairs)
         tally = _write_records(spec, pairs, prepared, shards, on_record)
-        return shards.finish(build_manifest(spec, tally)), tally
+        return shards.finish(build_manifest(spec, tally), confirm=confirm), tally
     except BaseException:
         if shards is not None:
             shards.discard()

@@ -10,23 +10,25 @@ every file of a run travels once, as a :class:`Rewrite`.
 * In place, a file whose values do not change is left untouched, and a file is only ever
   replaced by renaming a complete (synced) temporary file over it.
 * Before the rename the run journal gets the sha256 of the new content (an intent), after it
-  the file's done line (see :mod:`labelfix.rewrite.record`): a run killed in between cannot
-  make the next run map the file again.
+  the file's done line with the same digest (see :mod:`labelfix.rewrite.record`): a run
+  killed in between cannot make the next run map the file again.
+* Every write goes through the run's door (:class:`~labelfix.io.door.Outlet`, one per record
+  directory), which refuses what must never be written.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from labelfix.checks.rules import bad_value_message, find_bad_values
-from labelfix.errors import MappingError, UnreadableMask
-from labelfix.io.atomic import copy_atomic, write_atomic
-from labelfix.io.masks import Mask, smallest_int_dtype, value_counts
+from labelfix.errors import LabelfixError, MappingError, UnreadableMask
+from labelfix.io.door import Outlet
+from labelfix.io.masks import Mask, encode_npy, smallest_int_dtype, value_counts
 from labelfix.io.png import PNG_COMPRESS_LEVEL, encode_png
 from labelfix.labels.colormap import ColourPolicy, read_label_mask
 from labelfix.labels.labelmap import LabelMap
@@ -48,6 +50,8 @@ class Rewrite:
     dry_run: bool = False
     compress_level: int = PNG_COMPRESS_LEVEL
     run_id: str | None = None
+    #: the door's outlet of each record directory (none in a dry run)
+    outlets: Mapping[str, Outlet] = field(default_factory=dict)
 
 
 def remap_file(job: FileJob, rewrite: Rewrite) -> FileResult:
@@ -94,25 +98,29 @@ def remap_file(job: FileJob, rewrite: Rewrite) -> FileResult:
     if rewrite.in_place and not changed:  # left as it is, and done as far as the record goes
         if not rewrite.dry_run:
             with contextlib.suppress(OSError):  # mapping it again would leave it as it is too
-                journal(job, rewrite.run_id)
+                journal(rewrite.outlets[job.record_root], job, rewrite.run_id)
         return FileResult(job.source, job.destination, status, **stats)
     if rewrite.dry_run:
         return FileResult(job.source, job.destination, status, stored=storage.describe(), **stats)
+    outlet = rewrite.outlets[job.record_root]
     try:
         if not changed and storage.matches(mask, labels, job):
-            journal(job, rewrite.run_id, intent=file_digest(job.source) or "unreadable")
-            copy_atomic(job.source, job.destination)
+            digest = file_digest(job.source) or "unreadable"
+            journal(outlet, job, rewrite.run_id, intent=digest)
+            outlet.copy(job.source, job.destination)
         else:
             if array is None:
                 array = label_map.apply(labels, path=job.source) if changed else labels
             data = storage.encode(array, compress_level=rewrite.compress_level)
             digest = hashlib.sha256(data).hexdigest()
-            journal(job, rewrite.run_id, intent=digest, durable=rewrite.in_place)
-            write_atomic(job.destination, data, durable=rewrite.in_place)
+            journal(outlet, job, rewrite.run_id, intent=digest, durable=rewrite.in_place)
+            outlet.write(job.destination, data, durable=rewrite.in_place)
     except OSError as err:
         return failed(_write_error(job, err), **stats)
+    except LabelfixError as err:  # the door refused it (another run locked a folder below)
+        return failed(f"{job.destination}: not written ({err})", **stats)
     with contextlib.suppress(OSError):  # the intent line already vouches for the new content
-        journal(job, rewrite.run_id)
+        journal(outlet, job, rewrite.run_id, digest=digest)
     return FileResult(
         job.source, job.destination, status, written=True, stored=storage.describe(), **stats
     )
@@ -191,9 +199,7 @@ class Storage:
 
     def encode(self, array: np.ndarray, *, compress_level: int) -> bytes:
         if self.format == "npy":
-            buf = io.BytesIO()
-            np.save(buf, array.astype(self.dtype, copy=False), allow_pickle=False)
-            return buf.getvalue()
+            return encode_npy(array.astype(self.dtype, copy=False))
         return encode_png(
             array, bits=self.bits, palette=self.palette, compress_level=compress_level
         )

@@ -22,11 +22,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from labelfix.errors import UsageError
+from labelfix.io.door import Outlet, Rules
 from labelfix.io.masks import MASK_SUFFIXES, is_listed, iter_mask_files
 from labelfix.labels.colormap import ColourPolicy
 from labelfix.labels.labelmap import LabelMap
 from labelfix.rewrite.jobs import FileJob, Target
-from labelfix.rewrite.record import Guard, read_runs
+from labelfix.rewrite.record import Guard
 from labelfix.rewrite.repair import RepairSpec
 
 #: ``masks`` -> ``masks-remapped`` when no output directory is given.
@@ -72,6 +73,14 @@ class RemapPlan:
     resumes: tuple[tuple[str, str], ...] = ()
     glob: str | None = None
     suffixes: tuple[str, ...] = MASK_SUFFIXES
+    #: what the run may write (:mod:`labelfix.io.door`): its inputs, in place or not
+    rules: Rules | None = None
+    #: damaged run records are set aside instead of stopping the run (``--discard-record``)
+    discard_record: bool = False
+
+    @property
+    def command(self) -> str:
+        return "repair" if self.repair is not None else "remap"
 
     def jobs(self) -> Iterator[FileJob]:
         """The files to remap, in order, listed as they are asked for (the skipped ones left
@@ -165,11 +174,13 @@ def plan_remap(
     colours: ColourPolicy | None = None,
     suffix: str = DEFAULT_SUFFIX,
     suffixes: tuple[str, ...] = MASK_SUFFIXES,
+    discard_record: bool = False,
 ) -> RemapPlan:
     """List the files under ``paths`` and decide where and how each one is written.
 
     With ``repair``, every mapped mask is also repaired (lossy artifacts, see
-    :mod:`labelfix.rewrite.repair`); with ``colours``, colour masks are read as class ids.
+    :mod:`labelfix.rewrite.repair`); with ``colours``, colour masks are read as class ids;
+    ``discard_record`` sets damaged run records aside instead of stopping (RecordDamaged).
 
     Raises RemapUsageError for requests that cannot be carried out (output over an input,
     two inputs writing one output, a format change in place, PNG for negative values) and
@@ -207,6 +218,10 @@ def plan_remap(
         force=force,
         glob=glob,
         suffixes=suffixes,
+        discard_record=discard_record,
+    )
+    plan = dataclasses.replace(
+        plan, rules=Rules.of(plan.command, inputs=sources, in_place=in_place)
     )
     _check_targets(plan)
     return _survey(plan)
@@ -235,7 +250,9 @@ def _check_targets(plan: RemapPlan) -> None:
     if plan.in_place:
         return
     folders: dict[str, str] = {}
-    for target in plan.targets:
+    for target in plan.targets:  # an output directory over or inside an input: the door's rule
+        outlet = Outlet(target.destination, plan.rules, run="plan", dry_run=True)
+        plan.rules.refuse_input(target.destination, outlet.real(target.destination), directory=True)
         if not os.path.isdir(target.source):
             continue
         folder = os.path.abspath(os.path.join(target.destination, target.prefix))
@@ -245,14 +262,6 @@ def _check_targets(plan: RemapPlan) -> None:
                 "once, or write them to separate --output directories"
             )
         folders[folder] = target.source
-        dst = os.path.realpath(target.destination)
-        for real, source in inputs:  # its own input, or another one (`remap gt gt-remapped`)
-            if os.path.isdir(real) and (dst == real or dst.startswith(real + os.sep)):
-                raise RemapUsageError(
-                    f"output directory {target.destination} is inside the input {source}; "
-                    "choose a directory outside "
-                    + ("it, or use --in-place" if source == target.source else "the inputs")
-                )
 
 
 def _listed_in(path: str, directory: str, plan: RemapPlan) -> bool:
@@ -272,17 +281,19 @@ def _survey(plan: RemapPlan) -> RemapPlan:
     over an input or over a file no earlier run wrote; AlreadyRemapped (see
     :class:`~labelfix.rewrite.record.Guard`).
     """
-    guard = Guard(plan.label_map, in_place=plan.in_place, force=plan.force)
+    guard = Guard(
+        plan.label_map,
+        in_place=plan.in_place,
+        force=plan.force,
+        discard_damaged=plan.discard_record,
+    )
+    outlets: dict[str, Outlet] = {}  # per output directory: the door's rules, checked here
     existing = 0
     roots: dict[str, None] = {}
     directories: dict[str, None] = {}
     here: dict[str, str] = {}  # output -> input, for the directory being listed
     links: dict[str, str] = {}  # real path -> input, for inputs that are symbolic links
     renamed = _Examples()  # in place: files that would need another name
-    foreign = _Examples()  # outputs there already that no earlier run wrote
-    recorded: dict[str, set[str]] = {}  # per record directory, the files earlier runs wrote
-    inputs = [(os.path.realpath(t.source), t.source) for t in plan.targets]
-    real_directories: dict[str, str] = {}
     for job in plan._listed():
         directory = os.path.dirname(job.destination)
         if directory not in directories:  # memory: the largest directory, not the whole run
@@ -308,11 +319,12 @@ def _survey(plan: RemapPlan) -> RemapPlan:
             ):  # (an unlistable directory fails when read, naming itself)
                 renamed.add(job.source, job.format)
         else:
-            _refuse_inside_inputs(job, inputs, real_directories)
-            if os.path.lexists(job.destination):
-                existing += 1
-                if job.record_name not in _written(recorded, job.record_root):
-                    foreign.add(job.destination)
+            if job.record_root not in outlets:
+                outlets[job.record_root] = Outlet(
+                    job.record_root, plan.rules, run="plan", dry_run=True
+                )
+            outlets[job.record_root].check(job.destination)  # Refused: exit 2, nothing written
+            existing += os.path.lexists(job.destination)
         guard.check(job)
     if links:  # a file that is also reached through a link
         for job in plan._listed():
@@ -333,13 +345,6 @@ def _survey(plan: RemapPlan) -> RemapPlan:
             f".{fmt} file of another name; in place a file keeps its name. Write to another "
             f"directory with --output DIR{hint}."
         )
-    if foreign.count:
-        more = f" (and {foreign.count - 1} more)" if foreign.count > 1 else ""
-        raise RemapUsageError(
-            f"{foreign.first[0]}{more} already exists and no earlier labelfix run wrote it: "
-            "remap never replaces a file it did not write; choose a new --output directory or "
-            "move the file away"
-        )
     guarded = guard.verdict()
     return dataclasses.replace(
         plan,
@@ -354,34 +359,6 @@ def _survey(plan: RemapPlan) -> RemapPlan:
     )
 
 
-def _refuse_inside_inputs(
-    job: FileJob, inputs: list[tuple[str, str]], real_directories: dict[str, str]
-) -> None:
-    """A usage error when ``job``'s output would replace an input, or land inside an input
-    directory (``remap q/a -o q`` writes ``q/a/...`` for ``q/a/a/...``): the run lists its
-    inputs as it goes, and would read such an output as one more input and map it again.
-
-    A hostile-user pass found ``remap --preset cityscapes gt gt-remapped`` mapping 1,977 masks
-    twice once the plan stopped holding the list of files.
-    """
-    directory, name = os.path.split(job.destination)
-    if directory not in real_directories:  # one realpath a directory, not one a file
-        real_directories[directory] = os.path.realpath(directory)
-    real = os.path.join(real_directories[directory], name)
-    if os.path.islink(job.destination):
-        real = os.path.realpath(job.destination)
-    for top, source in inputs:
-        if real == top or real.startswith(top + os.sep):
-            if os.path.lexists(job.destination):
-                raise RemapUsageError(
-                    f"{job.destination} would overwrite an input; use --in-place to replace inputs"
-                )
-            raise RemapUsageError(
-                f"{job.destination} would be written inside the input {source}, which would "
-                "read it as one more input; choose an output directory outside the inputs"
-            )
-
-
 class _Examples:
     """How many times something was found, and the first one."""
 
@@ -391,21 +368,6 @@ class _Examples:
     def add(self, *example) -> None:
         self.count += 1
         self.first = self.first or example
-
-
-def _written(recorded: dict[str, set[str]], root: str) -> set[str]:
-    """The files earlier runs recorded in ``root`` wrote (read once per directory).
-
-    A hostile-user pass found ``remap ... -o ex/`` replacing a mask copied into ``ex/`` and
-    calling it "an earlier run's output": only files a recorded run wrote are replaced.
-    """
-    if root not in recorded:
-        names: set[str] = set()
-        for run in read_runs(root):
-            names.update(run.get("files", ()))
-            names.update(run.get("pending") or ())
-        recorded[root] = names
-    return recorded[root]
 
 
 def _with_format(relpath: str, file_format: str) -> str:

@@ -1,29 +1,35 @@
 """The record of rewrite runs kept in every output (or in-place) directory, and its journal.
 
-``.labelfix-remap.json`` lists every run (mapping, sources, which files it finished); while a run
-is under way its workers append to ``.labelfix-remap.journal``, which the end of the run (or the
-next run, after an interruption) folds into the record. :func:`guard` reads the records to keep a
-non-idempotent mapping (Cityscapes labelIds -> trainIds) from being applied twice to the same file.
+``.labelfix-remap.json`` lists every run (mapping, sources, which files it finished and the
+sha256 each was given); while a run is under way its workers append to
+``.labelfix-remap.journal``, which the end of the run (or the next run, after an interruption)
+folds into the record. :class:`Guard` reads the records to keep a non-idempotent mapping
+(Cityscapes labelIds -> trainIds) from being applied twice to the same file.
 
 Each written file gets two journal lines: before its new content is renamed into place an
-*intent* line with the sha256 of that content, after it a *done* line. A run killed between the
-rename and the done line leaves the intent: a file whose content has that digest was written by
-the run, and counts as done. A run killed before the rename leaves the old content, whose digest
-differs, so the file is remapped again. Either way no file is mapped twice.
+*intent* line with the sha256 of that content, after it a *done* line with the same digest.
+Whether a file was remapped is decided from its content, never from its name alone: a file
+counts as remapped by a run when its content has the digest the run gave it. A run killed
+between the rename and the done line leaves the intent, which vouches the same way; a file the
+user restored after an interrupted run has another digest and is remapped again.
+
+A record or journal that cannot be read (cut in half, garbage, wrong types) is an error naming
+it (:class:`RecordDamaged`): discarding it silently could apply a mapping twice.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import TextIO
 
 from labelfix.errors import LabelfixError
-from labelfix.io.atomic import atomic_path, write_atomic
+from labelfix.io import fs
+from labelfix.io.door import Outlet
 from labelfix.labels.labelmap import LabelMap
 from labelfix.rewrite.jobs import FileJob
 
@@ -32,10 +38,16 @@ RECORD_NAME = ".labelfix-remap.json"
 #: Per-file progress of a run, appended by the workers; folded into the record at the end.
 #: It is left behind only by an interrupted run, and the next run folds it in.
 JOURNAL_NAME = ".labelfix-remap.journal"
+#: The record's format: 2 keeps a digest per file (1 listed names only, still read).
+RECORD_FORMAT = 2
 
 
 class AlreadyRemapped(LabelfixError):
     """The mapping is not idempotent and was already applied to these files (exit 1)."""
+
+
+class RecordDamaged(LabelfixError):
+    """A run record or journal that cannot be read (exit 1; ``--discard-record`` starts over)."""
 
 
 def mapping_key(mapping: dict) -> tuple:
@@ -48,72 +60,171 @@ def mapping_key(mapping: dict) -> tuple:
     )
 
 
-def read_runs(directory: str | os.PathLike) -> list[dict]:
+def read_runs(directory: str | os.PathLike, *, discard_damaged: bool = False) -> list[dict]:
     """The runs recorded in ``directory`` (empty when there is no record).
 
-    Files of an interrupted run are taken from the journal its workers left behind: ``files``
-    lists the files it finished, ``pending`` (name -> sha256) the files it was renaming into
-    place when it stopped (see the module doc).
+    Each run's ``files`` maps the files it finished to the sha256 it gave them (None: not
+    known, a format-1 record or a file left as it was); ``pending`` (name -> sha256) lists the
+    files it was renaming into place when it stopped, from the journal its workers left
+    behind (see the module doc). Raises RecordDamaged for a record or journal that cannot be
+    read, unless ``discard_damaged`` (then such a file counts as empty).
     """
     directory = os.fspath(directory)
-    runs = _read_record(directory)
-    done, intents = _read_journal(directory)
+    runs = _read_record(directory, discard_damaged=discard_damaged)
+    done, intents = _read_journal(directory, discard_damaged=discard_damaged)
     return [_with_journal(run, done, intents) for run in runs]
 
 
-def _read_record(directory: str) -> list[dict]:
-    """The runs of ``directory``'s record as it was written (the journal aside)."""
-    with contextlib.suppress(OSError, ValueError, AttributeError):
-        with open(os.path.join(directory, RECORD_NAME), encoding="utf-8") as fh:
-            data = json.load(fh)
-        return [dict(r) for r in data.get("runs", []) if isinstance(r, dict)]
-    return []
+def damaged(directory: str | os.PathLike) -> list[str]:
+    """The paths of ``directory``'s record and journal that cannot be read."""
+    directory = os.fspath(directory)
+    found = []
+    for name, read in (
+        (RECORD_NAME, _read_record),
+        (JOURNAL_NAME, lambda d: list(_journal_entries(d))),
+    ):
+        try:
+            read(directory)
+        except RecordDamaged:
+            found.append(os.path.join(directory, name))
+    return found
 
 
-def _journal_entries(directory: str) -> Iterator[tuple[str, str, str | None]]:
-    """``(run id, file, intent digest or None)`` per line of the journal, read as it goes."""
+def _damaged(path: str, what: str) -> RecordDamaged:
+    return RecordDamaged(
+        f"{path}: damaged run record ({what}); it keeps a mapping from being applied twice, so "
+        "labelfix will not guess. Restore it, or pass --discard-record to start a new record "
+        "(files an earlier run already mapped would then be mapped again)"
+    )
+
+
+def _read_record(directory: str, *, discard_damaged: bool = False) -> list[dict]:
+    """The runs of ``directory``'s record as it was written (the journal aside), ``files``
+    as a dict; RecordDamaged for one that cannot be read."""
+    path = os.path.join(directory, RECORD_NAME)
     try:
-        fh = open(os.path.join(directory, JOURNAL_NAME), encoding="utf-8")  # noqa: SIM115
-    except OSError:
+        data = fs.read_bytes(path)
+    except FileNotFoundError:
+        return []
+    except OSError as err:
+        if discard_damaged:
+            return []
+        raise _damaged(path, f"cannot read it: {err.strerror or err}") from None
+    try:
+        return _parse_record(data)
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as err:
+        if discard_damaged:
+            return []
+        raise _damaged(path, str(err) or type(err).__name__) from None
+
+
+def _parse_record(data: bytes) -> list[dict]:
+    record = json.loads(data.decode("utf-8"))
+    if not isinstance(record, dict) or not isinstance(record.get("runs"), list):
+        raise ValueError("not a labelfix run record")
+    runs = []
+    for run in record["runs"]:
+        if not isinstance(run, dict) or not isinstance(run.get("id"), str):
+            raise ValueError("a run without an id")
+        if not isinstance(run.get("mapping", {}), dict):
+            raise ValueError(f"run {run['id']}: its mapping is not an object")
+        mapping_key(run.get("mapping", {}))  # its rules are numbers
+        files = run.get("files", [])
+        if isinstance(files, list):
+            files = dict.fromkeys(files)
+        if not isinstance(files, dict) or not all(
+            isinstance(k, str) and (v is None or isinstance(v, str)) for k, v in files.items()
+        ):
+            raise ValueError(f"run {run['id']}: its files are not names")
+        pending = run.get("pending") or {}
+        if not isinstance(pending, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in pending.items()
+        ):
+            raise ValueError(f"run {run['id']}: its pending files are not names and digests")
+        runs.append({**run, "files": files, "pending": pending})
+    return runs
+
+
+def _journal_entries(
+    directory: str, *, discard_damaged: bool = False
+) -> Iterator[tuple[str, str, str | None, str | None]]:
+    """``(run id, file, intent digest or None, done digest or None)`` per line of the journal,
+    read as it goes; a line cut short by a crash (the last) is skipped, any other bad line is
+    RecordDamaged."""
+    path = os.path.join(directory, JOURNAL_NAME)
+    try:
+        fh = open(path, "rb")  # noqa: SIM115
+    except FileNotFoundError:
         return
+    except OSError as err:
+        if discard_damaged:
+            return
+        raise _damaged(path, f"cannot read it: {err.strerror or err}") from None
     with fh:
-        for line in fh:
-            with contextlib.suppress(ValueError, TypeError, KeyError, AttributeError):
-                entry = json.loads(line)  # a line cut short by a crash is skipped
-                intent = entry.get("intent")
-                yield entry["run"], entry["file"], str(intent) if intent else None
+        number, held = 0, None
+        for raw in fh:
+            number += 1
+            if held is not None:  # a bad line followed by another: not a torn last line
+                if discard_damaged:
+                    return
+                raise _damaged(path, f"line {held} is not a journal entry")
+            entry = _journal_line(raw)
+            if entry is None:
+                held = number
+                continue
+            yield entry
+        if held is not None and raw.endswith(b"\n") and not discard_damaged:
+            raise _damaged(path, f"line {held} is not a journal entry")
+
+
+def _journal_line(raw: bytes) -> tuple[str, str, str | None, str | None] | None:
+    try:
+        entry = json.loads(raw)
+        run, name = entry["run"], entry["file"]
+        intent, done = entry.get("intent"), entry.get("sha256")
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
+        return None
+    if not (isinstance(run, str) and isinstance(name, str)):
+        return None
+    if not all(v is None or isinstance(v, str) for v in (intent, done)):
+        return None
+    return run, name, intent or None, done or None
 
 
 def _read_journal(
-    directory: str, *, leave_out: str | None = None
-) -> tuple[dict[str, list[str]], dict[str, dict[str, str]]]:
-    """``(done, intents)``: per run id (but ``leave_out``), the files finished and the digests
-    they were to get."""
-    done: dict[str, list[str]] = {}
+    directory: str, *, leave_out: str | None = None, discard_damaged: bool = False
+) -> tuple[dict[str, dict[str, str | None]], dict[str, dict[str, str]]]:
+    """``(done, intents)``: per run id (but ``leave_out``), the files finished (with their
+    digests) and the digests files were to get."""
+    done: dict[str, dict[str, str | None]] = {}
     intents: dict[str, dict[str, str]] = {}
-    for run_id, name, intent in _journal_entries(directory):
+    for run_id, name, intent, digest in _journal_entries(
+        directory, discard_damaged=discard_damaged
+    ):
         if run_id == leave_out:
             continue
         if intent:
             intents.setdefault(run_id, {})[name] = intent
         else:
-            done.setdefault(run_id, []).append(name)
+            done.setdefault(run_id, {})[name] = digest
     return done, intents
 
 
-def finish_run(directory: str, run_id: str, *, when: str, resumed: Iterable[str] = ()) -> str:
-    """Mark the run ``run_id`` complete in ``directory``'s record, and the interrupted runs it
-    finished (``resumed``) as finished by it; the journal is folded into the record.
+def finish_run(outlet: Outlet, run_id: str, *, when: str, resumed: Iterable[str] = ()) -> str:
+    """Mark the run ``run_id`` complete in the record of ``outlet``'s directory, and the
+    interrupted runs it finished (``resumed``) as finished by it; the journal is folded in.
 
     The run's own files go from the journal to the record a line at a time: memory does not
     grow with the number of files a run writes.
     """
+    directory = outlet.root
     resumed = set(resumed)
     done, intents = _read_journal(directory, leave_out=run_id)  # normally empty: folded at start
     runs = [_with_journal(run, done, intents) for run in _read_record(directory)]
     path = os.path.join(directory, RECORD_NAME)
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as out:
-        out.write('{"labelfix_remap": 1, "runs": [\n')
+    with outlet.create(path) as staged:
+        out = io.TextIOWrapper(staged, encoding="utf-8", write_through=True)
+        out.write(f'{{"labelfix_remap": {RECORD_FORMAT}, "runs": [\n')
         for i, run in enumerate(runs):
             out.write(",\n" if i else "")
             if run.get("id") == run_id:
@@ -122,39 +233,46 @@ def finish_run(directory: str, run_id: str, *, when: str, resumed: Iterable[str]
                 continue
             if run.get("id") in resumed and not run.get("complete"):
                 run["finished_by"] = run_id
-            out.write(json.dumps(run, indent=1))
+            out.write(json.dumps(_clean(run), indent=1))
         out.write("\n]}\n")
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(os.path.join(directory, JOURNAL_NAME))  # folded into the record
+        out.detach()
+    outlet.delete_own(os.path.join(directory, JOURNAL_NAME))  # folded into the record
     return path
 
 
-def _write_streamed(run: dict, directory: str, out: TextIO) -> None:
+def _clean(run: dict) -> dict:
+    """``run`` as the record keeps it (no empty ``pending``)."""
+    if not run.get("pending"):
+        run = {k: v for k, v in run.items() if k != "pending"}
+    return run
+
+
+def _write_streamed(run: dict, directory: str, out) -> None:
     """Write ``run`` to ``out`` with the files the journal says it finished, one at a time.
 
     Held meanwhile: the files being renamed into place (an intent line waits for its done line,
     a few per worker) and those that failed after their intent (``pending`` in the record)."""
     meta = {k: v for k, v in run.items() if k not in ("files", "pending")}
-    out.write(json.dumps(meta, indent=1)[:-2] + ',\n "files": [')
+    out.write(json.dumps(meta, indent=1)[:-2] + ',\n "files": {')
     pending: dict[str, str] = dict(run.get("pending") or {})
     separator = ""
 
-    def put(name: str) -> None:
+    def put(name: str, digest: str | None) -> None:
         nonlocal separator
-        out.write(f"{separator}\n  {json.dumps(name)}")
+        out.write(f"{separator}\n  {json.dumps(name)}: {json.dumps(digest)}")
         separator = ","
 
-    for name in run.get("files", ()):
-        put(name)
-    for run_id, name, intent in _journal_entries(directory):
+    for name, digest in run.get("files", {}).items():
+        put(name, digest)
+    for run_id, name, intent, digest in _journal_entries(directory):
         if run_id != run["id"]:
             continue
         if intent:
             pending[name] = intent
         else:
             pending.pop(name, None)
-            put(name)
-    out.write("\n ]")
+            put(name, digest)
+    out.write("\n }")
     if pending:
         out.write(',\n "pending": ' + json.dumps(pending))
     out.write("\n}")
@@ -162,13 +280,12 @@ def _write_streamed(run: dict, directory: str, out: TextIO) -> None:
 
 def _with_journal(run: dict, done: dict, intents: dict) -> dict:
     """``run`` with its journal lines folded in (see :func:`read_runs`)."""
-    extra = done.get(run.get("id"), [])
-    if extra:
-        run["files"] = list(dict.fromkeys([*run.get("files", []), *extra]))
-    pending = dict(run.get("pending") or {}) if isinstance(run.get("pending"), dict) else {}
+    files = dict(run.get("files") or {})
+    files.update(done.get(run.get("id"), {}))
+    run["files"] = files
+    pending = dict(run.get("pending") or {})
     pending.update(intents.get(run.get("id"), {}))
-    finished = set(run.get("files", []))
-    pending = {name: digest for name, digest in pending.items() if name not in finished}
+    pending = {name: digest for name, digest in pending.items() if name not in files}
     if pending:
         run["pending"] = pending
     else:
@@ -185,13 +302,24 @@ def file_digest(path: str | os.PathLike) -> str | None:
         return None
 
 
-def write_runs(directory: str, runs: list[dict]) -> str:
-    path = os.path.join(directory, RECORD_NAME)
-    data = {"labelfix_remap": 1, "runs": runs}
-    write_atomic(path, (json.dumps(data, indent=1) + "\n").encode("utf-8"))
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(os.path.join(directory, JOURNAL_NAME))  # folded into the record
+def write_runs(outlet: Outlet, runs: list[dict]) -> str:
+    """Write the record of ``outlet``'s directory whole (the journal folded in)."""
+    path = os.path.join(outlet.root, RECORD_NAME)
+    data = {"labelfix_remap": RECORD_FORMAT, "runs": [_clean(r) for r in runs]}
+    outlet.write(path, (json.dumps(data, indent=1) + "\n").encode("utf-8"))
+    outlet.delete_own(os.path.join(outlet.root, JOURNAL_NAME))  # folded into the record
     return path
+
+
+def set_aside(outlet: Outlet, paths: Iterable[str], *, when: str) -> list[str]:
+    """Move damaged record files out of the way (``--discard-record``): renamed, never
+    deleted; returns the new names."""
+    moved = []
+    for path in paths:
+        aside = f"{path}.damaged-{when.replace(':', '')}"
+        outlet.commit(path, aside)
+        moved.append(aside)
+    return moved
 
 
 def _ancestors(directory: str) -> Iterable[str]:
@@ -237,8 +365,11 @@ class Guard:
     in the output).
     """
 
-    def __init__(self, label_map: LabelMap, *, in_place: bool, force: bool):
+    def __init__(
+        self, label_map: LabelMap, *, in_place: bool, force: bool, discard_damaged: bool = False
+    ):
         self.label_map, self.in_place, self.force = label_map, in_place, force
+        self.discard_damaged = discard_damaged
         self.key = mapping_key(label_map.to_dict())
         self.files = self.hits = self.others = 0
         self.skipped: list[str] = []
@@ -261,8 +392,11 @@ class Guard:
         other: dict | None = None  # a run of another mapping that did
         for directory in directories:
             name = os.path.relpath(path, directory)
-            for run, names, pending in self._records[directory]:  # oldest first: latest wins
-                if name not in names and (name not in pending or pending[name] != digest()):
+            for run, files, pending in self._records[directory]:  # oldest first: latest wins
+                if name in files:
+                    if files[name] is not None and files[name] != digest():
+                        continue  # restored or changed since: not this run's output
+                elif name not in pending or pending[name] != digest():
                     continue
                 if _run_key(run) == self.key:
                     hit = run
@@ -306,8 +440,8 @@ class Guard:
             found = []
             if os.path.exists(os.path.join(directory, RECORD_NAME)):
                 found = [
-                    (r, frozenset(r.get("files", ())), r.get("pending") or {})
-                    for r in read_runs(directory)
+                    (r, r["files"], r.get("pending") or {})
+                    for r in read_runs(directory, discard_damaged=self.discard_damaged)
                 ]
             self._records[directory] = found
         return self._records[directory]
@@ -370,9 +504,16 @@ def _describe_record(run: dict) -> str:
 
 
 def journal(
-    job: FileJob, run_id: str | None, *, intent: str | None = None, durable: bool = False
+    outlet: Outlet,
+    job: FileJob,
+    run_id: str | None,
+    *,
+    intent: str | None = None,
+    digest: str | None = None,
+    durable: bool = False,
 ) -> None:
-    """Record one finished file, or with ``intent`` (a sha256) the content it is about to get.
+    """Record one finished file (with ``digest``, the sha256 it was given), or with ``intent``
+    the content it is about to get.
 
     One short append, so parallel workers do not interleave; ``durable`` syncs it to disk (an
     intent must be on disk before the rename it announces).
@@ -382,13 +523,8 @@ def journal(
     entry = {"run": run_id, "file": job.record_name}
     if intent is not None:
         entry["intent"] = intent
-    line = json.dumps(entry) + "\n"
-    fd = os.open(
-        os.path.join(job.record_root, JOURNAL_NAME), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644
+    elif digest is not None:
+        entry["sha256"] = digest
+    outlet.append(
+        os.path.join(job.record_root, JOURNAL_NAME), json.dumps(entry) + "\n", durable=durable
     )
-    try:
-        os.write(fd, line.encode("utf-8"))
-        if durable:
-            os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -5,9 +5,11 @@ written; :func:`run_remap` records the run, hands the files to worker processes
 (:func:`~labelfix.rewrite.apply.remap_file`) and folds their results into a :class:`RemapResult`;
 :func:`remap` does both.
 
-A run holds the lock (:mod:`labelfix.io.lock`) of every directory it records in for its whole
-length, so two runs never write the same files; once it holds them it reads the records again
-and removes the temporary files a killed run left in the directories it writes into.
+Every file goes through the door (:mod:`labelfix.io.door`): the run holds the lock of every
+directory it records in for its whole length, so two runs never write the same files; once it
+holds them it reads the records again (the door has removed the temporary files a killed run
+left there). Finishing the record is the commit point: a run interrupted after it has done its
+work (:class:`Interrupted` says which).
 
 >>> from labelfix.labels.presets import preset
 >>> result = remap(["gtFine/"], preset("cityscapes"), jobs=2)   # doctest: +SKIP
@@ -17,24 +19,32 @@ and removes the temporary files a killed run left in the directories it writes i
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import functools
 import os
-import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from labelfix._version import __version__
-from labelfix.io.atomic import remove_stale_temporaries
-from labelfix.io.lock import check_free, directory_lock
+from labelfix.io.atomic import deferred_signals
+from labelfix.io.door import Door, Outlet
+from labelfix.io.lock import check_free
 from labelfix.io.png import PNG_COMPRESS_LEVEL
 from labelfix.labels.labelmap import LabelMap
 from labelfix.parallel import ordered_map
 from labelfix.rewrite.apply import Rewrite, remap_file
 from labelfix.rewrite.jobs import FileResult, Target
 from labelfix.rewrite.plan import RemapPlan, plan_remap, recheck
-from labelfix.rewrite.record import finish_run, read_runs, write_runs
+from labelfix.rewrite.record import damaged, finish_run, read_runs, set_aside, write_runs
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM) during a run; ``finished`` when it came after the commit point (the
+    record was complete: nothing is left to do)."""
+
+    def __init__(self, *, finished: bool, in_place: bool):
+        super().__init__()
+        self.finished, self.in_place = finished, in_place
 
 
 @dataclass(frozen=True)
@@ -151,40 +161,65 @@ def run_remap(
     compress_level: int = PNG_COMPRESS_LEVEL,
     on_file: Callable[[FileResult], None] | None = None,
     on_note: Callable[[str], None] | None = None,
-    command: str = "remap",
 ) -> RemapResult:
     """Carry out ``plan`` over ``jobs`` processes and return the summary.
 
-    Unless it is a dry run, the run first takes the lock of every record directory (raising
-    :class:`~labelfix.io.lock.DirectoryLocked` when another run holds one), reads the records
-    again and removes stale temporary files; then every record directory gets the run (marked
-    incomplete); each worker notes each file it writes; at the end the run is marked complete.
-    ``on_file`` gets each file's result as it arrives, in input order; ``on_note`` each line
-    worth a warning (a lock taken over from a killed run), which the result's ``notes`` list
-    too. ``command`` is what the lock records.
+    Unless it is a dry run, the run first opens the door on every record directory (taking its
+    lock: :class:`~labelfix.io.lock.DirectoryLocked` when another run holds one), reads the
+    records again, then every record directory gets the run (marked incomplete); each worker
+    notes each file it writes; at the end the run is marked complete. ``on_file`` gets each
+    file's result as it arrives, in input order; ``on_note`` each line worth a warning (a lock
+    taken over from a killed run, a damaged record set aside), which the result's ``notes``
+    list too. Ctrl-C raises :class:`Interrupted`.
     """
     if dry_run:
-        return _run(plan, None, jobs, compress_level, on_file, 0, ())
-    roots = plan.record_roots
-    with contextlib.ExitStack() as stack:
-        notes = []
-        for root in sorted(roots, key=os.path.realpath):
-            held = stack.enter_context(directory_lock(root, command=command))
-            if held.note is not None:
-                notes.append(held.note)
-                if on_note is not None:
-                    on_note(held.note)
-        plan = recheck(plan)  # a run that ended while this one waited may have done some
-        written = sorted(set(plan.directories) - set(roots))
-        # another run locked a directory below a root, where this one writes too
-        check_free(_between(written, roots), inside=", ".join(roots))
-        stale = sum(remove_stale_temporaries(d) for d in (*roots, *written))
-        run_id = f"{_now()}-{uuid.uuid4().hex[:8]}"
-        for root in roots:
-            runs = read_runs(root)
-            runs.append(_run_record(plan, run_id))
-            write_runs(root, runs)
-        return _run(plan, run_id, jobs, compress_level, on_file, stale, tuple(notes), roots)
+        return _run(plan, None, jobs, compress_level, on_file, 0, (), {})
+    finished = [False]
+    try:
+        with Door(plan.rules) as door:
+            roots = sorted(plan.record_roots, key=os.path.realpath)
+            outlets = {root: door.outlet(root) for root in roots}
+            plan = recheck(plan)  # a run that ended while this one waited may have done some
+            written = sorted(set(plan.directories) - set(roots))
+            # another run locked a directory below a root, where this one writes too
+            check_free(_between(written, roots), inside=", ".join(roots))
+            door.sweep(written)
+            notes = list(door.notes)
+            for root, outlet in outlets.items():
+                if plan.discard_record:
+                    notes.extend(_set_aside(outlet))
+                runs = read_runs(root)
+                runs.append(_run_record(plan, door.run))
+                write_runs(outlet, runs)
+            if on_note is not None:
+                for note in notes:
+                    on_note(note)
+            door.start()
+
+            def commit(run_id: str) -> tuple[str, ...]:
+                with deferred_signals():
+                    manifests = _finish(plan, run_id, outlets)
+                    door.finish()
+                    finished[0] = True
+                return manifests
+
+            return _run(
+                plan, door.run, jobs, compress_level, on_file, door.stale, tuple(notes), outlets,
+                commit,
+            )  # fmt: skip
+    except KeyboardInterrupt:
+        raise Interrupted(finished=finished[0], in_place=plan.in_place) from None
+
+
+def _set_aside(outlet: Outlet) -> list[str]:
+    """Notes for the damaged record files of ``outlet``'s directory, moved out of the way."""
+    paths = damaged(outlet.root)
+    moved = set_aside(outlet, paths, when=_now())
+    return [
+        f"{path}: damaged; moved to {aside} (--discard-record): files an earlier run mapped "
+        "may be mapped again"
+        for path, aside in zip(paths, moved, strict=True)
+    ]
 
 
 def _between(directories: Sequence[str], roots: Sequence[str]) -> list[str]:
@@ -199,7 +234,9 @@ def _between(directories: Sequence[str], roots: Sequence[str]) -> list[str]:
     return list(found)
 
 
-def _run(plan, run_id, jobs, compress_level, on_file, stale, notes, roots=()) -> RemapResult:
+def _run(
+    plan, run_id, jobs, compress_level, on_file, stale, notes, outlets, commit=None
+) -> RemapResult:
     """Apply ``plan`` (``run_id`` None: a dry run), fold the results, finish the records."""
     rewrite = Rewrite(
         label_map=plan.label_map,
@@ -210,6 +247,7 @@ def _run(plan, run_id, jobs, compress_level, on_file, stale, notes, roots=()) ->
         dry_run=run_id is None,
         compress_level=compress_level,
         run_id=run_id,
+        outlets=outlets,
     )
     func = functools.partial(remap_file, rewrite=rewrite)
     tally = RemapTally()
@@ -217,16 +255,19 @@ def _run(plan, run_id, jobs, compress_level, on_file, stale, notes, roots=()) ->
         tally.add(result)
         if on_file is not None:
             on_file(result)
-    manifests = ()
-    if run_id is not None:
-        resumes = {}
-        for directory, resumed in plan.resumes:
-            resumes.setdefault(os.path.realpath(directory), set()).add(resumed)
-        manifests = tuple(
-            finish_run(root, run_id, when=_now(), resumed=resumes.get(os.path.realpath(root), ()))
-            for root in roots
-        )
+    manifests = commit(run_id) if commit is not None else ()
     return tally.result(plan, dry_run=run_id is None, manifests=manifests, stale=stale, notes=notes)
+
+
+def _finish(plan: RemapPlan, run_id: str, outlets: Mapping[str, Outlet]) -> tuple[str, ...]:
+    """Mark the run complete in every record (the interrupted runs it finished too)."""
+    resumes: dict[str, set[str]] = {}
+    for directory, resumed in plan.resumes:
+        resumes.setdefault(os.path.realpath(directory), set()).add(resumed)
+    return tuple(
+        finish_run(outlet, run_id, when=_now(), resumed=resumes.get(os.path.realpath(root), ()))
+        for root, outlet in outlets.items()
+    )
 
 
 def _run_record(plan: RemapPlan, run_id: str) -> dict:
@@ -330,7 +371,7 @@ def remap(
     """Plan and run a remap: :func:`~labelfix.rewrite.plan.plan_remap` then :func:`run_remap`.
 
     ``plan_options`` (``output``, ``in_place``, ``fmt``, ``keep_palette``, ``glob``, ``force``,
-    ``repair``, ``colours``, ``suffix``, ``suffixes``) go to the plan.
+    ``repair``, ``colours``, ``suffix``, ``suffixes``, ``discard_record``) go to the plan.
     """
     plan = plan_remap(paths, label_map, **plan_options)
     return run_remap(

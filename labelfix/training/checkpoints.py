@@ -33,10 +33,10 @@ KEEP = 3
 class Checkpoints:
     """Save and restore ``model``, ``optimizer``, the epoch and the history under ``directory``."""
 
-    def __init__(self, directory: Path, model: Any, optimizer: Any, run: RunConfig):
+    def __init__(self, directory: Path, model: Any, optimizer: Any, run: RunConfig, *, outlet):
         import tensorflow as tf
 
-        self.directory, self.run = Path(directory), run
+        self.directory, self.run, self.outlet = Path(directory), run, outlet
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self.history = tf.Variable("[]", dtype=tf.string, trainable=False, name="history")
         self.checkpoint = tf.train.Checkpoint(
@@ -51,12 +51,13 @@ class Checkpoints:
         return self.directory / "run.json"
 
     def save(self, epoch: int, history: list[EpochStats]) -> str:
-        """Write the checkpoint of ``epoch`` (and ``run.json``); returns its path prefix."""
-        from labelfix.io.atomic import write_atomic
+        """Write the checkpoint of ``epoch`` (and ``run.json``); returns its path prefix.
 
-        self.directory.mkdir(parents=True, exist_ok=True)
+        TensorFlow writes the checkpoint files itself, into the directory the run's door gave;
+        ``run.json`` goes through the door."""
         settings = {key: _jsonable(getattr(self.run, key)) for key in RunConfig.MODEL_KEYS}
-        write_atomic(self.settings_path, (json.dumps(settings, indent=2) + "\n").encode())
+        data = (json.dumps(settings, indent=2) + "\n").encode()
+        self.outlet.write(str(self.settings_path), data)
         self.epoch.assign(epoch)
         self.history.assign(json.dumps([asdict(s) for s in history]))
         return self.manager.save(checkpoint_number=epoch)

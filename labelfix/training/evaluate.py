@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from labelfix.errors import LabelfixError, MissingExtra
+from labelfix.io.door import Door, Outlet, Rules
 from labelfix.labels import IGNORE_AS
 from labelfix.metrics import iou_per_class, mean_iou, pixel_accuracy
 
@@ -200,9 +201,9 @@ def confusion_csv(report: EvaluationReport) -> str:
     return buffer.getvalue()
 
 
-def plot_confusion(report: EvaluationReport, path: str | os.PathLike) -> Path:
-    """A heat map PNG of the matrix normalised per row (each true class sums to 1), class
-    names on both axes, the percentages written in the cells when there are few classes.
+def plot_confusion(report: EvaluationReport) -> bytes:
+    """A heat map PNG (its bytes) of the matrix normalised per row (each true class sums to
+    1), class names on both axes, the percentages written in the cells when there are few classes.
 
     Raises:
         MissingExtra: matplotlib is not installed.
@@ -235,28 +236,40 @@ def plot_confusion(report: EvaluationReport, path: str | os.PathLike) -> Path:
                 colour = "white" if value > 0.5 else "black"
                 ax.text(j, i, f"{100 * value:.0f}", ha="center", va="center", color=colour)
         fig.tight_layout()
-        fig.savefig(path)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png")
     finally:
         plt.close(fig)
-    return Path(path)
+    return buffer.getvalue()
 
 
-def write_outputs(report: EvaluationReport, directory: str | os.PathLike) -> dict[str, Any]:
+#: The files :func:`write_outputs` writes.
+OUTPUT_NAMES = {"csv": "confusion.csv", "png": "confusion.png", "json": "report.json"}
+
+
+def write_outputs(
+    report: EvaluationReport, directory: str | os.PathLike | Outlet
+) -> dict[str, Any]:
     """``confusion.csv``, ``confusion.png`` (skipped without matplotlib) and ``report.json``
-    in ``directory``; returns ``{"csv": path, "png": path or None, "json": path,
-    "note": why the PNG is missing or None}``."""
+    in ``directory`` (or an outlet of the run's door, :mod:`labelfix.io.door`, which never
+    writes over the run's inputs nor over files labelfix did not write); returns ``{"csv":
+    path, "png": path or None, "json": path, "note": why the PNG is missing or None}``."""
+    if not isinstance(directory, Outlet):
+        with Door(Rules.of("evaluate")) as door:
+            return write_outputs(report, door.outlet(directory))
     import json
 
-    from labelfix.io.atomic import write_atomic
-
-    out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
-    written: dict[str, Any] = {"csv": out / "confusion.csv", "png": None, "note": None}
-    write_atomic(written["csv"], confusion_csv(report).encode())
+    outlet = directory
+    out = Path(outlet.root)
+    written: dict[str, Any] = {k: out / name for k, name in OUTPUT_NAMES.items()}
+    written.update(png=None, note=None)
+    outlet.write(str(written["csv"]), confusion_csv(report).encode())
     try:
-        written["png"] = plot_confusion(report, out / "confusion.png")
+        picture = plot_confusion(report)
     except MissingExtra as err:
         written["note"] = str(err)
-    written["json"] = out / "report.json"
-    write_atomic(written["json"], (json.dumps(report.to_dict(), indent=2) + "\n").encode())
+    else:
+        written["png"] = Path(outlet.write(str(out / OUTPUT_NAMES["png"]), picture))
+    data = (json.dumps(report.to_dict(), indent=2) + "\n").encode()
+    outlet.write(str(written["json"]), data)
     return written

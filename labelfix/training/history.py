@@ -158,10 +158,8 @@ def history_record(run: RunConfig, history: Sequence[EpochStats]) -> dict[str, A
     }
 
 
-def write_history(path: Path, run: RunConfig, history: Sequence[EpochStats]) -> Path:
-    """Write ``history.json`` atomically (it is rewritten after every epoch)."""
-    from labelfix.io.atomic import write_atomic
-
+def write_history(outlet, path: Path, run: RunConfig, history: Sequence[EpochStats]) -> Path:
+    """Write ``history.json`` through the run's door (it is rewritten after every epoch)."""
     text = json.dumps(history_record(run, history), indent=2) + "\n"
-    write_atomic(path, text.encode())
+    outlet.write(str(path), text.encode())
     return path

@@ -42,6 +42,8 @@ import numpy as np
 import tensorflow as tf
 
 from labelfix.errors import LabelfixError
+from labelfix.io.door import Door, Outlet, Rules
+from labelfix.io.inputs import watch_inputs
 from labelfix.labels import IGNORE_AS
 from labelfix.labels.weights import median_frequency_weights
 from labelfix.metrics import iou_per_class, mean_iou, pixel_accuracy
@@ -100,11 +102,12 @@ class _Trainer:
 
 @dataclass(frozen=True)
 class _Outputs:
-    """Where a run writes (all None without ``output``)."""
+    """Where a run writes (all None without ``output``), through the door's outlet."""
 
     directory: Path | None
     checkpoints: Checkpoints | None
     summaries: Summaries | None
+    outlet: Outlet | None = None
 
 
 def train(
@@ -197,6 +200,7 @@ def train(
         raise ValueError("resume=True continues from the checkpoint: it takes no weights")
     if not resume:
         _refuse_earlier_run(output)
+    watch_inputs([data_dir])  # records being written, or rewritten, stop the run now
     strategy = _strategy(devices, batch_size=batch_size, seed=seed)
     source = _read(
         dataset,
@@ -231,18 +235,33 @@ def train(
     model, optimizer = _build(strategy, run, learning_rate=learning_rate)
     if weights is not None:
         load_weights(model, weights)
-    outputs = _outputs(output, model, optimizer, run, validation=source.val_dataset is not None)
+    door = Door(Rules.of("train", inputs=[data_dir, weights]))
+    with door:
+        outlet = door.outlet(output) if output is not None else None
+        outputs = _outputs(outlet, model, optimizer, run, validation=source.val_dataset is not None)
+        return _train_epochs(
+            outputs, model, optimizer, run, source, strategy, resume, epochs, report,
+            dict(crop_size=crop_size, scale_range=scale_range, flip=flip, seed=seed),
+            dict(label_smoothing=label_smoothing, jit_compile=jit_compile),
+        )  # fmt: skip
+
+
+def _train_epochs(
+    outputs, model, optimizer, run, source, strategy, resume, epochs, report, augmentation,
+    step_options,
+) -> TrainResult:  # fmt: skip
+    """Restore (``resume``), then train epoch after epoch, recording each; the result."""
     done, history = outputs.checkpoints.restore() if resume else (0, [])
-    augmentation = dict(crop_size=crop_size, scale_range=scale_range, flip=flip)
+    seed = augmentation["seed"]
     augmentation["seed"] = seed if seed is None or not done else seed + 7919 * done
     batches = _batches(strategy, source, run, **augmentation)
-    trainer = _trainer(model, optimizer, strategy, run, label_smoothing, jit_compile)
+    trainer = _trainer(model, optimizer, strategy, run, **step_options)
     report(
         Progress(
             "start",
             done,
             epochs,
-            steps=steps_per_epoch,
+            steps=run.steps_per_epoch,
             devices=run.devices,
             precision=run.precision,
         )
@@ -482,20 +501,24 @@ def _trainer(
 
 
 def _outputs(
-    output: str | os.PathLike | None,
+    outlet: Outlet | None,
     model: keras.Model,
     optimizer: keras.optimizers.Optimizer,
     run: RunConfig,
     *,
     validation: bool,
 ) -> _Outputs:
-    if output is None:
+    """Checkpoints and summaries in directories the door gives (under the outlet's root)."""
+    if outlet is None:
         return _Outputs(None, None, None)
-    directory = Path(output)
+    directory = Path(outlet.root)
+    checkpoints = Path(outlet.directory(os.path.join(outlet.root, "checkpoints")))
+    logs = Path(outlet.directory(os.path.join(outlet.root, "logs")))
     return _Outputs(
         directory,
-        Checkpoints(directory / "checkpoints", model, optimizer, run),
-        Summaries(directory / "logs", class_names=run.class_names, validation=validation),
+        Checkpoints(checkpoints, model, optimizer, run, outlet=outlet),
+        Summaries(logs, class_names=run.class_names, validation=validation),
+        outlet,
     )
 
 
@@ -569,7 +592,7 @@ def _record_epoch(outputs: _Outputs, run: RunConfig, history: list[EpochStats]) 
         return
     outputs.summaries.write(history[-1])
     outputs.checkpoints.save(history[-1].epoch, history)
-    write_history(outputs.directory / "history.json", run, history)
+    write_history(outputs.outlet, outputs.directory / "history.json", run, history)
 
 
 def _finish(
@@ -583,10 +606,12 @@ def _finish(
     """Save ``model.keras`` and ``history.json`` (unless no output); the result."""
     model_path = history_path = None
     if outputs.directory is not None:
-        outputs.directory.mkdir(parents=True, exist_ok=True)
         model_path = outputs.directory / "model.keras"
-        model.save(model_path)
-        history_path = write_history(outputs.directory / "history.json", run, history)
+        with outputs.outlet.staged(str(model_path)) as staged:
+            model.save(staged)
+        history_path = write_history(
+            outputs.outlet, outputs.directory / "history.json", run, history
+        )
     return TrainResult(
         history=tuple(history),
         devices=run.devices,

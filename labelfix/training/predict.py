@@ -25,11 +25,11 @@ from typing import Any
 import numpy as np
 
 from labelfix.errors import LabelfixError
+from labelfix.io.door import Door, Outlet, Rules
 
 __all__ = [
     "FORMATS",
     "IMAGE_SUFFIXES",
-    "RECORD_NAME",
     "PredictResult",
     "find_images",
     "mask_path",
@@ -41,9 +41,6 @@ __all__ = [
 FORMATS = ("png", "npy")
 #: Files taken as images (what ``tf.io.decode_image`` decodes).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
-#: The list of masks ``predict`` wrote into an output directory: those (and only those) a later
-#: run may replace.
-RECORD_NAME = ".labelfix-predict.json"
 
 
 @dataclass(frozen=True)
@@ -81,18 +78,16 @@ def mask_path(output: Path, relpath: str, fmt: str) -> Path:
     return output / Path(relpath).with_suffix(f".{fmt}")
 
 
-def plan_masks(
-    output: Path, files: Sequence[tuple[str, str]], fmt: str, *, overwrite: bool = False
-) -> list[Path]:
+def plan_masks(outlet: Outlet, files: Sequence[tuple[str, str]], fmt: str) -> list[Path]:
     """The mask path of each image, checked before anything is predicted.
 
     Raises:
-        LabelfixError: two images would write one mask (``a.jpg`` and ``a.png``); a mask would
-            replace one of the images; or a mask would replace a file that no earlier
-            ``predict`` wrote into ``output`` (ground truth, say) unless ``overwrite``.
-
-    A hostile-user pass found all three losing data silently.
+        LabelfixError: two images would write one mask (``a.jpg`` and ``a.png``).
+        Refused: a mask would replace one of the images, land among them, or replace a file
+            labelfix did not write (ground truth, say) unless the door's rules allow
+            overwriting (see :mod:`labelfix.io.door`).
     """
+    output = Path(outlet.root)
     targets = [mask_path(output, rel, fmt) for rel, _ in files]
     seen: dict[Path, str] = {}
     for target, (_, path) in zip(targets, files, strict=True):
@@ -102,58 +97,19 @@ def plan_masks(
                 "or predict them into separate directories"
             )
         seen[target] = path
-    images = {os.path.realpath(path): path for _, path in files}
-    written = set() if overwrite else _written_before(output)
-    for target in targets:
-        if not os.path.lexists(target):
-            continue
-        if os.path.realpath(target) in images:
-            raise LabelfixError(
-                f"{target} is one of the images: its mask would replace it; choose another "
-                "--output directory"
-            )
-        if not overwrite and target.relative_to(output).as_posix() not in written:
-            raise LabelfixError(
-                f"{target} already exists and no earlier labelfix predict wrote it: choose a new "
-                "--output directory, move the file away, or pass --overwrite"
-            )
+        outlet.check(str(target))
     return targets
-
-
-def _written_before(output: Path) -> set[str]:
-    import json
-
-    try:
-        data = json.loads((output / RECORD_NAME).read_text(encoding="utf-8"))
-        return {str(name) for name in data.get("masks", [])}
-    except (OSError, ValueError, AttributeError, TypeError):
-        return set()
-
-
-def _record_written(output: Path, targets: Sequence[Path]) -> None:
-    """Add ``targets`` to the output's record (atomically), so a rerun may replace them."""
-    import json
-
-    from labelfix.io.atomic import write_atomic
-
-    names = _written_before(output) | {t.relative_to(output).as_posix() for t in targets}
-    text = json.dumps({"labelfix_predict": 1, "masks": sorted(names)}, indent=1) + "\n"
-    output.mkdir(parents=True, exist_ok=True)
-    write_atomic(output / RECORD_NAME, text.encode("utf-8"))
 
 
 def encode_mask(prediction: np.ndarray, fmt: str, palette: bytes | None) -> bytes:
     """The file bytes of one predicted mask (class ids ``0..C-1``)."""
-    import io
-
+    from labelfix.io.masks import encode_npy
     from labelfix.io.png import encode_png
 
     top = int(prediction.max()) if prediction.size else 0
     if fmt == "npy":
         dtype = np.uint8 if top <= 0xFF else np.uint16
-        buffer = io.BytesIO()
-        np.save(buffer, prediction.astype(dtype))  # range checked just above
-        return buffer.getvalue()
+        return encode_npy(prediction.astype(dtype))  # range checked just above
     if palette is not None and top <= 0xFF:
         return encode_png(prediction.astype(np.uint8), bits=8, palette=palette)
     return encode_png(prediction.astype(np.uint16 if top > 0xFF else np.uint8))
@@ -189,20 +145,18 @@ def predict(
 
     ``model``: a ``keras.Model`` or a ``.keras`` path. ``manifest`` (a split's, from
     ``labelfix.records.manifest.read_manifest``): its ``num_classes`` must match the model's,
-    and its ``palette``, if any, colours the PNGs. Masks replace only files an earlier
-    ``predict`` wrote into ``output`` (listed in its ``.labelfix-predict.json``) unless
-    ``overwrite`` (see :func:`plan_masks`).
+    and its ``palette``, if any, colours the PNGs. Masks replace only files labelfix wrote
+    into ``output`` (its ledger says so, :mod:`labelfix.io.door`) unless ``overwrite``, and
+    never the images (see :func:`plan_masks`).
     """
-    import tensorflow as tf
-
-    from labelfix.io.atomic import write_atomic
     from labelfix.training.evaluate import load_model
-    from labelfix.training.inference import input_multiple, predict_batches, scored_classes
-    from labelfix.training.pipelines import prediction_pipeline
+    from labelfix.training.inference import scored_classes
 
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
+    inputs = [images]
     if isinstance(model, (str, os.PathLike)):
+        inputs.append(model)
         model = load_model(model)
     num_classes = scored_classes(model)  # 2 for one sigmoid channel (a --binary model)
     if manifest is not None and int(manifest["num_classes"]) != num_classes:
@@ -213,18 +167,29 @@ def predict(
     palette, palette_kind = palette_for(manifest, num_classes) if fmt == "png" else (None, "none")
     files = find_images(images)
     out = Path(output)
-    targets = plan_masks(out, files, fmt, overwrite=overwrite)
+    with Door(Rules.of("predict", inputs=inputs, overwrite=overwrite)) as door:
+        outlet = door.outlet(out)
+        targets = plan_masks(outlet, files, fmt)
+        written = _predict_into(outlet, model, files, targets, fmt, palette, batch_size, on_image)
+    return PredictResult(out, tuple(written), fmt, num_classes, palette_kind)
+
+
+def _predict_into(outlet, model, files, targets, fmt, palette, batch_size, on_image) -> list:
+    """Predict every image and write its mask through ``outlet``; the masks, in input order."""
+    import tensorflow as tf
+
+    from labelfix.training.inference import input_multiple, predict_batches
+    from labelfix.training.pipelines import prediction_pipeline
+
     paths = tf.constant([path for _, path in files])
     dataset = tf.data.Dataset.from_tensor_slices((paths, tf.range(len(files), dtype=tf.int64)))
     dataset = dataset.map(_decode, num_parallel_calls=tf.data.AUTOTUNE)
     batches = prediction_pipeline(dataset, batch_size=batch_size, multiple=input_multiple(model))
-    _record_written(out, targets)  # before the first mask: an interrupted run's are its own
     written = []
     try:
         for key, prediction in predict_batches(model, batches):
             target = targets[int(key)]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(target, encode_mask(prediction, fmt, palette))
+            outlet.write(str(target), encode_mask(prediction, fmt, palette))
             written.append(target)
             if on_image is not None:
                 on_image(1)
@@ -232,7 +197,7 @@ def predict(
         raise LabelfixError(_undecodable([path for _, path in files])) from None
     order = {target: i for i, target in enumerate(targets)}
     written.sort(key=order.__getitem__)
-    return PredictResult(out, tuple(written), fmt, num_classes, palette_kind)
+    return written
 
 
 def _decode(path: Any, key: Any) -> tuple[Any, Any]:

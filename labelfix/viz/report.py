@@ -29,7 +29,6 @@ from labelfix._version import __version__
 from labelfix.checks.scan import FileReport
 from labelfix.checks.stats import DatasetStats, unused_ignore_message
 from labelfix.errors import LabelfixError, MissingExtra
-from labelfix.io.atomic import write_atomic
 from labelfix.io.masks import KINDS, read_mask
 from labelfix.labels.colormap import ColourPolicy
 from labelfix.viz.colours import HATCH, ClassColours, class_colours
@@ -122,11 +121,6 @@ def html_report(
         "</body></html>",
     ]
     return "\n".join(p for p in parts if p)
-
-
-def write_report(path: str | os.PathLike, text: str) -> None:
-    """Write the report atomically (:func:`labelfix.io.atomic.write_atomic`)."""
-    write_atomic(path, text.encode("utf-8"))
 
 
 # ----------------------------------------------------------------------------- pieces
