@@ -16,7 +16,6 @@ from click.testing import CliRunner
 from labelfix.cli import main
 from labelfix.io.door import Door, Outlet, Refused, Rules, StagedFile, is_reserved
 from labelfix.io.ledger import LEDGER_NAME, Ledger, LedgerDamaged
-from labelfix.io.lock import DirectoryLocked
 from labelfix.io.masks import read_mask
 
 from conftest import save_png, voc_mask

@@ -8,8 +8,6 @@ from pathlib import Path
 
 import pytest
 
-import gzip
-
 from labelfix.records.framing import CorruptRecord, read_records, write_record
 
 RECORDS = [b"", b"a", b"hello" * 1000, bytes(range(256)) * 300]
@@ -19,12 +17,11 @@ def test_records_equal_tensorflows_bytes_and_read_back_both_ways(tmp_path: Path)
     tf = pytest.importorskip("tensorflow")
     for compression, tf_name in (("none", ""), ("gzip", "GZIP")):
         ours, theirs = tmp_path / f"ours.{compression}", tmp_path / f"tf.{compression}"
-        opened = (
+        with (
             gzip.GzipFile(ours, "wb", compresslevel=6, mtime=0)
             if compression == "gzip"
             else open(ours, "wb")
-        )
-        with opened as fh:
+        ) as fh:
             for record in RECORDS:
                 write_record(fh, record)
         with tf.io.TFRecordWriter(str(theirs), tf.io.TFRecordOptions(tf_name)) as writer:

@@ -130,7 +130,7 @@ def test_a_half_rewritten_directory_is_refused_by_every_reader(
 
 
 def test_finishing_the_interrupted_run_lets_the_readers_in(half_rewritten, tmp_path):
-    img, gt = half_rewritten
+    _img, gt = half_rewritten
     again = cli("remap", "--preset", "cityscapes", "--in-place", gt)
     assert again.exit_code == 0, again.output
     assert json.loads((gt / IN_PLACE_NAME).read_text())["state"] == "finished"
@@ -183,7 +183,7 @@ def test_an_in_place_run_during_the_read_stops_the_publish(tmp_path, monkeypatch
 
 
 def test_a_run_writing_into_a_directory_read_is_refused(tmp_path):
-    img, gt = dataset(tmp_path)
+    _img, gt = dataset(tmp_path)
     with OtherRun(gt / "a", in_place=False):  # another run writes its outputs among these masks
         result = cli("stats", gt)
     assert result.exit_code == 1
@@ -191,7 +191,7 @@ def test_a_run_writing_into_a_directory_read_is_refused(tmp_path):
 
 
 def test_a_damaged_in_place_mark_is_named(tmp_path):
-    img, gt = dataset(tmp_path)
+    _img, gt = dataset(tmp_path)
     (gt / IN_PLACE_NAME).write_text('{"state": "runn')
     result = cli("validate", gt, "-n", "34")
     assert result.exit_code == 1

@@ -20,11 +20,11 @@ from PIL import Image
 
 from labelfix.cli import main
 from labelfix.errors import LabelfixError
+from labelfix.io import door as door_module
 from labelfix.io import fs
 from labelfix.io.atomic import deferred_signals
 from labelfix.io.images import AmbiguousImage, find_image, find_images
 from labelfix.labels.labelmap import LabelMap
-from labelfix.io import door as door_module
 from labelfix.records.manifest import read_manifest
 from labelfix.records.pairing import DatasetProblems
 from labelfix.records.verify import verify_dataset

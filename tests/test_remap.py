@@ -487,7 +487,7 @@ def test_ctrl_c_in_the_command_exits_130_without_a_traceback(tmp_path, monkeypat
 
 def test_plan_errors_are_usage_errors(masks, tmp_path):
     lm = LabelMap(ignore=(255,), out=0)
-    with pytest.raises(Refused, match="is the input .*outside the inputs, or use --in-place"):
+    with pytest.raises(Refused, match=r"is the input .*outside the inputs, or use --in-place"):
         plan_remap([masks / "a" / "0001.png"], lm, output=masks / "a")
     with pytest.raises(RemapUsageError, match="is given twice"):
         plan_remap([masks / "a", masks / "a"], lm, output=tmp_path / "o")
