@@ -17,8 +17,8 @@ import pytest
 from click.testing import CliRunner
 
 from labelfix.cli import main
-from labelfix.io.door import IN_PLACE_NAME
 from labelfix.io.inputs import InputsBusy, watch_inputs
+from labelfix.io.marks import IN_PLACE_NAME
 
 from conftest import save_png
 

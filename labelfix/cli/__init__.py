@@ -46,7 +46,7 @@ class LazyGroup(click.Group):
         """Record the command line (for the marks an in-place run leaves), then run it."""
         import sys
 
-        from labelfix.io.door import set_command_line
+        from labelfix.io.marks import set_command_line
 
         set_command_line(list(args) if args is not None else sys.argv[1:])
         return super().main(args, *rest, **kwargs)

@@ -255,9 +255,11 @@ def write_atomic(path: str | os.PathLike, data: bytes, *, durable: bool = False)
             os.unlink(tmp)
 
 
-def copy_atomic(source: str | os.PathLike, destination: str | os.PathLike) -> None:
+def copy_atomic(
+    source: str | os.PathLike, destination: str | os.PathLike, *, durable: bool = False
+) -> None:
     """Copy a local file to ``destination`` through a temporary name."""
-    with atomic_path(destination) as tmp:
+    with atomic_path(destination, durable=durable) as tmp:
         shutil.copyfile(source, tmp)
 
 

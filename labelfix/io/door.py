@@ -19,7 +19,7 @@ write, copy, rename into place and removal is a method of the outlet, which appl
 4. **Whole or not at all.** Files are written under a temporary name and renamed into place
    (:mod:`labelfix.io.atomic`); errors name the final path.
 5. **In place, announced.** A run that rewrites its inputs in place marks the directory
-   (``.labelfix-inplace.json``) until it finishes, so that readers can tell a directory being
+   (:mod:`labelfix.io.marks`) until it finishes, so that readers can tell a directory being
    rewritten, or left half-rewritten, from a clean one (:mod:`labelfix.io.inputs`).
 
 Worker processes get outlets by pickling: they write and record, the launching process holds
@@ -38,14 +38,9 @@ labelfix.io.door.Refused: .../masks is the input .../masks, which this `labelfix
 from __future__ import annotations
 
 import contextlib
-import datetime
 import hashlib
 import io
-import json
 import os
-import shutil
-import socket
-import sys
 import tempfile
 import uuid
 from collections.abc import Iterable, Iterator
@@ -57,18 +52,17 @@ from labelfix.io.atomic import (
     STAGING_PATTERN,
     STAGING_PREFIX,
     TMP_SUFFIX,
-    atomic_path,
+    copy_atomic,
     deferred_signals,
     move_into_place,
     remove_stale_temporaries,
     temporary_name,
     writable_target,
+    write_atomic,
 )
 from labelfix.io.ledger import LEDGER_NAME, Ledger, sha256_file
 from labelfix.io.lock import check_free, directory_lock
-
-#: The mark of a directory whose files a run is rewriting in place (see :mod:`.inputs`).
-IN_PLACE_NAME = ".labelfix-inplace.json"
+from labelfix.io.marks import mark_in_place, now
 
 
 class Refused(UsageError):
@@ -83,10 +77,6 @@ is_reserved("a.png")
     (True, True, False)
     """
     return name.startswith(".") and "labelfix" in name
-
-
-def now() -> str:
-    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
 def new_run_id() -> str:
@@ -338,11 +328,7 @@ class Outlet:
         final = self.check(target)
         self._prepare(target)
         self._record(target, hashlib.sha256(data).hexdigest())
-        if self.remote:
-            _upload(target, data)
-            return target
-        with atomic_path(final, durable=durable) as tmp, open(tmp, "wb") as fh:
-            fh.write(data)
+        write_atomic(final, data, durable=durable)
         return target
 
     def copy(self, source: str, target: str, *, durable: bool = False) -> str:
@@ -354,8 +340,7 @@ class Outlet:
         if digest is None:
             raise OSError(2, "cannot read the file to copy", source)
         self._record(target, digest)
-        with atomic_path(final, durable=durable) as tmp:
-            shutil.copyfile(source, tmp)
+        copy_atomic(source, final, durable=durable)
         return target
 
     def create(self, target: str, *, check: bool = True) -> StagedFile:
@@ -542,17 +527,6 @@ def open_private(path: str):
     return fs.open(path, "wb")
 
 
-def _upload(target: str, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".labelfix-", suffix=TMP_SUFFIX)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        move_into_place(tmp, target)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-
-
 # ----------------------------------------------------------------------------- the door
 
 
@@ -667,63 +641,3 @@ class Door:
 def _remove_if_empty(directory: str) -> None:
     with contextlib.suppress(OSError):
         os.rmdir(directory)
-
-
-# ----------------------------------------------------------------------------- in place
-
-
-def mark_in_place(directory: str, *, run: str, command: str, done: bool = False) -> None:
-    """Write ``directory``'s in-place mark: being rewritten by ``run``, or (``done``) finished."""
-    path = os.path.join(directory, IN_PLACE_NAME)
-    mark = read_in_place(directory) if done else None
-    if mark is None or mark.get("run") != run:
-        mark = {
-            "run": run,
-            "command": command,
-            "argv": _argv(),
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "started": now(),
-        }
-    mark["state"] = "finished" if done else "running"
-    if done:
-        mark["finished"] = now()
-    from labelfix.io.atomic import write_atomic
-
-    write_atomic(path, (json.dumps(mark, indent=1) + "\n").encode("utf-8"), durable=True)
-
-
-def read_in_place(directory: str) -> dict | None:
-    """``directory``'s in-place mark (None when there is none); a damaged one reads as a run
-    that did not finish (``{"state": "damaged"}``)."""
-    path = os.path.join(directory, IN_PLACE_NAME)
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read(1 << 16)
-    except FileNotFoundError:
-        return None
-    except OSError:
-        return {"state": "damaged"}
-    try:
-        mark = json.loads(data)
-    except (ValueError, RecursionError):
-        return {"state": "damaged"}
-    return mark if isinstance(mark, dict) else {"state": "damaged"}
-
-
-#: The command line of this process's labelfix command, as :func:`set_command_line` recorded it.
-_COMMAND_LINE: list[str] | None = None
-
-
-def set_command_line(args: Iterable[str]) -> None:
-    """Record the ``labelfix ...`` command line being run (the CLI does, once), so that an
-    in-place mark can say which command finishes an interrupted run."""
-    global _COMMAND_LINE
-    _COMMAND_LINE = ["labelfix", *args]
-
-
-def _argv() -> str:
-    import shlex
-
-    args = _COMMAND_LINE if _COMMAND_LINE is not None else list(sys.argv)
-    return " ".join(shlex.quote(a) for a in args)

@@ -5,7 +5,7 @@ left half-rewritten, rather than report on (or pack into records) a mix of old a
 above it and below it) before the command reads them, and :meth:`InputWatch.confirm` looks
 again once it has read them (before it publishes anything):
 
-* a directory marked as being rewritten in place (:data:`labelfix.io.door.IN_PLACE_NAME`) by a
+* a directory marked as being rewritten in place (:mod:`labelfix.io.marks`) by a
   run that is still alive: :class:`InputsBusy` (wait for it);
 * the same mark left by a run that was killed: the masks are half-rewritten; the message names
   the command that finishes the job;
@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 
 from labelfix.errors import LabelfixError
 from labelfix.io import fs
-from labelfix.io.door import IN_PLACE_NAME, read_in_place
 from labelfix.io.lock import LOCK_NAME, describe_holder, holder
+from labelfix.io.marks import IN_PLACE_NAME, read_in_place
 
 
 class InputsBusy(LabelfixError):

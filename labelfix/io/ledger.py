@@ -34,6 +34,7 @@ import re
 
 from labelfix.errors import LabelfixError
 from labelfix.io import fs
+from labelfix.io.atomic import write_atomic
 
 #: The ledger kept in every directory labelfix writes into.
 LEDGER_NAME = ".labelfix-written"
@@ -193,8 +194,6 @@ class Ledger:
         self._entries, self._lines = entries, lines
 
     def _write(self, entries: dict[str, list[str]]) -> None:
-        from labelfix.io.atomic import write_atomic
-
         lines = [json.dumps(_HEADER)]
         for name, digests in sorted(entries.items()):
             lines.extend(json.dumps({"file": name, "sha256": d}) for d in digests)
