@@ -67,15 +67,23 @@ def test_repair_nearest_and_ignore_golden():
         repair(a, num_classes=3, strategy="ignore")
 
 
-def test_repair_of_a_clean_mask_changes_next_to_nothing():
+def test_repair_of_a_clean_mask_without_a_lossy_signature_changes_nothing():
+    """Regression (issue 21): on lossless masks with no lossy signature, repair changed
+    hand-drawn detail (161 px of labelme's clean masks). Now such a mask keeps its specks and
+    fringe values unless asked (``all_masks``), and the result says how many it left."""
     rng = np.random.default_rng(0)
     _, clean = shapes_sample(rng, height=64, width=80, num_classes=5, void=255)
     result = repair(clean, num_classes=5, ignore=(255,))
-    # only the 1-px tips where a disc's void ring pinches off are specks: 6 of 5,120 pixels
-    assert result.changed == 6
-    without_specks = repair(clean, num_classes=5, ignore=(255,), min_support=0)
+    # the 1-px tips where a disc's void ring pinches off are specks: 6 of 5,120 pixels
+    assert (result.changed, result.held, result.signature) == (0, 6, None)
+    np.testing.assert_array_equal(result.labels, clean)
+    asked = repair(clean, num_classes=5, ignore=(255,), all_masks=True)
+    assert (asked.changed, asked.held) == (6, 0)
+    without_specks = repair(clean, num_classes=5, ignore=(255,), min_support=0, all_masks=True)
     assert without_specks.changed == 0
     np.testing.assert_array_equal(without_specks.labels, clean)
+    # read from a JPEG file, the same mask has a signature: its specks are repaired
+    assert repair(clean, num_classes=5, ignore=(255,), jpeg=True).changed == 6
 
 
 @pytest.mark.parametrize("seed", [3, 4, 5])
@@ -153,7 +161,7 @@ def test_repair_cli_jpeg_masks_to_output_dir_reports_per_file(tmp_path):
 
 
 def test_repair_cli_in_place_ignore_strategy_and_dry_run(tmp_path):
-    a = np.zeros((6, 6), np.uint8)
+    a = np.zeros((12, 12), np.uint8)
     a[2:4, 2:4] = 99
     path = save_png(tmp_path / "m" / "a.png", a)
     runner = CliRunner()
@@ -207,7 +215,10 @@ def test_repair_of_a_mask_with_nowhere_to_send_its_strays_fails_that_file_not_th
     stray = halves.copy()
     stray[7, 7] = 50
     save_png(tmp_path / "z" / "b.png", stray)
-    result = CliRunner().invoke(main, ["repair", "-n", "3", str(tmp_path / "z"), "-j", "1"])
+    # --max-absorbed 1: a.png is one region of a value that is no class, which is refused too
+    result = CliRunner().invoke(
+        main, ["repair", "-n", "3", str(tmp_path / "z"), "-j", "1", "--max-absorbed", "1"]
+    )
     assert result.exit_code == 1
     assert "Traceback" not in result.output
     assert (
