@@ -334,10 +334,17 @@ def read_label_mask(
 def _transparent_reason(alpha: np.ndarray, transparent: np.ndarray) -> str:
     """``1,200 transparent pixels (alpha 0), first at y=0 x=3: ...`` (see ColourPolicy)."""
     y, x = divmod(int(np.argmax(transparent)), transparent.shape[1])
-    partly = int(np.count_nonzero(alpha < 255)) - int(np.count_nonzero(transparent))
-    also = f"; {partly:,} partly transparent pixels are read by their colour" if partly else ""
+    count = int(np.count_nonzero(transparent))
+    partly = int(np.count_nonzero(alpha < 255)) - count
+    also = ""
+    if partly:
+        also = (
+            f"; {partly:,} partly transparent pixel is read by its colour"
+            if partly == 1
+            else f"; {partly:,} partly transparent pixels are read by their colour"
+        )
+    what = "1 transparent pixel" if count == 1 else f"{count:,} transparent pixels"
     return (
-        f"{int(np.count_nonzero(transparent)):,} transparent pixels (alpha 0), first at "
-        f"y={y} x={x}: --colormap reads their colour, which no one sees; give "
-        f"--transparent void to make them void{also}"
+        f"{what} (alpha 0), first at y={y} x={x}: --colormap reads their colour, which no one "
+        f"sees; give --transparent void to make them void{also}"
     )

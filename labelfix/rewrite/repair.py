@@ -177,18 +177,24 @@ values seen suggest -n 8, or --ignore for a void value
         return None
     if support is None:
         support = equal_neighbours(labels)
-    solid = ~is_valid(labels, num_classes, ignore) & (support >= MIN_SUPPORT)
+    inside = support >= MIN_SUPPORT  # not specks: JPEG noise is specks
+    solid = inside & ~is_valid(labels, num_classes, ignore)
     share = int(np.count_nonzero(solid)) / labels.size
     if share <= limit:
         return None
-    named, _ = value_counts(labels[solid])
-    listed = ", ".join(map(str, named[:6].tolist()))
-    listed += f" and {len(named) - 6} more" if len(named) > 6 else ""
+    # the values with regions of their own: classes, as far as the mask shows
+    values, counts = value_counts(labels[inside])
+    regions = values[(counts >= REGION_SHARE * labels.size) & ~np.isin(values, list(ignore))]
+    named = regions[~is_valid(regions, num_classes, ignore)].tolist()
+    if not named:  # many small regions: name the values with the most pixels in them
+        found, found_counts = value_counts(labels[solid])
+        named = sorted(found[np.argsort(-found_counts, kind="stable")[:6]].tolist())
+    listed = ", ".join(map(str, named[:6])) + (
+        f" and {len(named) - 6} more" if len(named) > 6 else ""
+    )
     which = f"value {listed} is" if len(named) == 1 else f"values {listed} are"
     fill = "fills" if len(named) == 1 else "fill"
-    values, counts = value_counts(labels)
-    seen = values[(counts >= REGION_SHARE * labels.size) & ~np.isin(values, list(ignore))]
-    top = int(max(seen.max() if len(seen) else 0, named.max()))
+    top = max([*regions.tolist(), *named])
     return (
         f"{which} no class id ({expected_text(num_classes, ignore)}) yet {fill} "
         f"{100 * share:.0f}% of the pixels, in regions: repair would absorb them into their "

@@ -82,6 +82,8 @@ class RemapResult:
     held_files: int = 0
     #: temporary files of earlier, killed runs removed from the directories written
     stale_temporaries: int = 0
+    #: values of the files that were read but failed (not in ``values``)
+    failed_values: frozenset[int] = frozenset()
 
     @property
     def ok(self) -> bool:
@@ -92,7 +94,7 @@ class RemapResult:
         """``ignore`` values of the mapping that match no pixel of the files read."""
         if not self.read:
             return ()
-        seen = {v.value for v in self.values}
+        seen = {v.value for v in self.values} | self.failed_values
         return tuple(v for v in self.label_map.ignore if v not in seen)
 
     @property
@@ -262,6 +264,7 @@ class RemapTally:
         self.values: dict[tuple[int, int], list[int]] = {}
         self.repaired = self.to_ignore = self.repaired_files = 0
         self.held = self.held_files = 0
+        self.failed_values: set[int] = set()
 
     def add(self, r: FileResult) -> None:
         self.files += 1
@@ -269,6 +272,7 @@ class RemapTally:
         if r.status == "failed":
             self.failed.append(r.source)
             self.errors.extend(r.errors)
+            self.failed_values.update(r.values)
             return
         self.changed += r.status == "changed"
         self.unchanged += r.status == "unchanged"
@@ -323,6 +327,7 @@ class RemapTally:
             held_pixels=self.held,
             held_files=self.held_files,
             stale_temporaries=stale,
+            failed_values=frozenset(self.failed_values),
         )
 
 
