@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from PIL import Image, ImageOps
 
 from labelfix.io.images import apply_orientation, displayed_size, exif_orientation
 
-from conftest import png_chunk, save_oriented
+from conftest import handmade_png, png_chunk, save_oriented, save_png
 
 
 def _pixels(height: int = 4, width: int = 6) -> np.ndarray:
@@ -54,3 +55,28 @@ def test_big_endian_exif_and_files_without_or_with_odd_orientations():
     assert exif_orientation(plain) == 1
     assert exif_orientation(plain[:33] + png_chunk(b"eXIf", b"MM\0*\0\0\0\xff")) == 1
     assert exif_orientation(b"\xff\xd8\xff\xd9") == 1 and exif_orientation(b"") == 1
+
+
+def test_a_png_image_with_a_large_text_chunk_is_an_image_not_a_corrupt_file(tmp_path):
+    """Regression (issue 21): text chunks are metadata for images too. A PNG photo with a zTXt
+    inflating past Pillow's 1 MB limit (TensorFlow decodes it) was "corrupt" to validate
+    --images and to-tfrecord."""
+    from click.testing import CliRunner
+
+    from labelfix.cli import main
+
+    pixels = np.random.default_rng(0).integers(0, 255, (4, 6, 3), dtype=np.uint8)
+    comment = (b"zTXt", b"Comment\0\0" + zlib.compress(b"x" * (3 << 20)))
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "a.png").write_bytes(handmade_png(pixels, 8, 2, extra=(comment,)))
+    save_png(tmp_path / "masks" / "a.png", np.zeros((4, 6), np.uint8))
+    runner = CliRunner()
+    checked = runner.invoke(main, ["validate", str(tmp_path / "masks"), "-n", "2", "--images",
+                                   str(tmp_path / "images")])  # fmt: skip
+    assert checked.exit_code == 0, checked.output
+    written = runner.invoke(main, ["to-tfrecord", "--images", str(tmp_path / "images"),
+                                   "--masks", str(tmp_path / "masks"), "-o", str(tmp_path / "t"),
+                                   "-n", "2"])  # fmt: skip
+    assert written.exit_code == 0, written.output
+    verified = runner.invoke(main, ["verify", str(tmp_path / "t")])
+    assert verified.exit_code == 0, verified.output

@@ -186,7 +186,7 @@ def _image_problem(images: str, relpath: str, report: FileReport) -> tuple[str |
         problem = decode_problem(data)
         if problem is not None:
             return f"its image {image}: {problem}", None
-        height, width = image_size(image)
+        height, width = image_size(data)
     except (OSError, ValueError, SyntaxError):
         return f"its image {image} cannot be read", None
     problem, note = size_problem(

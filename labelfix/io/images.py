@@ -270,9 +270,15 @@ def check_image(path: str) -> tuple[bytes, tuple[str, int, int, int]]:
     return data, header
 
 
-def image_size(path: str) -> tuple[int, int]:
-    """``(height, width)`` from the image header alone; OSError/ValueError when unreadable."""
-    with fs.open(path, "rb") as fh, Image.open(fh) as im:
+def image_size(source: str | bytes) -> tuple[int, int]:
+    """``(height, width)`` from the image header alone (a file path, or its bytes);
+    OSError/ValueError when unreadable."""
+    if isinstance(source, bytes):
+        data = without_text_chunks(source) if source[:8] == PNG_SIGNATURE else source
+        with Image.open(io.BytesIO(data)) as im:
+            width, height = im.size
+        return height, width
+    with fs.open(source, "rb") as fh, Image.open(fh) as im:
         width, height = im.size
     return height, width
 
