@@ -268,6 +268,6 @@ def test_large_text_chunks_are_metadata_not_corruption(depth, colour):
     bad = bytearray(data)
     at = bytes(data).index(b"tEXt") + 4
     bad[at] ^= 1
-    with pytest.raises(UnreadableMask, match=r"damaged image \(bad CRC-32 in chunk tEXt"):
+    with pytest.raises(UnreadableMask, match=r"damaged image \(bad CRC-32 in metadata chunk tEXt"):
         read_mask("bad-text.png", data=bytes(bad))
-    assert decode_problem(bytes(bad)).startswith("damaged PNG (bad CRC-32 in chunk tEXt")
+    assert decode_problem(bytes(bad)).startswith("damaged PNG (bad CRC-32 in metadata chunk tEXt")

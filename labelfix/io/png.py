@@ -326,7 +326,7 @@ def scan_png(data: bytes, *, keep_pixels: int = 0) -> PngScan:
         if zlib.crc32(data[pos + 4 : stop - 4]) != crc:
             name = tag.decode("latin-1")
             if tag[:1].islower():  # ancillary: libpng warns and skips the chunk
-                return PngScan(f"bad CRC-32 in chunk {name} (metadata)", header, fatal=False)
+                return PngScan(f"bad CRC-32 in metadata chunk {name}", header, fatal=False)
             return PngScan(f"bad CRC-32 in chunk {name}", header)
         if pos == 8 and tag == b"IHDR" and length == 13:
             header = png_header(data)
