@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -80,3 +82,70 @@ def messy_masks(tmp_path: Path) -> Path:
     (root / "empty.png").write_bytes(b"")
     (root / "notes.npy").write_bytes(b"not a numpy file")
     return root
+
+
+# ----------------------------------------------------------------------------- hand-made PNGs
+
+#: Adam7 passes: first column, first row, column step, row step.
+ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2))
+ADAM7 += ((0, 1, 1, 2),)
+
+
+def png_chunk(tag: bytes, data: bytes) -> bytes:
+    """One PNG chunk with its length and a right CRC-32."""
+    crc = zlib.crc32(data, zlib.crc32(tag))
+    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", crc)
+
+
+def _packed(row: np.ndarray, depth: int) -> bytes:
+    """One row of samples (``[W, C]``) packed at ``depth`` bits, after a filter byte 0."""
+    flat = row.reshape(-1)
+    if depth == 16:
+        return b"\0" + flat.astype(">u2").tobytes()
+    if depth == 8:
+        return b"\0" + flat.astype(np.uint8).tobytes()
+    bits = np.unpackbits(flat.astype(np.uint8)[:, None], axis=1)[:, 8 - depth :]
+    return b"\0" + np.packbits(bits.reshape(-1)).tobytes()
+
+
+def handmade_png(
+    samples: np.ndarray,
+    depth: int,
+    colour: int,
+    *,
+    ihdr_height: int | None = None,
+    interlace: int = 0,
+    palette: bytes | None = None,
+    extra: tuple[tuple[bytes, bytes], ...] = (),
+) -> bytes:
+    """A PNG written chunk by chunk: the IHDR (saying ``ihdr_height`` rows, default the
+    samples'), PLTE, the ``extra`` chunks, one IDAT holding a valid zlib stream of exactly the
+    rows of ``samples`` (``[H, W]`` or ``[H, W, C]``; Adam7 passes when ``interlace``), IEND;
+    every CRC right. A liar when ``ihdr_height`` differs from the rows it holds."""
+    if samples.ndim == 2:
+        samples = samples[:, :, None]
+    height, width = samples.shape[:2]
+    rows = []
+    passes = ADAM7 if interlace else ((0, 0, 1, 1),)
+    for x0, y0, dx, dy in passes:
+        part = samples[y0::dy, x0::dx]
+        if part.shape[0] and part.shape[1]:
+            rows += [_packed(line, depth) for line in part]
+    header = struct.pack(">IIBBBBB", width, ihdr_height or height, depth, colour, 0, 0, interlace)
+    parts = [b"\x89PNG\r\n\x1a\n", png_chunk(b"IHDR", header)]
+    if palette is not None:
+        parts.append(png_chunk(b"PLTE", palette))
+    parts += [png_chunk(tag, data) for tag, data in extra]
+    parts += [png_chunk(b"IDAT", zlib.compress(b"".join(rows))), png_chunk(b"IEND", b"")]
+    return b"".join(parts)
+
+
+def save_oriented(path: Path, pixels: np.ndarray, orientation: int) -> Path:
+    """An image (JPEG by suffix ``.jpg``, else PNG with an eXIf chunk) of ``pixels`` as stored,
+    with EXIF orientation ``orientation``: what cameras and phones write."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fmt = "JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else "PNG"
+    Image.fromarray(pixels).save(path, format=fmt, exif=exif.tobytes(), quality=95)
+    return path

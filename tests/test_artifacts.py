@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from PIL import Image
 
 from labelfix.checks.artifacts import equal_neighbours, fringe_mask, stray_mask, suspect_values
 from labelfix.cli import main
+from labelfix.io.masks import read_mask
 from labelfix.rewrite.repair import repair
 from labelfix.synthetic import shapes_sample
 
@@ -67,15 +69,23 @@ def test_repair_nearest_and_ignore_golden():
         repair(a, num_classes=3, strategy="ignore")
 
 
-def test_repair_of_a_clean_mask_changes_next_to_nothing():
+def test_repair_of_a_clean_mask_without_a_lossy_signature_changes_nothing():
+    """Regression (issue 21): on lossless masks with no lossy signature, repair changed
+    hand-drawn detail (161 px of labelme's clean masks). Now such a mask keeps its specks and
+    fringe values unless asked (``all_masks``), and the result says how many it left."""
     rng = np.random.default_rng(0)
     _, clean = shapes_sample(rng, height=64, width=80, num_classes=5, void=255)
     result = repair(clean, num_classes=5, ignore=(255,))
-    # only the 1-px tips where a disc's void ring pinches off are specks: 6 of 5,120 pixels
-    assert result.changed == 6
-    without_specks = repair(clean, num_classes=5, ignore=(255,), min_support=0)
+    # the 1-px tips where a disc's void ring pinches off are specks: 6 of 5,120 pixels
+    assert (result.changed, result.held, result.signature) == (0, 6, None)
+    np.testing.assert_array_equal(result.labels, clean)
+    asked = repair(clean, num_classes=5, ignore=(255,), all_masks=True)
+    assert (asked.changed, asked.held) == (6, 0)
+    without_specks = repair(clean, num_classes=5, ignore=(255,), min_support=0, all_masks=True)
     assert without_specks.changed == 0
     np.testing.assert_array_equal(without_specks.labels, clean)
+    # read from a JPEG file, the same mask has a signature: its specks are repaired
+    assert repair(clean, num_classes=5, ignore=(255,), jpeg=True).changed == 6
 
 
 @pytest.mark.parametrize("seed", [3, 4, 5])
@@ -153,7 +163,7 @@ def test_repair_cli_jpeg_masks_to_output_dir_reports_per_file(tmp_path):
 
 
 def test_repair_cli_in_place_ignore_strategy_and_dry_run(tmp_path):
-    a = np.zeros((6, 6), np.uint8)
+    a = np.zeros((12, 12), np.uint8)
     a[2:4, 2:4] = 99
     path = save_png(tmp_path / "m" / "a.png", a)
     runner = CliRunner()
@@ -207,7 +217,10 @@ def test_repair_of_a_mask_with_nowhere_to_send_its_strays_fails_that_file_not_th
     stray = halves.copy()
     stray[7, 7] = 50
     save_png(tmp_path / "z" / "b.png", stray)
-    result = CliRunner().invoke(main, ["repair", "-n", "3", str(tmp_path / "z"), "-j", "1"])
+    # --max-absorbed 1: a.png is one region of a value that is no class, which is refused too
+    result = CliRunner().invoke(
+        main, ["repair", "-n", "3", str(tmp_path / "z"), "-j", "1", "--max-absorbed", "1"]
+    )
     assert result.exit_code == 1
     assert "Traceback" not in result.output
     assert (
@@ -219,3 +232,129 @@ def test_repair_of_a_mask_with_nowhere_to_send_its_strays_fails_that_file_not_th
     assert np.asarray(Image.open(out / "b.png")).tolist() == halves.tolist()
     (run,) = json.loads((out / ".labelfix-remap.json").read_text())["runs"]
     assert run["complete"] and list(run["files"]) == ["b.png"]
+
+
+def _pairs(before: np.ndarray, after: np.ndarray) -> dict[tuple[int, int], int]:
+    """Pixels per (value before, value after): what a file's change is, counted by hand."""
+    found: dict[tuple[int, int], int] = {}
+    for v, o in zip(before.ravel().tolist(), after.ravel().tolist(), strict=True):
+        found[(v, o)] = found.get((v, o), 0) + 1
+    return found
+
+
+def test_repair_dry_run_reports_exactly_what_the_run_changes(tmp_path):
+    """Regression (issue 21): repair's dry run said "0 pixels would change" with every value
+    "(unchanged)", next to "would repair 2 px": the table came from the label map (identity
+    for a repair), not from the repair. Now dry-run figures == real-run figures == a diff of
+    the files before and after, per value and what it becomes."""
+    reference, jpeg = damaged(4, quality=90)
+    _, bilinear = damaged(5, quality=None)
+    src = tmp_path / "masks"
+    src.mkdir()
+    Image.fromarray(jpeg).save(src / "a.jpg", quality=90)
+    save_png(src / "b.png", bilinear)
+    save_png(src / "c.png", reference)
+    before = {name: read_mask(src / name).array for name in ("a.jpg", "b.png", "c.png")}
+    args = ["repair", str(src), "-n", "21", "--ignore", "255", "-o", str(tmp_path / "out")]
+    dry = CliRunner().invoke(main, [*args, "--dry-run", "--json"])
+    real = CliRunner().invoke(main, [*args, "--json"])
+    assert dry.exit_code == 0 == real.exit_code, dry.output + real.output
+    dry_run, done = json.loads(dry.stdout), json.loads(real.stdout)
+    diff: dict[tuple[int, int], list[int]] = {}
+    for name, array in before.items():
+        after = np.asarray(Image.open(tmp_path / "out" / name.replace(".jpg", ".png")))
+        for pair, n in _pairs(array, after).items():
+            diff.setdefault(pair, [0, 0])
+            diff[pair][0] += n
+            diff[pair][1] += 1
+    expected = [
+        {"value": v, "becomes": o, "pixels": p, "files": f}
+        for (v, o), (p, f) in sorted(diff.items())
+    ]
+    assert dry_run["values"] == done["values"] == expected
+    changed = sum(p for (v, o), (p, _) in diff.items() if v != o)
+    assert dry_run["changed_pixels"] == done["changed_pixels"] == changed > 1000
+    assert dry_run["repaired_pixels"] == done["repaired_pixels"] == changed
+    text = CliRunner().invoke(main, [*args, "--dry-run"]).stdout
+    total = sum(a.size for a in before.values())
+    assert f"{changed:,} of {total:,} pixels would change" in text
+    (v, o), (p, f) = max(((k, n) for k, n in diff.items() if k[0] != k[1]), key=lambda i: i[1])
+    row = re.compile(rf"^\s*{v}\s+{o}\s+{p:,}\s+{f}$")  # the biggest change, in the table
+    assert any(row.match(line) for line in text.splitlines()), text
+
+
+def test_repair_leaves_lossless_masks_with_no_lossy_signature_as_drawn(tmp_path):
+    """Regression (issue 21): on lossless masks with no lossy signature (most of a clean VOC
+    set), repair changed hand-drawn detail (161 px of labelme's clean masks) without a word.
+    Now it names each such mask and what it left, and --all repairs them too. A value that is
+    no class is still repaired: it cannot be trained on."""
+    rng = np.random.default_rng(0)
+    _, clean = shapes_sample(rng, height=64, width=80, num_classes=5, void=255)
+    wrong = clean.copy()
+    wrong[20, 20] = 9  # no class of 5
+    src = tmp_path / "m"
+    save_png(src / "clean.png", clean)
+    save_png(src / "wrong.png", wrong)
+    args = [
+        "repair",
+        str(src),
+        "-n",
+        "5",
+        "--ignore",
+        "255",
+        "-o",
+        str(tmp_path / "out"),
+        "-j",
+        "1",
+    ]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert (
+        f"{src / 'clean.png'}: left 6 stray px as drawn: no lossy signature (no JPEG, fringe "
+        "values or specks), they may be hand-drawn detail (--all repairs them)"
+    ) in result.stdout
+    assert f"{src / 'wrong.png'}: repaired 1 px" in result.stdout
+    assert (
+        "Left as drawn: 12 stray px in 2 file(s) with no lossy signature (no JPEG, fringe values "
+        "or specks): specks and thin regions of a lossless mask may be drawn so; give --all to "
+        "repair them too."
+    ) in result.stdout
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / "clean.png")), clean)
+    fixed = np.asarray(Image.open(tmp_path / "out" / "wrong.png"))
+    assert (fixed != wrong).sum() == 1 and 0 <= fixed[20, 20] < 5
+    everything = CliRunner().invoke(main, [*args, "--all", "--json"])
+    assert everything.exit_code == 0, everything.output
+    report = json.loads(everything.stdout)
+    assert (report["repaired_pixels"], report["held_back_pixels"]) == (13, 0)
+    assert (np.asarray(Image.open(tmp_path / "out" / "clean.png")) != clean).sum() == 6
+
+
+def test_grey_jpeg_mask_with_too_small_num_classes_is_refused_not_absorbed(tmp_path):
+    """Regression (issue 21): a grey JPEG mask repaired with too small -n had most of its
+    pixels (83%) turned into class 0 without a word: every class above -n was "stray". Now the
+    file fails with one line naming it, the share, and the -n the values seen suggest."""
+    rng = np.random.default_rng(4)
+    _, clean = shapes_sample(rng, height=120, width=160, num_classes=21, void=255, shapes=6)
+    assert sorted(np.unique(clean).tolist()) == [0, 11, 12, 15, 20, 255]
+    src = tmp_path / "g"
+    src.mkdir()
+    Image.fromarray(clean).save(src / "grey.jpg", quality=90)
+    result = CliRunner().invoke(
+        main, ["repair", str(src), "-n", "2", "--ignore", "255", "-o", str(tmp_path / "out")]
+    )
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    assert (
+        f"labelfix: error: {src / 'grey.jpg'}: values 11, 12, 15, 20 are no class id (expected "
+        "0..1 or ignore 255) yet fill 29% of the pixels, in regions: repair would absorb them "
+        "into their neighbours (more than --max-absorbed 5%); the values seen suggest -n 21, or "
+        "--ignore for a void value"
+    ) in result.stderr
+    assert not (tmp_path / "out" / "grey.png").exists()
+    assert "matches no pixel" not in result.stderr  # the failed file was read: 255 was seen
+    right = CliRunner().invoke(
+        main, ["repair", str(src), "-n", "21", "--ignore", "255", "-o", str(tmp_path / "out")]
+    )
+    assert right.exit_code == 0, right.output
+    fixed = np.asarray(Image.open(tmp_path / "out" / "grey.png"))
+    assert (fixed == clean).mean() > 0.9

@@ -7,12 +7,14 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
 from labelfix.cli import main
 from labelfix.errors import MappingError
 from labelfix.io.masks import read_mask
 from labelfix.labels.colormap import (
     ColourPolicy,
+    TransparentPixels,
     UnknownColour,
     builtin,
     load_colormap,
@@ -118,3 +120,83 @@ def test_stats_and_validate_with_colormap(tmp_path):
     result = runner.invoke(main, ["stats", str(tmp_path / "m"), "--colormap", "nope"])
     assert result.exit_code == 2
     assert "unknown colormap 'nope'" in result.output
+
+
+def _rgba_mask() -> np.ndarray:
+    """4x5 RGBA: VOC person (192, 128, 128) opaque on the left, transparent black on the right
+    (where the drawing tool left nothing), one partly transparent person pixel at its edge."""
+    rgba = np.zeros((4, 5, 4), np.uint8)
+    rgba[:, :2] = (192, 128, 128, 255)
+    rgba[1, 2] = (192, 128, 128, 128)
+    return rgba
+
+
+def test_transparent_pixels_of_a_colour_mask_are_refused_or_made_void(tmp_path):
+    """Regression (issue 21): --colormap on an RGBA mask ignored alpha: its transparent pixels
+    (RGB left at black, VOC's background) became class 0. Now they are refused, naming the
+    file, their count and first pixel; with transparent="void" they become the void value.
+    A partly transparent pixel is read by its colour."""
+    path = save_png(tmp_path / "m" / "a.png", _rgba_mask())
+    mask = read_mask(path)
+    assert mask.kind == "colour" and mask.alpha[1, 2] == 128 and mask.alpha[0, 4] == 0
+    with pytest.raises(TransparentPixels) as err:
+        read_label_mask(path, colours=ColourPolicy(builtin("voc")))
+    assert str(err.value) == (
+        f"{path}: 11 transparent pixels (alpha 0), first at y=0 x=2: --colormap reads their "
+        "colour, which no one sees; give --transparent void to make them void; 1 partly "
+        "transparent pixel is read by its colour"
+    )
+    void = read_label_mask(path, colours=ColourPolicy(builtin("voc"), void=255, transparent="void"))
+    assert (
+        void.labels.tolist()
+        == [[15, 15, 255, 255, 255], [15, 15, 15, 255, 255]] + [[15, 15, 255, 255, 255]] * 2
+    )
+    # transparent pixels of a colour the colormap does not know are void, not unknown colours
+    odd = _rgba_mask()
+    odd[3, 4] = (1, 2, 3, 0)
+    save_png(tmp_path / "odd.png", odd)
+    policy = ColourPolicy(builtin("voc"), void=255, transparent="void")
+    assert read_label_mask(tmp_path / "odd.png", colours=policy).labels[3, 4] == 255
+    # fully opaque RGBA, grey + alpha and an RGB tRNS colour key follow the same rule
+    opaque = _rgba_mask()
+    opaque[..., 3] = 255
+    save_png(tmp_path / "opaque.png", opaque)
+    assert read_mask(tmp_path / "opaque.png").alpha is None
+    assert read_label_mask(tmp_path / "opaque.png", colours=ColourPolicy(builtin("voc"))).labels[
+        0
+    ].tolist() == [15, 15, 0, 0, 0]
+    Image.fromarray(np.zeros((2, 2, 2), np.uint8), "LA").save(tmp_path / "la.png")
+    with pytest.raises(TransparentPixels, match="4 transparent pixels"):
+        read_label_mask(tmp_path / "la.png", colours=ColourPolicy(builtin("voc")))
+    key = Image.fromarray(opaque[..., :3])
+    key.info["transparency"] = (0, 0, 0)
+    key.save(tmp_path / "key.png", transparency=(0, 0, 0))
+    with pytest.raises(TransparentPixels, match="11 transparent pixels"):
+        read_label_mask(tmp_path / "key.png", colours=ColourPolicy(builtin("voc")))
+
+
+def test_transparent_option_on_the_command_line(tmp_path):
+    """``--transparent void`` reaches every command that reads colour masks; the default
+    refuses the file (exit 1, one line naming it)."""
+    save_png(tmp_path / "m" / "a.png", _rgba_mask())
+    runner = CliRunner()
+    args = ["validate", str(tmp_path / "m"), "-n", "21", "--ignore", "255", "--colormap", "voc"]
+    refused = runner.invoke(main, args)
+    assert refused.exit_code == 1
+    assert f"{tmp_path / 'm' / 'a.png'}: 11 transparent pixels (alpha 0)" in refused.stdout
+    assert runner.invoke(main, [*args, "--transparent", "void"]).exit_code == 0
+    stats = runner.invoke(
+        main, ["stats", str(tmp_path / "m"), "--colormap", "voc", "--transparent", "void",
+               "--ignore", "255", "--json"],
+    )  # fmt: skip
+    assert stats.exit_code == 0, stats.output
+    values = {v["value"]: v["pixels"] for v in json.loads(stats.stdout)["values"]}
+    assert values == {15: 9, 255: 11}
+    remapped = runner.invoke(
+        main, ["remap", str(tmp_path / "m"), "--colormap", "voc", "--transparent", "void",
+               "--ignore", "255", "--out", "-1", "-o", str(tmp_path / "ids")],
+    )  # fmt: skip
+    assert remapped.exit_code == 0, remapped.output
+    assert (np.load(tmp_path / "ids" / "a.npy") == -1).sum() == 11
+    bad = runner.invoke(main, [*args, "--transparent", "class"])
+    assert bad.exit_code == 2 and "Traceback" not in bad.output

@@ -22,7 +22,7 @@ from labelfix.errors import UnreadableMask
 from labelfix.io.masks import iter_mask_files, read_mask
 from labelfix.io.png import encode_png, png_problem
 
-from conftest import save_png, voc_mask
+from conftest import handmade_png, save_png, voc_mask
 
 
 def run(*args: str):
@@ -427,3 +427,56 @@ def test_validate_names_a_mask_with_two_images_and_checks_the_others(tmp_path: P
         f"{tmp_path / 'i' / 'a.png'}",
         "FAILED: 2 files, 1 with problems, 0 warning(s)",
     ]
+
+
+def test_a_png_with_fewer_rows_than_its_ihdr_is_refused_by_every_command(tmp_path: Path):
+    """Regression (issue 21): a mask whose IHDR claims 12 rows over a valid zlib stream of 10
+    passed stats, validate, remap (which wrote rows of 0), repair, show, to-tfrecord ("kept byte
+    for byte") and verify; TensorFlow then failed in training naming no file. Each command now
+    names the file and the two row counts, exit 1, no traceback."""
+    from labelfix.records.example import feature_key, serialize_example
+    from labelfix.records.verify import _VerifyPlan, check_record
+
+    rows = np.zeros((10, 6), np.uint8)
+    rows[4:, 2:] = 1
+    liar = handmade_png(rows, 8, 0, ihdr_height=12)
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    (masks / "a.png").write_bytes(liar)
+    Image.new("RGB", (6, 12)).save(tmp_path / "a.png")  # the image is as tall as the IHDR says
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (6, 12)).save(tmp_path / "images" / "a.png")
+    said = f"{masks / 'a.png'}: corrupt or truncated image (IHDR says 12 rows, the image data "
+    said += "holds 10; TensorFlow's PNG decoder fails)"
+    commands = {
+        "stats": ["stats", str(masks)],
+        "validate": ["validate", str(masks), "-n", "2"],
+        "remap": ["remap", str(masks), "--map", "1:0", "-o", str(tmp_path / "r")],
+        "repair": ["repair", str(masks), "-n", "2", "-o", str(tmp_path / "p")],
+        "show": ["show", str(masks), "-o", str(tmp_path / "s.png")],
+        "to-tfrecord": ["to-tfrecord", "--images", str(tmp_path / "images"), "--masks",
+                        str(masks), "-o", str(tmp_path / "t"), "-n", "2"],
+    }  # fmt: skip
+    for name, args in commands.items():
+        result = run(*args)
+        assert result.exit_code == 1, (name, result.output)
+        assert "Traceback" not in result.output
+        assert said in result.output, (name, result.output)
+    assert not (tmp_path / "r" / "a.png").exists() and not list(tmp_path.glob("t/*.tfrecord"))
+    record = {
+        feature_key("image"): (tmp_path / "a.png").read_bytes(),
+        feature_key("image_format"): "png",
+        feature_key("filename"): "a.png",
+        feature_key("source_id"): "a",
+        feature_key("height"): 12,
+        feature_key("width"): 6,
+        feature_key("channels"): 3,
+        feature_key("mask"): liar,
+        feature_key("mask_format"): "png",
+    }
+    plan = _VerifyPlan(num_classes=2, ignore=None, encoding="png", mask_dtype="uint8")
+    [problem] = check_record(("s", 0, serialize_example(record)), plan).problems
+    assert problem == (
+        "s: record 0 (a): mask: corrupt or truncated PNG (IHDR says 12 rows, the image data "
+        "holds 10)"
+    )

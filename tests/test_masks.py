@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import zlib
 
 import numpy as np
 import pytest
@@ -10,9 +11,11 @@ from PIL import Image
 
 from labelfix.errors import NotALabelMask, UnreadableMask
 from labelfix.io.atomic import atomic_path
+from labelfix.io.images import decode_problem, image_header
 from labelfix.io.masks import iter_mask_files, read_mask, smallest_int_dtype, write_mask
+from labelfix.io.png import image_data_size, png_problem, rows_problem, scan_png
 
-from conftest import save_palette_png, save_png, voc_mask
+from conftest import handmade_png, save_palette_png, save_png, voc_mask
 
 
 def test_palette_png_reads_indices_and_keeps_palette(tmp_path, voc_palette_bytes):
@@ -174,3 +177,97 @@ def test_two_and_four_bit_grey_pngs_give_ids_not_scaled_values(tmp_path):
     two, four = read_mask(tmp_path / "g2.png"), read_mask(tmp_path / "g4.png")
     assert (two.kind, two.labels.tolist()) == ("2/4-bit", [[0, 1, 2, 3]])
     assert (four.kind, four.labels.tolist()) == ("2/4-bit", [[0, 15, 3, 7]])
+
+
+#: (bit depth, colour type) of every PNG format: grey, palette, RGB, grey + alpha, RGBA
+PNG_FORMATS = [(1, 0), (2, 0), (4, 0), (8, 0), (16, 0), (1, 3), (2, 3), (4, 3), (8, 3)]
+PNG_FORMATS += [(8, 2), (16, 2), (8, 4), (16, 4), (8, 6), (16, 6)]
+_SAMPLES = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+
+
+def _samples(depth: int, colour: int, height: int = 10, width: int = 13) -> np.ndarray:
+    rng = np.random.default_rng(depth * 10 + colour)
+    top = (1 << depth) if colour != 3 else min(1 << depth, 6)
+    return rng.integers(0, top, (height, width, _SAMPLES[colour]), dtype=np.uint16)
+
+
+@pytest.mark.parametrize("interlace", [0, 1])
+@pytest.mark.parametrize(("depth", "colour"), PNG_FORMATS)
+def test_png_whose_ihdr_claims_more_rows_than_its_data_holds_is_refused(depth, colour, interlace):
+    """Regression (issue 21): a PNG whose IHDR claims more rows than its (valid) zlib stream
+    holds was read with the missing rows as zeros (Pillow pads them), by every command;
+    TensorFlow then failed in training ("Invalid PNG data") naming no file. Every bit depth
+    and colour type, interlaced too: one line naming the file and both row counts."""
+    samples = _samples(depth, colour)
+    palette = bytes(range(18)) if colour == 3 else None
+    honest = handmade_png(samples, depth, colour, interlace=interlace, palette=palette)
+    mask = read_mask("honest.png", data=honest)  # the hand-made file is a valid PNG
+    assert mask.shape == (10, 13)
+    if colour in (0, 3) and depth != 1:  # a label mask: the ids as written
+        np.testing.assert_array_equal(mask.labels, samples[:, :, 0])
+    liar = handmade_png(samples, depth, colour, interlace=interlace, palette=palette,
+                        ihdr_height=12)  # fmt: skip
+    with pytest.raises(UnreadableMask) as err:
+        read_mask("masks/liar.png", data=liar)
+    if interlace:
+        assert "IHDR says 12 rows (Adam7-interlaced, " in err.value.reason
+    else:
+        assert "IHDR says 12 rows, the image data holds 10;" in err.value.reason
+    assert str(err.value).startswith("masks/liar.png: corrupt or truncated image (IHDR says")
+    assert "TensorFlow's PNG decoder fails" in str(err.value) and "\n" not in str(err.value)
+    assert scan_png(liar).problem == err.value.reason.split("(", 1)[1].split(";")[0]
+
+
+def test_png_holding_more_rows_than_its_ihdr_says_is_read_as_tensorflow_reads_it():
+    """The opposite lie: more image data than the IHDR's rows. libpng (TensorFlow) only warns
+    ("Too much image data") and decodes the IHDR's rows, as Pillow does: so does labelfix."""
+    samples = _samples(16, 0)
+    data = handmade_png(samples, 16, 0, ihdr_height=7)
+    assert scan_png(data).problem is None
+    np.testing.assert_array_equal(read_mask("x.png", data=data).labels, samples[:7, :, 0])
+    assert png_problem(handmade_png(samples, 16, 0)) is None
+
+
+def test_image_data_size_counts_packed_rows_and_adam7_passes():
+    # 13 px of 2-bit grey: 26 bits, 4 bytes + a filter byte per row
+    assert image_data_size((13, 10, 2, 0, 0)) == 10 * 5
+    # RGBA 16-bit: 8 bytes a pixel
+    assert image_data_size((3, 2, 16, 6, 0)) == 2 * (1 + 24)
+    # 8x8 interlaced grey: passes of 1x1, 1x1, 2x1, 2x2, 4x2, 4x4, 8x4 pixels
+    assert image_data_size((8, 8, 8, 0, 1)) == 2 + 2 + 3 + 2 * 3 + 2 * 5 + 4 * 5 + 4 * 9
+    assert image_data_size((4, 4, 3, 0, 0)) is None  # no 3-bit grey
+    assert rows_problem((13, 10, 8, 0, 0), 14 * 9 + 5) == (
+        "IHDR says 10 rows, the image data holds 9 and 5 bytes of the next"
+    )
+
+
+def _ztxt(size: int) -> tuple[bytes, bytes]:
+    return b"zTXt", b"Comment\0\0" + zlib.compress(b"x" * size)
+
+
+@pytest.mark.parametrize(("depth", "colour"), [(8, 0), (8, 3), (16, 0), (8, 2)])
+def test_large_text_chunks_are_metadata_not_corruption(depth, colour):
+    """Regression (issue 21): a valid PNG with a zTXt (or iTXt) chunk inflating past Pillow's
+    1 MB limit was "corrupt" (Pillow: "Decompressed data too large"), though TensorFlow
+    decodes it (libpng skips the chunk with a warning). Text chunks are metadata now; their
+    CRCs are still checked."""
+    samples = _samples(depth, colour)
+    palette = bytes(range(18)) if colour == 3 else None
+    itxt = (b"iTXt", b"Comment\0\1\0\0\0" + zlib.compress(b"y" * (3 << 20)))
+    extra = (_ztxt(3 << 20), itxt, (b"tEXt", b"Title\0a mask"))
+    data = handmade_png(samples, depth, colour, palette=palette, extra=extra)
+    with pytest.raises(ValueError, match="Decompressed"):  # what Pillow makes of it
+        Image.open(io.BytesIO(data)).load()
+    mask = read_mask("big-text.png", data=data)
+    if colour in (0, 3):
+        np.testing.assert_array_equal(mask.labels, samples[:, :, 0])
+    else:
+        np.testing.assert_array_equal(mask.array, samples.astype(np.uint8))
+    assert decode_problem(data) is None and image_header(data)[1:3] == (10, 13)
+    # a damaged text chunk is a damaged file: refused, saying TensorFlow only warns
+    bad = bytearray(data)
+    at = bytes(data).index(b"tEXt") + 4
+    bad[at] ^= 1
+    with pytest.raises(UnreadableMask, match=r"damaged image \(bad CRC-32 in metadata chunk tEXt"):
+        read_mask("bad-text.png", data=bytes(bad))
+    assert decode_problem(bytes(bad)).startswith("damaged PNG (bad CRC-32 in metadata chunk tEXt")

@@ -24,7 +24,7 @@ from labelfix.viz.sheet import (
     render_mask,
 )
 
-from conftest import save_palette_png, save_png, voc_mask
+from conftest import save_oriented, save_palette_png, save_png, voc_mask
 
 MAGENTA = (255, 0, 255)
 VOC = voc_palette()
@@ -296,3 +296,32 @@ def test_cli_limit_note(tmp_path):
     assert result.exit_code == 0, result.output
     assert "note: showing the first 2 of 3 masks" in result.stderr
     assert [line.split()[0] for line in result.stdout.splitlines()[1:3]] == ["0.png", "1.png"]
+
+
+def test_images_are_drawn_as_stored_and_an_exif_orientation_is_named(tmp_path):
+    """Regression (issue 21): show --images drew photos with an EXIF orientation as stored
+    (as TensorFlow reads them) without a word, so a mask drawn on the displayed photo seemed
+    to fit or not for no visible reason. Now the image is still drawn as stored, and the
+    orientation is named; a size mismatch that it explains says so."""
+    masks, images = tmp_path / "m", tmp_path / "img"
+    stored = np.zeros((4, 6, 3), np.uint8)
+    stored[:, :3] = 255  # the left half white, as stored
+    save_oriented(images / "a.png", stored, 3)  # viewers show it upside down
+    save_png(masks / "a.png", np.zeros((4, 6), np.uint8))
+    save_oriented(images / "b.jpg", stored, 6)
+    save_png(masks / "b.png", np.zeros((6, 4), np.uint8))  # drawn on the displayed photo
+    each = tmp_path / "each"
+    args = ["show", str(masks), "--images", str(images), "--each", str(each), "--alpha", "0"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert (
+        "labelfix: warning: a.png: image drawn as stored, as TensorFlow reads it; EXIF "
+        "orientation 3 makes viewers show it rotated 180 degrees"
+    ) in result.stderr
+    assert (
+        "labelfix: warning: b.png: image 6x4 != mask 4x6: EXIF orientation 6 displays it as "
+        "4x6, the mask's size, but TensorFlow reads it as stored"
+    ) in result.stderr
+    with Image.open(each / "a.png") as im:
+        drawn = np.asarray(im)
+    assert drawn[PAD + 1, PAD + 1].tolist() == [255, 255, 255]  # the stored left half: white

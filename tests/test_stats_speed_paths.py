@@ -284,8 +284,8 @@ def test_corrupt_files_fail_with_the_same_one_line_reason(monkeypatch):
     header = _chunk(b"IHDR", struct.pack(">IIBBBBB", 40, 16, 8, 0, 0, 0, 0))
     cut = PNG_SIGNATURE + header + _chunk(b"IDAT", stream[: len(stream) // 2])
     cut += _chunk(b"IEND", b"")
-    # a complete zlib stream holding too few rows (Pillow pads them with zeros), and one with
-    # an unknown filter type
+    # a complete zlib stream holding too few rows (refused: Pillow would pad them with zeros),
+    # and one with an unknown filter type
     short_rows = png_bytes(array, rows=filtered_rows(array, types)[: 41 * 10])
     bad_filter = bytearray(filtered_rows(array, types))
     bad_filter[41 * 5] = 7

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from PIL import Image
+from PIL import Image, ImageOps
 
 from labelfix._version import __version__
 from labelfix.cli import main
@@ -25,6 +25,8 @@ from labelfix.records.pairing import DatasetProblems, read_id_list
 from labelfix.records.shards import shard_name
 from labelfix.records.spec import parse_size
 from labelfix.records.write import write_dataset
+
+from conftest import save_oriented
 
 tf = pytest.importorskip("tensorflow")
 
@@ -814,3 +816,71 @@ def test_manifest_keeps_the_class_colours_of_palette_masks(tmp_path: Path):
     images, grey = make_pairs(tmp_path / "b", masks, palette=False)
     write(images, grey, tmp_path / "grey", num_classes=3)
     assert _manifest_palette(tmp_path / "grey") is None
+
+
+# ----------------------------------------------------------------------------- EXIF orientation
+
+
+def test_images_with_an_exif_orientation_are_refused_kept_or_rotated(tmp_path: Path):
+    """Regression (issue 21): tf.io.decode_jpeg ignores EXIF orientation, so a mask drawn on
+    the displayed (turned) photo did not align with the pixels in the record, and to-tfrecord
+    kept such images byte for byte without a word. Now they are refused (exit 1, named);
+    --exif keep stores them as they are, --exif rotate stores the displayed picture (PNG),
+    and the output and the manifest say so."""
+    stored = np.random.default_rng(0).integers(0, 255, (4, 6, 3), dtype=np.uint8)
+    save_oriented(tmp_path / "a" / "images" / "p.jpg", stored, 6)  # displayed 4 wide, 6 high
+    save_mask(tmp_path / "a" / "masks" / "p.png", voc_mask(6, 4), palette=False)
+    save_oriented(tmp_path / "b" / "images" / "q.jpg", stored, 8)
+    save_mask(tmp_path / "b" / "masks" / "q.png", voc_mask(4, 6), palette=False)
+    runner = CliRunner()
+
+    def convert(which: str, *extra: str):
+        return runner.invoke(
+            main, ["to-tfrecord", "--images", str(tmp_path / which / "images"), "--masks",
+                   str(tmp_path / which / "masks"), "-o", str(tmp_path / f"out-{which}"),
+                   "-n", "21", "--ignore", "255", *extra],
+        )  # fmt: skip
+
+    refused = convert("a")
+    assert refused.exit_code == 1
+    assert (
+        f"{tmp_path / 'a' / 'masks' / 'p.png'}: size 4x6 does not match its image "
+        f"{tmp_path / 'a' / 'images' / 'p.jpg'}: the image is stored 6x4 but EXIF orientation 6 "
+        "displays it as 4x6, the mask's size; TensorFlow reads the stored pixels (--exif rotate "
+        "stores the image as displayed)"
+    ) in refused.stderr
+    refused = convert("b")
+    assert refused.exit_code == 1
+    assert (
+        f"{tmp_path / 'b' / 'images' / 'q.jpg'}: refused: it has EXIF orientation 8 (viewers "
+        "show it rotated 90 degrees counter-clockwise); TensorFlow reads the stored pixels, "
+        "6x4 like the mask, which follows them and not the displayed 4x6 picture (--exif keep "
+        "stores it as it is)"
+    ) in refused.stderr
+    wrong = convert("b", "--exif", "rotate")  # the mask follows the stored pixels
+    assert wrong.exit_code == 1 and "the mask follows the stored pixels, give --exif keep" in (
+        wrong.stderr
+    )
+    kept = convert("b", "--exif", "keep")
+    assert kept.exit_code == 0, kept.output
+    [record] = read_records(next((tmp_path / "out-b").glob("*.tfrecord")))
+    assert parse_example(record)[feature_key("image")] == [
+        (tmp_path / "b" / "images" / "q.jpg").read_bytes()
+    ]
+    rotated = convert("a", "--exif", "rotate")
+    assert rotated.exit_code == 0, rotated.output
+    assert (
+        "Images: 1 rotated as their EXIF orientation says and stored as PNG (--exif rotate), "
+        "not byte for byte"
+    ) in rotated.stdout
+    [record] = read_records(next((tmp_path / "out-a").glob("*.tfrecord")))
+    parsed, label = deeplab_parse(record)
+    image = tf.io.decode_image(parsed["image/encoded"], channels=3).numpy()
+    photo = Image.open(tmp_path / "a" / "images" / "p.jpg")
+    np.testing.assert_array_equal(image, np.asarray(ImageOps.exif_transpose(photo)))
+    assert (int(parsed["image/height"]), int(parsed["image/width"])) == (6, 4) == label.shape
+    assert parsed["image/format"].numpy() == b"png"
+    manifest = json.loads((tmp_path / "out-a" / "train.labelfix.json").read_text())
+    assert (manifest["exif"], manifest["images_rotated"]) == ("rotate", 1)
+    verified = runner.invoke(main, ["verify", str(tmp_path / "out-a")])
+    assert verified.exit_code == 0, verified.output

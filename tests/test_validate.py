@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from labelfix.checks.validate import validate
 from labelfix.cli import main
 
-from conftest import save_palette_png, save_png, voc_mask
+from conftest import save_oriented, save_palette_png, save_png, voc_mask
 
 
 def test_clean_dataset_passes_with_palette_warning(clean_masks):
@@ -111,3 +111,51 @@ def test_many_identical_warnings_are_counted_not_repeated(tmp_path):
     assert sum(line.startswith("warning: ") and "palette PNG" in line for line in lines) == 3
     assert "warning: ... and 2 more file(s) with the same palette warning" in result.stdout
     assert lines[-1] == "OK: 5 files, 0 with problems, 5 warning(s)"
+
+
+def test_images_with_an_exif_orientation_are_named_and_explain_a_size_mismatch(tmp_path):
+    """Regression (issue 21): tf.io.decode_jpeg ignores EXIF orientation, so a mask drawn on
+    the displayed (turned) photo does not align with the pixels in the record, and validate
+    --images said nothing. Now each such image is a warning naming its orientation, and a size
+    mismatch that the orientation explains says so."""
+    masks, images = tmp_path / "masks", tmp_path / "images"
+    stored = np.zeros((4, 6, 3), np.uint8)  # 6 wide, 4 high as stored
+    save_oriented(images / "drawn-on-display.jpg", stored, 6)  # displayed 4 wide, 6 high
+    save_png(masks / "drawn-on-display.png", np.zeros((6, 4), np.uint8))
+    save_oriented(images / "drawn-on-pixels.jpg", stored, 8)
+    save_png(masks / "drawn-on-pixels.png", np.zeros((4, 6), np.uint8))
+    save_oriented(images / "upside-down.png", stored, 3)
+    save_png(masks / "upside-down.png", np.zeros((4, 6), np.uint8))
+    save_oriented(images / "upright.jpg", stored, 1)
+    save_png(masks / "upright.png", np.zeros((4, 6), np.uint8))
+    result = CliRunner().invoke(
+        main, ["validate", str(masks), "-n", "2", "--images", str(images), "--json"]
+    )
+    assert result.exit_code == 1
+    problems = {p["path"].rsplit("/", 1)[1]: p for p in json.loads(result.stdout)["problems"]}
+    assert set(problems) == {"drawn-on-display.png", "drawn-on-pixels.png", "upside-down.png"}
+    error = problems["drawn-on-display.png"]
+    assert (error["level"], error["code"]) == ("error", "image")
+    assert error["message"] == (
+        f"{masks / 'drawn-on-display.png'}: size 4x6 does not match its image "
+        f"{images / 'drawn-on-display.jpg'}: the image is stored 6x4 but EXIF orientation 6 "
+        "displays it as 4x6, the mask's size; TensorFlow reads the stored pixels (labelfix "
+        "to-tfrecord --exif rotate stores the image as displayed)"
+    )
+    kept = problems["drawn-on-pixels.png"]
+    assert (kept["level"], kept["code"]) == ("warning", "exif")
+    assert kept["message"] == (
+        f"{masks / 'drawn-on-pixels.png'}: its image {images / 'drawn-on-pixels.jpg'} has EXIF "
+        "orientation 8 (viewers show it rotated 90 degrees counter-clockwise); TensorFlow reads "
+        "the stored pixels, 6x4 like the mask, which follows them and not the displayed 4x6 "
+        "picture (labelfix to-tfrecord --exif keep stores it as it is)"
+    )
+    turned = problems["upside-down.png"]
+    assert (
+        turned["code"] == "exif"
+        and "EXIF orientation 3 (viewers show it rotated 180" in (turned["message"])
+    )
+    assert "a mask drawn on the displayed picture does not align with them" in turned["message"]
+    text = CliRunner().invoke(main, ["validate", str(masks), "-n", "2", "--images", str(images)])
+    assert "warning: " + turned["message"] in text.stdout
+    assert text.stdout.splitlines()[-1] == "FAILED: 4 files, 1 with problems, 2 warning(s)"

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from labelfix.checks.artifacts import (
+    INTERPOLATED_MIN_SUSPECTS,
     MIN_SUPPORT,
     SuspectValue,
     equal_neighbours,
@@ -28,12 +29,17 @@ from labelfix.checks.artifacts import (
 from labelfix.checks.rules import BadValue, find_bad_values
 from labelfix.errors import UnreadableMask
 from labelfix.io import fs
-from labelfix.io.images import AmbiguousImage, decode_problem, find_image, image_size
+from labelfix.io.images import (
+    AmbiguousImage,
+    decode_problem,
+    displayed_size,
+    exif_orientation,
+    find_image,
+    image_size,
+    orientation_text,
+)
 from labelfix.io.masks import Mask
 from labelfix.labels.colormap import ColourPolicy, read_label_mask
-
-#: A mask with at least this many fringe-only values "looks interpolated".
-INTERPOLATED_MIN_SUSPECTS = 3
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,8 @@ class FileReport:
     bad_values: tuple[BadValue, ...] = ()
     error: str | None = None
     image_problem: str | None = None
+    #: what to know about its image that is no error (an EXIF orientation TensorFlow ignores)
+    image_note: str | None = None
     #: with ``artifacts=True``: values whose pixels lie (almost) only on fringes, and specks
     suspects: tuple[SuspectValue, ...] = ()
     specks: int = 0
@@ -152,9 +160,9 @@ def scan_file(
     except MemoryError:
         return FileReport(path=path, relpath=relpath, error="out of memory while decoding")
     if images is not None:
-        problem = _image_problem(images, relpath, report)
-        if problem:
-            report = FileReport(**{**_fields(report), "image_problem": problem})
+        problem, note = _image_problem(images, relpath, report)
+        if problem or note:
+            report = FileReport(**{**_fields(report), "image_problem": problem, "image_note": note})
     return report
 
 
@@ -162,28 +170,77 @@ def _fields(report: FileReport) -> dict:
     return {name: getattr(report, name) for name in report.__dataclass_fields__}
 
 
-def _image_problem(images: str, relpath: str, report: FileReport) -> str | None:
+def _image_problem(images: str, relpath: str, report: FileReport) -> tuple[str | None, ...]:
+    """``(problem, note)`` about the image of a mask: it is missing, unreadable or of another
+    size (a problem), or has an EXIF orientation that TensorFlow ignores (a note, unless it
+    explains a size mismatch: then the problem says so)."""
     try:
         image = find_image(images, relpath)
     except AmbiguousImage as err:  # a problem of this mask; the other files keep going
-        return f"{len(err.images)} images match it: {', '.join(err.images)}"
+        return f"{len(err.images)} images match it: {', '.join(err.images)}", None
     if image is None:
-        return (
-            f"no image for this mask under {images} (looked for {os.path.splitext(relpath)[0]}.*)"
-        )
+        looked = os.path.splitext(relpath)[0]
+        return f"no image for this mask under {images} (looked for {looked}.*)", None
     try:
-        problem = decode_problem(fs.read_bytes(image))
+        data = fs.read_bytes(image)
+        problem = decode_problem(data)
         if problem is not None:
-            return f"its image {image}: {problem}"
-        height, width = image_size(image)
+            return f"its image {image}: {problem}", None
+        height, width = image_size(data)
     except (OSError, ValueError, SyntaxError):
-        return f"its image {image} cannot be read"
-    if (height, width) != (report.height, report.width):
-        return (
-            f"size {report.width}x{report.height} does not match its image {image} "
-            f"({width}x{height})"
+        return f"its image {image} cannot be read", None
+    problem, note = size_problem(
+        image, (height, width), (report.height, report.width), exif_orientation(data)
+    )
+    return problem, None if note is None else f"its image {image} has {note}"
+
+
+def size_problem(
+    image: str,
+    stored: tuple[int, int],
+    mask: tuple[int, int],
+    orientation: int,
+    *,
+    exif_option: str = "labelfix to-tfrecord --exif",
+) -> tuple[str | None, str | None]:
+    """``(problem, note)`` of a mask of size ``mask`` beside an image stored at ``stored``
+    (both ``(height, width)``) with an EXIF ``orientation``; ``exif_option`` is the option
+    that rotates (``... rotate``) or keeps (``... keep``) such images. The note starts with
+    ``EXIF orientation N``: what the image has.
+
+    TensorFlow reads the stored pixels, whatever the EXIF orientation; viewers (and annotation
+    tools) show them turned. When the mask matches only the displayed size, the problem says
+    so; when the sizes match, the note names the orientation and what the mask follows.
+
+    >>> print(size_problem("a.jpg", (480, 640), (640, 480), 6, exif_option="--exif")[0])
+    size 480x640 does not match its image a.jpg: the image is stored 640x480 but EXIF \
+orientation 6 displays it as 480x640, the mask's size; TensorFlow reads the stored pixels \
+(--exif rotate stores the image as displayed)
+    """
+    (height, width), (mh, mw) = stored, mask
+    shown = displayed_size(height, width, orientation)
+    if (height, width) != (mh, mw):
+        base = f"size {mw}x{mh} does not match its image {image}"
+        if orientation != 1 and shown == (mh, mw):
+            return (
+                f"{base}: the image is stored {width}x{height} but EXIF orientation "
+                f"{orientation} displays it as {shown[1]}x{shown[0]}, the mask's size; "
+                f"TensorFlow reads the stored pixels ({exif_option} rotate stores the image as "
+                "displayed)"
+            ), None
+        return f"{base} ({width}x{height})", None
+    if orientation == 1:
+        return None, None
+    head = f"{orientation_text(orientation)}; TensorFlow reads the stored"
+    if shown != (height, width):  # the sizes say it: the mask follows the stored pixels
+        return None, (
+            f"{head} pixels, {width}x{height} like the mask, which follows them and not the "
+            f"displayed {shown[1]}x{shown[0]} picture ({exif_option} keep stores it as it is)"
         )
-    return None
+    return None, (
+        f"{head} pixels: a mask drawn on the displayed picture does not align with them "
+        f"({exif_option} rotate stores the image as displayed, {exif_option} keep as stored)"
+    )
 
 
 def report_to_dict(report: FileReport) -> dict:

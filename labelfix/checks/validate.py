@@ -90,6 +90,8 @@ def _warnings(report: FileReport, ignore: Sequence[int]) -> list[Problem]:
             "(JPEG noise? see labelfix repair)"
         )
         found.append(Problem(path, "warning", "specks", message, pixels=report.specks))
+    if report.image_note:
+        found.append(Problem(path, "warning", "exif", f"{path}: {report.image_note}"))
     if ignore and report.all_void:
         message = (
             f"{path}: every pixel is ignore ({', '.join(map(str, ignore))}); "

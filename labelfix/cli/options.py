@@ -242,10 +242,31 @@ def _check_colormap(ctx, param, value):
         raise click.BadParameter(str(err)) from None
 
 
-def colormap_options(func):
-    """Add --colormap and --unknown-colour (colour masks -> class ids) to a command."""
-    from labelfix.labels.colormap import BUILTIN, UNKNOWN_COLOUR_POLICIES
+#: Where ``--transparent`` leaves its choice for :func:`colour_policy` (it is not a parameter of
+#: the commands, so that each of them gets it without naming it).
+_TRANSPARENT = "labelfix.transparent"
 
+
+def _keep_transparent(ctx, param, value):
+    ctx.meta[_TRANSPARENT] = value
+    return value
+
+
+def colormap_options(func):
+    """Add --colormap, --unknown-colour and --transparent (colour masks -> class ids) to a
+    command; :func:`colour_policy` puts them together."""
+    from labelfix.labels.colormap import BUILTIN, TRANSPARENT_POLICIES, UNKNOWN_COLOUR_POLICIES
+
+    func = click.option(
+        "--transparent",
+        type=click.Choice(TRANSPARENT_POLICIES),
+        default="error",
+        show_default=True,
+        expose_value=False,
+        callback=_keep_transparent,
+        help="Pixels with alpha 0 in colour masks: an error (--colormap reads colours only), or"
+        " the ignore value. Partly transparent pixels are read by their colour.",
+    )(func)
     func = click.option(
         "--unknown-colour",
         type=click.Choice(UNKNOWN_COLOUR_POLICIES),
@@ -263,14 +284,18 @@ def colormap_options(func):
 
 
 def colour_policy(colormap, unknown_colour: str, *, ignore=(), out=None):
-    """The ColourPolicy of ``--colormap`` / ``--unknown-colour`` (None without a colormap); an
-    unknown colour becomes the void value :func:`~labelfix.labels.colormap.unknown_colour_void`
-    picks from the run's ``ignore`` values and ``out``."""
+    """The ColourPolicy of ``--colormap`` / ``--unknown-colour`` / ``--transparent`` (None
+    without a colormap); an unknown colour, and with ``--transparent void`` a transparent
+    pixel, becomes the void value :func:`~labelfix.labels.colormap.unknown_colour_void` picks
+    from the run's ``ignore`` values and ``out``."""
     if colormap is None:
         return None
     from labelfix.labels.colormap import ColourPolicy, unknown_colour_void
 
-    return ColourPolicy(colormap, unknown_colour, unknown_colour_void(ignore, out))
+    ctx = click.get_current_context(silent=True)
+    transparent = ctx.meta.get(_TRANSPARENT, "error") if ctx is not None else "error"
+    void = unknown_colour_void(ignore, out)
+    return ColourPolicy(colormap, unknown_colour, void, transparent=transparent)
 
 
 artifacts_option = click.option(

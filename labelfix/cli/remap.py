@@ -132,6 +132,12 @@ def execute(paths, label_map, command, *, dry_run, jobs, as_json, **plan_options
             void = f", {result.to_ignore:,} of them to ignore" if result.to_ignore else ""
             verb = "would repair" if dry_run else "repaired"
             click.echo(f"{result.source}: {verb} {result.repaired:,} px{void}")
+        if result.held and not as_json:
+            click.echo(
+                f"{result.source}: left {result.held:,} stray px as drawn: no lossy signature "
+                "(no JPEG, fringe values or specks), they may be hand-drawn detail (--all "
+                "repairs them)"
+            )
 
     try:
         with progress(command, enabled=not as_json, total=plan.count) as advance:
@@ -244,6 +250,12 @@ def render(result: RemapResult) -> str:
             f"Stray pixels {verb}: {result.repaired_pixels:,} in {result.repaired_files} file(s)"
             + (f", {void:,} of them to ignore" if void else "")
             + "."
+        )
+    if result.held_pixels:
+        lines.append(
+            f"Left as drawn: {result.held_pixels:,} stray px in {result.held_files} file(s) with "
+            "no lossy signature (no JPEG, fringe values or specks): specks and thin regions of "
+            "a lossless mask may be drawn so; give --all to repair them too."
         )
     if result.format_reason:
         lines.append(f"Note: {result.format_reason}.")

@@ -14,6 +14,7 @@ from labelfix.records.pairing import DatasetProblems, read_id_list
 from labelfix.records.spec import (
     COMPRESSIONS,
     DEFAULT_MASK_ENCODING,
+    EXIF_POLICIES,
     MASK_ENCODINGS,
     WriteSpec,
     parse_size,
@@ -102,6 +103,15 @@ def _check_size(ctx, param, value):
     default="none",
     show_default=True,
     help="gzip shrinks raw masks to png size but slows reading; JPEGs do not shrink.",
+)
+@click.option(
+    "--exif",
+    type=click.Choice(EXIF_POLICIES),
+    default="error",
+    show_default=True,
+    help="Images with an EXIF orientation, which TensorFlow ignores (it reads the stored pixels):"
+    " refuse them, keep them as stored (the masks follow the stored pixels), or rotate them as"
+    " viewers show them (stored losslessly as PNG; the masks follow the displayed picture).",
 )
 @click.option("--shuffle", is_flag=True, help="Shuffle the record order (reproducibly, by --seed).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for --shuffle.")
@@ -228,6 +238,11 @@ def render(result, readers: dict[str, str]) -> str:
     if result.passthrough:
         storage += f"; {result.passthrough} mask(s) kept byte for byte"
     lines.append(storage)
+    if result.rotated_images:
+        lines.append(
+            f"Images: {result.rotated_images} rotated as their EXIF orientation says and stored "
+            "as PNG (--exif rotate), not byte for byte"
+        )
     if result.skipped:
         lines.append(f"Skipped {len(result.skipped)} unpaired file(s)")
     lines.append(f"Compression: {result.compression}; manifest: {result.manifest}")

@@ -24,7 +24,7 @@ from PIL import Image
 
 from labelfix.errors import LabelfixError
 from labelfix.io import fs
-from labelfix.io.png import PNG_SIGNATURE, png_header, png_problem
+from labelfix.io.png import PNG_SIGNATURE, png_header, scan_png, without_text_chunks
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -138,6 +138,8 @@ def image_header(source: bytes | str) -> tuple[str, int, int, int]:
 
     ValueError with a reason for what TensorFlow could not decode; OSError when unreadable.
     """
+    if isinstance(source, bytes) and source[:8] == PNG_SIGNATURE:
+        source = without_text_chunks(source)  # metadata Pillow may refuse (a zTXt over 1 MB)
     try:
         with (
             io.BytesIO(source) if isinstance(source, bytes) else fs.open(source, "rb") as fh,
@@ -229,7 +231,8 @@ def decode_problem(data: bytes) -> str | None:
 
     Headers alone pass truncated and garbage files: this decodes every pixel with Pillow and,
     for PNGs, also checks what Pillow does not (chunk CRCs, the zlib stream; see
-    :func:`~labelfix.io.png.png_problem`).
+    :func:`~labelfix.io.png.png_problem`: CRCs, the zlib stream, as many rows as the IHDR
+    says).
 
     >>> import numpy as np
     >>> from labelfix.io.png import encode_png
@@ -238,9 +241,11 @@ def decode_problem(data: bytes) -> str | None:
     (True, 'corrupt or truncated PNG (the file ends inside a chunk)')
     """
     if data[:8] == PNG_SIGNATURE:
-        problem = png_problem(data)
-        if problem is not None:
-            return f"corrupt or truncated PNG ({problem})"
+        scan = scan_png(data)
+        if scan.problem is not None:
+            what = "corrupt or truncated PNG" if scan.fatal else "damaged PNG"
+            return f"{what} ({scan.problem})"
+        data = without_text_chunks(data)  # metadata Pillow may refuse (a zTXt over 1 MB)
     try:
         with Image.open(io.BytesIO(data)) as im:
             im.load()
@@ -265,8 +270,150 @@ def check_image(path: str) -> tuple[bytes, tuple[str, int, int, int]]:
     return data, header
 
 
-def image_size(path: str) -> tuple[int, int]:
-    """``(height, width)`` from the image header alone; OSError/ValueError when unreadable."""
-    with fs.open(path, "rb") as fh, Image.open(fh) as im:
+def image_size(source: str | bytes) -> tuple[int, int]:
+    """``(height, width)`` from the image header alone (a file path, or its bytes);
+    OSError/ValueError when unreadable."""
+    if isinstance(source, bytes):
+        data = without_text_chunks(source) if source[:8] == PNG_SIGNATURE else source
+        with Image.open(io.BytesIO(data)) as im:
+            width, height = im.size
+        return height, width
+    with fs.open(source, "rb") as fh, Image.open(fh) as im:
         width, height = im.size
     return height, width
+
+
+# ----------------------------------------------------------------------------- EXIF orientation
+
+#: What a viewer does to the stored pixels to display an image, per EXIF orientation (tag
+#: 0x0112). TensorFlow's decoders (``decode_jpeg``, ``decode_png``, ``decode_image``) ignore the
+#: tag: they give the stored pixels.
+ORIENTATIONS = {
+    1: "as stored",
+    2: "mirrored left to right",
+    3: "rotated 180 degrees",
+    4: "mirrored top to bottom",
+    5: "mirrored along its main diagonal",
+    6: "rotated 90 degrees clockwise",
+    7: "mirrored along its other diagonal",
+    8: "rotated 90 degrees counter-clockwise",
+}
+
+#: The Pillow transpose that displays the stored pixels, per orientation (as
+#: ``PIL.ImageOps.exif_transpose``).
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def exif_orientation(data: bytes) -> int:
+    """The EXIF orientation (1..8) of a JPEG (APP1 ``Exif``) or PNG (``eXIf`` chunk) image;
+    1 when it has none, or one no viewer would apply (a value outside 1..8). Read from the
+    bytes (no decoding): the APP1 segment before the first scan, or the eXIf chunk.
+    """
+    tiff = _exif_block(data)
+    return _tiff_orientation(tiff) if tiff else 1
+
+
+def displayed_size(height: int, width: int, orientation: int) -> tuple[int, int]:
+    """``(height, width)`` of an image as viewers display it (orientations 5..8 swap them).
+
+    >>> displayed_size(640, 480, 6), displayed_size(640, 480, 3)
+    ((480, 640), (640, 480))
+    """
+    return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
+
+
+def orientation_text(orientation: int) -> str:
+    """``EXIF orientation 6 (viewers show it rotated 90 degrees clockwise)``."""
+    shown = ORIENTATIONS.get(orientation, "as stored")
+    return f"EXIF orientation {orientation} (viewers show it {shown})"
+
+
+#: Pillow modes a PNG stores as they are.
+_PNG_MODES = ("1", "L", "LA", "RGB", "RGBA", "I;16")
+
+
+def apply_orientation(data: bytes, orientation: int) -> tuple[bytes, tuple[str, int, int, int]]:
+    """The image as viewers display it: its pixels transposed as ``orientation`` says, stored
+    losslessly as PNG without EXIF, and its ``(format, height, width, channels)``.
+
+    A JPEG cannot be rotated without decoding it (Pillow has no DCT-domain transform), and
+    encoding it again as JPEG would lose detail: the decoded pixels go into a PNG instead.
+    ValueError when the image cannot be decoded.
+    """
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+            if im.mode not in _PNG_MODES:  # CMYK, YCbCr, palette: as decode_image gives them
+                im = im.convert("RGBA" if "A" in im.getbands() else "RGB")
+            picture = im.transpose(_TRANSPOSE[orientation]) if orientation in _TRANSPOSE else im
+    except (OSError, SyntaxError, ValueError, EOFError) as err:
+        raise ValueError(f"cannot decode it to rotate it ({err})") from None
+    out = io.BytesIO()
+    picture.save(out, format="PNG")
+    encoded = out.getvalue()
+    return encoded, quick_header(encoded) or image_header(encoded)
+
+
+def _exif_block(data: bytes) -> bytes | None:
+    """The TIFF-structured EXIF data of a JPEG or PNG file, or None."""
+    if data[:3] == b"\xff\xd8\xff":
+        pos, end = 2, len(data)
+        while pos + 4 <= end and data[pos] == 0xFF:
+            marker = data[pos + 1]
+            if marker == 0xFF:
+                pos += 1
+                continue
+            if marker == 0x01 or 0xD0 <= marker <= 0xD7:
+                pos += 2
+                continue
+            if marker in (0xD9, 0xDA):  # end of image, start of scan: no EXIF before it
+                return None
+            (length,) = struct.unpack_from(">H", data, pos + 2)
+            if marker == 0xE1 and data[pos + 4 : pos + 10] == b"Exif\0\0":
+                return data[pos + 10 : pos + 2 + length]
+            pos += 2 + length
+        return None
+    if data[:8] == PNG_SIGNATURE:
+        pos, end = 8, len(data)
+        while pos + 12 <= end:
+            (length,) = struct.unpack_from(">I", data, pos)
+            tag = data[pos + 4 : pos + 8]
+            if tag == b"eXIf":
+                return data[pos + 8 : pos + 8 + length]
+            if tag == b"IEND":
+                return None
+            pos += 12 + length
+    return None
+
+
+def _tiff_orientation(tiff: bytes) -> int:
+    """The orientation tag of IFD0 of TIFF-structured EXIF data; 1 when absent or odd."""
+    order = {b"II": "<", b"MM": ">"}.get(tiff[:2])
+    if order is None or len(tiff) < 8:
+        return 1
+    (ifd,) = struct.unpack_from(order + "I", tiff, 4)
+    if ifd + 2 > len(tiff):
+        return 1
+    (count,) = struct.unpack_from(order + "H", tiff, ifd)
+    for k in range(count):
+        entry = ifd + 2 + 12 * k
+        if entry + 12 > len(tiff):
+            return 1
+        tag, kind = struct.unpack_from(order + "HH", tiff, entry)
+        if tag == 0x0112:
+            if kind == 3:  # SHORT
+                (value,) = struct.unpack_from(order + "H", tiff, entry + 8)
+            elif kind == 4:  # LONG, which some writers use
+                (value,) = struct.unpack_from(order + "I", tiff, entry + 8)
+            else:
+                return 1
+            return value if value in ORIENTATIONS else 1
+    return 1

@@ -32,6 +32,7 @@ from labelfix.io.png import (
     decode_scanlines,
     encode_png,
     scan_png,
+    without_text_chunks,
 )
 
 #: Refuse images with more pixels than this before decoding them (decompression bombs).
@@ -72,10 +73,12 @@ class Mask:
     ``palette`` mask, else None. An 8-bit mask that Pillow decoded keeps its Pillow image, so
     that :meth:`value_counts` runs Pillow's C histogram and the NumPy array is only made on
     demand (a fresh 2 MB array costs more in page faults than the histogram itself); one that
-    :func:`~labelfix.io.png.decode_scanlines` decoded is an array already.
+    :func:`~labelfix.io.png.decode_scanlines` decoded is an array already. ``alpha`` is the
+    ``[H, W]`` alpha channel of a ``colour`` mask with a pixel that is not fully opaque (an alpha
+    band, or a tRNS transparent colour), else None: ``array`` holds the colours without it.
     """
 
-    __slots__ = ("_array", "_image", "kind", "palette", "path")
+    __slots__ = ("_array", "_image", "alpha", "kind", "palette", "path")
 
     def __init__(
         self,
@@ -85,10 +88,12 @@ class Mask:
         palette: bytes | None = None,
         *,
         image: Image.Image | None = None,
+        alpha: np.ndarray | None = None,
     ):
         if array is None and image is None:
             raise ValueError("a Mask needs an array or an image")
         self.path = path
+        self.alpha = alpha
         self.kind = kind
         self.palette = palette
         self._array = array
@@ -304,12 +309,12 @@ def _read_image(path: str, *, max_pixels: int, data: bytes | None = None) -> Mas
         bomb = Image.MAX_IMAGE_PIXELS
         scan = scan_png(data, keep_pixels=min(max_pixels, bomb) if bomb else max_pixels)
         if scan.problem is not None:
-            reason = f"corrupt or truncated image ({scan.problem}; TensorFlow's PNG decoder fails)"
-            raise UnreadableMask(path, reason)
+            raise UnreadableMask(path, png_reason(scan))
         if scan.scanlines is not None:
             mask = _read_plain_png(path, scan)
             if mask is not None:
                 return mask
+        data = without_text_chunks(data)  # metadata Pillow may refuse (a zTXt over 1 MB)
     im = None
     try:
         with warnings.catch_warnings():
@@ -349,6 +354,14 @@ def _read_image(path: str, *, max_pixels: int, data: bytes | None = None) -> Mas
         raise UnreadableMask(path, f"corrupt or truncated image ({_short(err)})") from None
 
 
+def png_reason(scan: PngScan) -> str:
+    """The one-line reason a PNG that :func:`~labelfix.io.png.scan_png` found a problem in is
+    refused, saying whether TensorFlow's decoder fails on it or reads it with a warning."""
+    if scan.fatal:
+        return f"corrupt or truncated image ({scan.problem}; TensorFlow's PNG decoder fails)"
+    return f"damaged image ({scan.problem}; TensorFlow's PNG decoder only warns)"
+
+
 def _read_plain_png(path: str, scan: PngScan) -> Mask | None:
     """An 8-bit grey or palette PNG decoded from the rows :func:`scan_png` inflated (the same
     pixels and palette Pillow gives), or None to leave it to Pillow."""
@@ -381,8 +394,17 @@ def _from_pil(path: str, im: Image.Image, fmt: str | None) -> Mask:
     if mode == "1":
         return Mask(path=path, kind="1-bit", array=(np.asarray(im) != 0).astype(np.uint8))
     if mode in ("RGB", "RGBA", "LA", "PA", "RGBX", "CMYK", "YCbCr", "La", "RGBa"):
-        return Mask(path=path, kind="colour", array=np.asarray(im.convert("RGB")))
+        rgb = np.asarray(im.convert("RGB"))
+        return Mask(path=path, kind="colour", array=rgb, alpha=_alpha(im))
     raise UnreadableMask(path, f"unsupported image mode {mode!r} for a label mask")
+
+
+def _alpha(im: Image.Image) -> np.ndarray | None:
+    """The alpha channel of a colour image when some pixel is not fully opaque, else None."""
+    if "A" not in im.getbands() and "a" not in im.getbands() and "transparency" not in im.info:
+        return None
+    alpha = np.asarray(im.convert("RGBA"))[:, :, 3]
+    return alpha if int(alpha.min()) < 255 else None
 
 
 def _short(err: BaseException) -> str:

@@ -152,9 +152,12 @@ def passthrough_png(data: bytes, bits: int) -> bytes | None:
 def png_problem(data: bytes) -> str | None:
     """What TensorFlow's (libpng's) decoder would reject in a PNG that Pillow reads anyway, or None.
 
-    Pillow does not check chunk CRCs, and stops inflating once it has every row, before the
-    zlib stream's Adler-32 checksum. This checks every chunk's CRC-32 and inflates the whole
-    IDAT stream: a bad CRC, a corrupt or truncated stream, or data after its end are problems.
+    Pillow does not check chunk CRCs, stops inflating once it has every row, before the zlib
+    stream's Adler-32 checksum, and fills rows the stream does not hold with zeros. This checks
+    every chunk's CRC-32, inflates the whole IDAT stream and counts its rows: a bad CRC, a
+    corrupt or truncated stream, fewer rows than the IHDR says, or data after the stream's end
+    are problems (the last, and a bad CRC in an ancillary chunk, only damaged files to
+    TensorFlow: :attr:`PngScan.fatal` is False).
 
     >>> good = encode_png(np.zeros((2, 3), np.uint8))
     >>> png_problem(good) is None
@@ -177,26 +180,124 @@ class PngScan(NamedTuple):
     scanlines: bytes | None = None
     #: the PLTE chunk of a plain palette PNG
     palette: bytes | None = None
+    #: False for a problem TensorFlow's decoder only warns about (a damaged ancillary chunk,
+    #: bytes after the zlib stream): the file is damaged all the same
+    fatal: bool = True
 
 
 #: Chunks a plain PNG may hold besides IHDR, PLTE, tRNS, IDAT and IEND, with the least length at
 #: which Pillow reads each without an error (those it has no reader for, it skips). A PNG with
-#: any other chunk (iCCP, zTXt, iTXt, eXIf, APNG frames, ...) is decoded by Pillow itself, so
-#: that what Pillow makes of them, errors included, stays exactly as it was.
+#: any other chunk (iCCP, eXIf, APNG frames, ...) is decoded by Pillow itself, so that what
+#: Pillow makes of them, errors included, stays exactly as it was. Text chunks are metadata:
+#: Pillow never sees them (:func:`without_text_chunks`).
 _PLAIN_EXTRA_CHUNKS = {
     b"gAMA": 4,
     b"sRGB": 1,
     b"pHYs": 9,
     b"cHRM": 0,  # and a multiple of 4
     b"tEXt": 0,
+    b"zTXt": 0,
+    b"iTXt": 0,
     b"bKGD": 0,
     b"tIME": 0,
     b"sBIT": 0,
 }
 
+#: Text chunks: metadata that says nothing about the pixels. Pillow inflates zTXt/iTXt and
+#: refuses the whole file when one holds more than ``PngImagePlugin.MAX_TEXT_CHUNK`` (1 MB);
+#: libpng (TensorFlow) skips such a chunk with a warning and decodes the image.
+TEXT_CHUNKS = frozenset((b"tEXt", b"zTXt", b"iTXt"))
+
+#: Samples per pixel, and the bit depths the PNG specification allows, per colour type.
+_SAMPLES = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}
+#: The seven Adam7 passes: first column, first row, column step, row step.
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2))
+_ADAM7 += ((0, 1, 1, 2),)
+
+
+def image_data_size(header: tuple[int, int, int, int, int]) -> int | None:
+    """Bytes of filtered rows (filter byte + packed samples, per row; per pass when
+    interlaced) that the IHDR's size, bit depth and colour type need; None for an IHDR no
+    decoder accepts (an unknown colour type, depth or interlace method; no pixels).
+
+    >>> image_data_size((3, 2, 8, 0, 0)), image_data_size((3, 2, 16, 2, 0))
+    (8, 38)
+    >>> image_data_size((10, 1, 1, 0, 0)), image_data_size((2, 2, 8, 0, 1))
+    (3, 7)
+    """
+    width, height, depth, colour, interlace = header
+    if depth not in _DEPTHS.get(colour, ()) or interlace not in (0, 1) or not width or not height:
+        return None
+    bits = depth * _SAMPLES[colour]
+    if interlace == 0:
+        return height * (1 + (width * bits + 7) // 8)
+    size = 0
+    for x0, y0, dx, dy in _ADAM7:
+        columns, rows = max(0, -(-(width - x0) // dx)), max(0, -(-(height - y0) // dy))
+        if columns and rows:
+            size += rows * (1 + (columns * bits + 7) // 8)
+    return size
+
+
+def rows_problem(header: tuple[int, int, int, int, int], inflated: int) -> str | None:
+    """What is wrong when the image data inflates to fewer bytes than the IHDR's rows need.
+
+    Pillow fills the missing rows with zeros and reads on; libpng (TensorFlow) fails with
+    "Not enough image data" (a generic "Invalid PNG data" that names no file). More data than
+    the rows need is what both read without an error (libpng warns "Too much image data"), so
+    it is no problem here either.
+
+    >>> rows_problem((640, 480, 8, 0, 0), 470 * 641)
+    'IHDR says 480 rows, the image data holds 470'
+    >>> rows_problem((640, 480, 8, 0, 0), 481 * 641) is None
+    True
+    """
+    need = image_data_size(header)
+    if need is None or inflated >= need:
+        return None
+    height, interlace = header[1], header[4]
+    if interlace:
+        return (
+            f"IHDR says {height} rows (Adam7-interlaced, {need} bytes of rows), "
+            f"the image data holds {inflated} bytes"
+        )
+    rows, rest = divmod(inflated, need // height)
+    part = f" and {rest} bytes of the next" if rest else ""
+    return f"IHDR says {height} rows, the image data holds {rows}{part}"
+
+
+def without_text_chunks(data: bytes) -> bytes:
+    """``data`` without its text chunks (tEXt, zTXt, iTXt), or ``data`` itself when it has none.
+
+    What Pillow decodes: a text chunk says nothing about the pixels, and Pillow refuses a PNG
+    whose zTXt or iTXt inflates to more than 1 MB, which TensorFlow reads. :func:`scan_png`
+    still checks every text chunk's CRC.
+    """
+    kept, pos, end = [], 8, len(data)
+    start = 0  # the first byte not yet kept
+    while pos + 12 <= end:
+        (length,) = struct.unpack_from(">I", data, pos)
+        tag = data[pos + 4 : pos + 8]
+        stop = pos + 12 + length
+        if tag in TEXT_CHUNKS:
+            kept.append(data[start:pos])
+            start = stop
+        if tag == b"IEND":
+            break
+        pos = stop
+    if not kept:
+        return data
+    kept.append(data[start:])
+    return b"".join(kept)
+
 
 def scan_png(data: bytes, *, keep_pixels: int = 0) -> PngScan:
     """Check a PNG as :func:`png_problem` does, inflating its IDAT stream once.
+
+    Every chunk's CRC-32 is checked, the zlib stream inflated to its end, and the rows it holds
+    counted: fewer than the IHDR says is a problem (:func:`rows_problem`), whatever the bit
+    depth, colour type and interlacing.
 
     With ``keep_pixels``, the inflated rows of a *plain* PNG of at most that many pixels are
     kept (:attr:`PngScan.scanlines`), so that :func:`decode_scanlines` can decode them without
@@ -211,6 +312,7 @@ def scan_png(data: bytes, *, keep_pixels: int = 0) -> PngScan:
     header = None
     plain = keep_pixels > 0
     need = 0  # bytes of inflated rows still to keep
+    inflated = 0  # bytes of inflated rows in all
     pieces: list[bytes] = []
     palette = None
     idat_run = 0  # 0 before the IDAT chunks, 1 inside their run, 2 after it
@@ -222,7 +324,10 @@ def scan_png(data: bytes, *, keep_pixels: int = 0) -> PngScan:
             return PngScan(f"chunk {tag.decode('latin-1')} cut short", header)
         (crc,) = struct.unpack_from(">I", data, stop - 4)
         if zlib.crc32(data[pos + 4 : stop - 4]) != crc:
-            return PngScan(f"bad CRC-32 in chunk {tag.decode('latin-1')}", header)
+            name = tag.decode("latin-1")
+            if tag[:1].islower():  # ancillary: libpng warns and skips the chunk
+                return PngScan(f"bad CRC-32 in metadata chunk {name}", header, fatal=False)
+            return PngScan(f"bad CRC-32 in chunk {name}", header)
         if pos == 8 and tag == b"IHDR" and length == 13:
             header = png_header(data)
             if plain:
@@ -248,11 +353,12 @@ def scan_png(data: bytes, *, keep_pixels: int = 0) -> PngScan:
                     piece = inflate.decompress(chunk, need)
                     pieces.append(piece)
                     need -= len(piece)
+                    inflated += len(piece)
                     chunk = inflate.unconsumed_tail
                 if chunk:
-                    inflate.decompress(chunk, 1 << 22)
+                    inflated += len(inflate.decompress(chunk, 1 << 22))
                     while inflate.unconsumed_tail:
-                        inflate.decompress(inflate.unconsumed_tail, 1 << 22)
+                        inflated += len(inflate.decompress(inflate.unconsumed_tail, 1 << 22))
             except (zlib.error, _deflate.error) as err:
                 return PngScan(f"corrupt zlib stream: {err}", header)
         elif idat_run == 1:
@@ -265,9 +371,18 @@ def scan_png(data: bytes, *, keep_pixels: int = 0) -> PngScan:
     if not seen_idat:
         return PngScan("no IDAT chunk", header)
     if not inflate.eof:
-        return PngScan("zlib stream ends early", header)
+        try:  # output held back when a bounded piece ended inside a match (a few bytes)
+            inflated += len(inflate.flush())
+        except (zlib.error, _deflate.error) as err:
+            return PngScan(f"corrupt zlib stream: {err}", header)
+        if not inflate.eof:
+            return PngScan("zlib stream ends early", header)
+    if header is not None:
+        short = rows_problem(header, inflated)
+        if short is not None:
+            return PngScan(short, header)
     if inflate.unused_data:
-        return PngScan("bytes after the end of the zlib stream", header)
+        return PngScan("bytes after the end of the zlib stream", header, fatal=False)
     if not plain or need or (header[3] == 3) != (palette is not None):
         return PngScan(None, header)
     return PngScan(None, header, b"".join(pieces), palette)

@@ -28,10 +28,16 @@ from labelfix.io.masks import Mask, read_mask, smallest_int_dtype
 from labelfix.labels.presets import CITYSCAPES_CLASSES, VOC_CLASSES, voc_palette
 
 UNKNOWN_COLOUR_POLICIES = ("error", "ignore")
+#: What a transparent pixel (alpha 0) of a colour mask becomes: an error, or the void value.
+TRANSPARENT_POLICIES = ("error", "void")
 
 
 class UnknownColour(UnreadableMask):
     """A colour mask holding a colour the colormap does not name."""
+
+
+class TransparentPixels(UnreadableMask):
+    """A colour mask with transparent pixels, read with a colormap that only sees colours."""
 
 
 def _pack(rgb: np.ndarray) -> np.ndarray:
@@ -73,11 +79,14 @@ class Colormap:
         unknown: str = "error",
         ignore: int = 255,
         path: str | None = None,
+        void: np.ndarray | None = None,
     ) -> np.ndarray:
         """Convert ``[H, W, 3]`` colours to ``[H, W]`` class ids (uint8, or wider if needed).
 
         An unknown colour raises UnknownColour naming the colour, its pixel count and its first
-        coordinate; with ``unknown="ignore"`` it becomes ``ignore`` instead. Never 0.
+        coordinate; with ``unknown="ignore"`` it becomes ``ignore`` instead. Never 0. Pixels
+        where the boolean ``[H, W]`` array ``void`` is True become ``ignore`` whatever their
+        colour (transparent pixels).
         """
         if rgb.ndim != 3 or rgb.shape[2] < 3:
             raise ValueError(f"expected [H, W, 3] colours, got shape {rgb.shape}")
@@ -87,6 +96,9 @@ class Colormap:
         np.minimum(idx, len(keys) - 1, out=idx)
         found = keys[idx] == packed
         ids = values[idx]
+        if void is not None:
+            found |= void
+            ids = np.where(void, ignore, ids)
         if not found.all():
             if unknown != "ignore":
                 missing = np.unique(packed[~found])
@@ -275,28 +287,64 @@ def unknown_colour_void(ignore: Sequence[int] = (), out: int | None = None) -> i
 
 @dataclass(frozen=True)
 class ColourPolicy:
-    """How colour masks become class ids: the colormap, and ``unknown`` colours (``"error"``, or
-    ``"ignore"``: they become ``void``, see :func:`unknown_colour_void`)."""
+    """How colour masks become class ids: the colormap, ``unknown`` colours (``"error"``, or
+    ``"ignore"``: they become ``void``, see :func:`unknown_colour_void`), and ``transparent``
+    pixels, alpha 0 (``"error"``, or ``"void"``: they become ``void`` whatever their colour).
+
+    A colormap names colours, and a transparent pixel's colour is whatever the drawing tool
+    left under it (often black, a class in most colormaps): read as a colour it would become a
+    class. Partly transparent pixels (0 < alpha < 255, anti-aliased brush edges) are read by
+    their colour, which a straight-alpha PNG stores unblended: a colour the colormap does not
+    name follows ``unknown``.
+    """
 
     colormap: Colormap
     unknown: str = "error"
     void: int = 255
+    transparent: str = "error"
 
     def __post_init__(self) -> None:
         if self.unknown not in UNKNOWN_COLOUR_POLICIES:
             raise ValueError(f"unknown colour policy must be one of {UNKNOWN_COLOUR_POLICIES}")
+        if self.transparent not in TRANSPARENT_POLICIES:
+            raise ValueError(f"transparent policy must be one of {TRANSPARENT_POLICIES}")
 
 
 def read_label_mask(
     path: str | os.PathLike, *, colours: ColourPolicy | None = None, data: bytes | None = None
 ) -> Mask:
     """:func:`~labelfix.io.masks.read_mask`, with colour masks turned into class ids (kind
-    ``colormap``) when ``colours`` is given. Raises UnreadableMask (UnknownColour included)."""
+    ``colormap``) when ``colours`` is given. Raises UnreadableMask (UnknownColour and
+    TransparentPixels included)."""
     path = os.fspath(path)
     mask = read_mask(path, data=data)
     if colours is None or mask.kind != "colour":
         return mask
+    transparent = None if mask.alpha is None else mask.alpha == 0
+    if transparent is not None and not transparent.any():
+        transparent = None
+    if transparent is not None and colours.transparent != "void":
+        raise TransparentPixels(path, _transparent_reason(mask.alpha, transparent))
     ids = colours.colormap.to_ids(
-        mask.array, unknown=colours.unknown, ignore=colours.void, path=path
+        mask.array, unknown=colours.unknown, ignore=colours.void, path=path, void=transparent
     )
     return Mask(path=path, kind="colormap", array=ids)
+
+
+def _transparent_reason(alpha: np.ndarray, transparent: np.ndarray) -> str:
+    """``1,200 transparent pixels (alpha 0), first at y=0 x=3: ...`` (see ColourPolicy)."""
+    y, x = divmod(int(np.argmax(transparent)), transparent.shape[1])
+    count = int(np.count_nonzero(transparent))
+    partly = int(np.count_nonzero(alpha < 255)) - count
+    also = ""
+    if partly:
+        also = (
+            f"; {partly:,} partly transparent pixel is read by its colour"
+            if partly == 1
+            else f"; {partly:,} partly transparent pixels are read by their colour"
+        )
+    what = "1 transparent pixel" if count == 1 else f"{count:,} transparent pixels"
+    return (
+        f"{what} (alpha 0), first at y={y} x={x}: --colormap reads their colour, which no one "
+        f"sees; give --transparent void to make them void{also}"
+    )

@@ -41,6 +41,8 @@ class RecordTally:
     class_image_pixels: list[int] = field(default_factory=list)
     ignore_pixels: int = 0
     passthrough: int = 0
+    #: images stored turned as their EXIF orientation says (not the file's bytes)
+    rotated: int = 0
     #: The class colours of the palette masks (``[[r, g, b], ...]``) while they all agree;
     #: ``palette_conflict`` once two differ (the manifest then records none).
     palette: list | None = None
@@ -61,6 +63,7 @@ class RecordTally:
             self.class_image_pixels[c] += result.height * result.width
         self.ignore_pixels += result.ignore_pixels
         self.passthrough += result.passthrough
+        self.rotated += result.image is not None
         if result.palette is not None:
             self._see_palette([list(c) for c in result.palette], False)
 
@@ -78,6 +81,7 @@ class RecordTally:
                 mine[c] += theirs[c]
         self.ignore_pixels += other.ignore_pixels
         self.passthrough += other.passthrough
+        self.rotated += other.rotated
         self._see_palette(other.palette, other.palette_conflict)
 
 
@@ -107,6 +111,8 @@ def build_manifest(spec: WriteSpec, tally: RecordTally) -> dict:
         "ignore_pixels": tally.ignore_pixels,
         "palette": _palette(spec, tally),
         "mapping": label_map.to_dict(),
+        "exif": spec.exif,
+        "images_rotated": tally.rotated,
         "shuffle": bool(spec.shuffle),
         "seed": spec.seed if spec.shuffle else None,
         "shards": [],

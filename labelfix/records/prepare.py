@@ -6,7 +6,12 @@ worded as ``validate`` words them). The label map is applied to the value histog
 pixels: each distinct value is looked up once, and the pixels are converted in one table pass
 only when a value changes. A PNG mask that needs no change keeps its compressed pixel data byte
 for byte. The image bytes are read by the parent (:func:`record_bytes`), which is cheaper than
-sending them back through a pipe.
+sending them back through a pipe, except for an image turned as its EXIF orientation says
+(``exif="rotate"``): those bytes are made here.
+
+TensorFlow's decoders ignore EXIF orientation, so an image with one (``!= 1``) is refused unless
+the plan says what to do: ``keep`` stores it as it is (the mask follows the stored pixels),
+``rotate`` stores the displayed picture, losslessly as PNG (the mask follows what viewers show).
 """
 
 from __future__ import annotations
@@ -17,9 +22,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from labelfix.checks.rules import bad_value_message, find_bad_values
+from labelfix.checks.scan import size_problem
 from labelfix.errors import MappingError, UnreadableMask
 from labelfix.io import fs
-from labelfix.io.images import check_image
+from labelfix.io.images import (
+    apply_orientation,
+    check_image,
+    displayed_size,
+    exif_orientation,
+    orientation_text,
+)
 from labelfix.io.png import encode_png, passthrough_png, png_header
 from labelfix.labels.colormap import ColourPolicy, read_label_mask
 from labelfix.labels.labelmap import LabelMap, replace_values
@@ -39,6 +51,8 @@ class RecordPlan:
     encoding: str
     mask_dtype: str
     colours: ColourPolicy | None = None
+    #: images with an EXIF orientation: ``error`` (refused), ``keep`` or ``rotate``
+    exif: str = "error"
 
     @property
     def keeps_ids(self) -> bool:
@@ -58,6 +72,7 @@ class RecordPlan:
             encoding=spec.mask_encoding,
             mask_dtype=mask_dtype,
             colours=spec.colours,
+            exif=spec.exif,
         )
 
 
@@ -77,6 +92,9 @@ class Prepared:
     #: ``[[r, g, b], ...]`` of classes ``0..num_classes-1`` from a palette mask whose ids the
     #: records keep (:attr:`RecordPlan.keeps_ids`); None otherwise.
     palette: tuple[tuple[int, int, int], ...] | None = None
+    #: the image bytes to store instead of the file's: the picture turned as its EXIF
+    #: orientation says, as PNG (``exif="rotate"``); None: the file's own bytes
+    image: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -121,7 +139,8 @@ def prepare_pair(pair: Pair, plan: RecordPlan) -> Prepared | Rejected:
     )
     problems = [bad_value_message(path, b, num_classes=num_classes, ignore=void) for b in bad]
     try:
-        _, (image_format, height, width, channels) = check_image(pair.image)
+        image_data, header = check_image(pair.image)
+        rotated, header, problem = _oriented(pair.image, image_data, header, mask, plan.exif)
     except fs.NotARegularFile as err:  # a FIFO: reading it would wait forever
         problems.append(f"{pair.image}: {err.strerror}")
     except OSError as err:
@@ -129,13 +148,11 @@ def prepare_pair(pair: Pair, plan: RecordPlan) -> Prepared | Rejected:
     except ValueError as err:
         problems.append(f"{pair.image}: {err}")
     else:
-        if (height, width) != mask.shape:
-            problems.append(
-                f"{path}: size {mask.shape[1]}x{mask.shape[0]} does not match its image "
-                f"{pair.image} ({width}x{height})"
-            )
+        if problem is not None:
+            problems.append(problem)
     if problems:
         return Rejected(tuple(problems))
+    image_format, height, width, channels = header
     is_void = mapped == out if out is not None else np.zeros(len(mapped), bool)
     stored = np.where(is_void, plan.stored_ignore, mapped) if out is not None else mapped
     png = data if data is not None and png_header(data) is not None else None
@@ -151,7 +168,34 @@ def prepare_pair(pair: Pair, plan: RecordPlan) -> Prepared | Rejected:
         ignore_pixels=int(counts[is_void].sum()),
         passthrough=passthrough,
         palette=_class_colours(mask, plan),
+        image=rotated,
     )
+
+
+def _oriented(image: str, data: bytes, header: tuple, mask, exif: str):
+    """``(rotated image bytes or None, image header, problem or None)`` for an image and its
+    mask, under the plan's ``exif`` policy (see the module docstring)."""
+    path, (height, width) = mask.path, mask.shape
+    orientation = exif_orientation(data)
+    stored = header[1], header[2]
+    if orientation != 1 and exif == "rotate":
+        shown = displayed_size(*stored, orientation)
+        if (height, width) == stored != shown:
+            problem = (
+                f"{path}: size {width}x{height} is the stored size of its image {image}, not "
+                f"the {shown[1]}x{shown[0]} that {orientation_text(orientation)} displays: "
+                "the mask follows the stored pixels, give --exif keep"
+            )
+            return None, header, problem
+        rotated, header = apply_orientation(data, orientation)
+        problem, _ = size_problem(image, shown, (height, width), 1)
+        return rotated, header, None if problem is None else f"{path}: {problem}"
+    problem, note = size_problem(image, stored, (height, width), orientation, exif_option="--exif")
+    if problem is not None:
+        return None, header, f"{path}: {problem}"
+    if orientation != 1 and exif != "keep":
+        return None, header, f"{image}: refused: it has {note}"
+    return None, header, None
 
 
 def _class_colours(mask, plan: RecordPlan) -> tuple[tuple[int, int, int], ...] | None:
@@ -183,10 +227,12 @@ def _encode(
 
 
 def record_bytes(pair: Pair, prepared: Prepared, encoding: str) -> bytes:
-    """The serialised Example of a prepared pair, with the image's original bytes."""
+    """The serialised Example of a prepared pair, with the image's original bytes (or the
+    turned picture, :attr:`Prepared.image`)."""
+    image = prepared.image if prepared.image is not None else fs.read_bytes(pair.image)
     return serialize_example(
         {
-            feature_key("image"): fs.read_bytes(pair.image),
+            feature_key("image"): image,
             feature_key("image_format"): prepared.image_format,
             feature_key("filename"): pair.filename,
             feature_key("source_id"): pair.source_id,

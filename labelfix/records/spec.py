@@ -35,6 +35,9 @@ from labelfix.labels.labelmap import LabelMap
 
 MASK_ENCODINGS = ("png", "raw")
 COMPRESSIONS = ("none", "gzip")
+#: Images with an EXIF orientation (which TensorFlow ignores): refused, stored as they are, or
+#: turned as viewers show them (see :mod:`labelfix.records.prepare`).
+EXIF_POLICIES = ("error", "keep", "rotate")
 
 #: Default mask encoding, for training too. benchmarks/bench_reader.py on 2 cores: raw reads
 #: only 5-15% faster than png (the image decode dominates) and only in its int8 form (``out=-1``),
@@ -85,6 +88,7 @@ class WriteSpec:
     default 100 MB) set the sharding; records follow the sorted mask order (or ``ids`` order),
     permuted by ``seed`` when ``shuffle``. ``image_suffix``/``mask_suffix`` are stripped from
     stems when pairing (Cityscapes). With ``colours``, colour masks are converted to class ids.
+    ``exif`` says what becomes of an image with an EXIF orientation (:data:`EXIF_POLICIES`).
     ``images``, ``masks`` and ``output`` may be remote (``gs://...``).
     """
 
@@ -105,6 +109,7 @@ class WriteSpec:
     ids: tuple[str, ...] | None = None
     skip_unpaired: bool = False
     colours: ColourPolicy | None = None
+    exif: str = "error"
 
     def __post_init__(self) -> None:
         for name in ("images", "masks", "output"):
@@ -130,6 +135,8 @@ class WriteSpec:
             raise UsageError(f"mask encoding must be one of {', '.join(MASK_ENCODINGS)}")
         if self.compression not in COMPRESSIONS:
             raise UsageError(f"compression must be one of {', '.join(COMPRESSIONS)}")
+        if self.exif not in EXIF_POLICIES:
+            raise UsageError(f"exif must be one of {', '.join(EXIF_POLICIES)}, got {self.exif!r}")
         if self.num_shards is not None and self.shard_size is not None:
             raise UsageError("give num_shards or shard_size, not both")
         if self.num_shards is not None and self.num_shards < 1:

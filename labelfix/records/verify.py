@@ -22,7 +22,7 @@ from labelfix.checks.rules import bad_value_message, find_bad_values, is_valid
 from labelfix.io import fs
 from labelfix.io.images import decode_problem, image_header
 from labelfix.io.masks import value_counts
-from labelfix.io.png import png_header, png_problem
+from labelfix.io.png import png_header, png_problem, without_text_chunks
 from labelfix.parallel import ordered_map
 from labelfix.records.example import FEATURES, feature_key, parse_example
 from labelfix.records.framing import CorruptRecord, read_records
@@ -126,8 +126,8 @@ def _decode_mask(data: bytes, plan: _VerifyPlan, height: int, width: int) -> np.
     problem = png_problem(data)
     if problem is not None:
         raise ValueError(f"corrupt or truncated PNG ({problem})")
-    try:
-        with Image.open(io.BytesIO(data)) as im:
+    try:  # text chunks are metadata, which Pillow may refuse (a zTXt over 1 MB)
+        with Image.open(io.BytesIO(without_text_chunks(data))) as im:
             im.load()
             labels = np.asarray(im)
     except (OSError, SyntaxError, ValueError, zlib.error) as err:

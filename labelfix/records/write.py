@@ -74,6 +74,8 @@ class WriteResult:
     ignore_pixels: int
     passthrough: int
     skipped: tuple[str, ...] = ()
+    #: images stored turned as their EXIF orientation says, as PNG (``exif="rotate"``)
+    rotated_images: int = 0
     #: temporary files of earlier, killed runs removed from the output directory
     stale_temporaries: int = 0
     #: lines worth a warning (a lock taken over from a killed run)
@@ -109,6 +111,7 @@ class WriteResult:
             ignore_pixels=tally.ignore_pixels,
             passthrough=tally.passthrough,
             skipped=tuple(skipped),
+            rotated_images=tally.rotated,
             stale_temporaries=stale_temporaries,
             notes=tuple(notes),
             warnings=split_warnings(
@@ -139,6 +142,7 @@ class WriteResult:
             "ignore_pixels": self.ignore_pixels,
             "class_pixel_counts": list(self.class_pixel_counts),
             "passthrough_masks": self.passthrough,
+            "images_rotated": self.rotated_images,
             "skipped": list(self.skipped),
             "stale_temporaries_removed": self.stale_temporaries,
             "notes": list(self.notes),

@@ -35,7 +35,7 @@ from labelfix.labels.labelmap import LabelMap
 from labelfix.rewrite.jobs import FileJob, FileResult
 from labelfix.rewrite.plan import PNG_MAX
 from labelfix.rewrite.record import file_digest, journal
-from labelfix.rewrite.repair import RepairSpec
+from labelfix.rewrite.repair import RepairSpec, value_changes
 
 
 @dataclass(frozen=True)
@@ -78,12 +78,15 @@ def remap_file(job: FileJob, rewrite: Rewrite) -> FileResult:
     if rewrite.repair is not None:  # stray values are what a repair is for: check after it
         mapped = label_map.apply(labels, path=job.source) if changed else labels
         try:
-            repaired = rewrite.repair.apply(mapped)
-        except ValueError as err:  # stray pixels with no class next to them and nowhere to go
-            return failed(f"{job.source}: {err} (give one with --ignore)", **stats)
+            repaired = rewrite.repair.apply(mapped, jpeg=mask.kind == "jpeg")
+        except ValueError as err:  # strays with nowhere to go; values that are no class, en masse
+            return failed(f"{job.source}: {err}", **stats)
         stats["repaired"], stats["to_ignore"] = repaired.changed, repaired.to_ignore
+        stats["held"] = repaired.held
         changed = changed or repaired.changed > 0
         array = repaired.labels
+        # per value, what its pixels become, as the file will change (one value may go several ways)
+        stats["values"], stats["counts"], stats["outputs"] = value_changes(labels, array)
         lo, hi = int(array.min()), int(array.max())
     else:
         problems = _range_problems(job.source, labels, values, counts, outputs, label_map)

@@ -47,3 +47,5 @@ class FileResult:
     #: with a repair: stray pixels changed, and how many of them became the ignore value
     repaired: int = 0
     to_ignore: int = 0
+    #: with a repair: stray pixels left as drawn, the mask having no lossy signature
+    held: int = 0

@@ -87,8 +87,13 @@ class RemapResult:
     repaired_pixels: int = 0
     to_ignore_pixels: int = 0
     repaired_files: int = 0
+    #: with a repair: stray pixels left as drawn in masks with no lossy signature, and files
+    held_pixels: int = 0
+    held_files: int = 0
     #: temporary files of earlier, killed runs removed from the directories written
     stale_temporaries: int = 0
+    #: values of the files that were read but failed (not in ``values``)
+    failed_values: frozenset[int] = frozenset()
 
     @property
     def ok(self) -> bool:
@@ -99,7 +104,7 @@ class RemapResult:
         """``ignore`` values of the mapping that match no pixel of the files read."""
         if not self.read:
             return ()
-        seen = {v.value for v in self.values}
+        seen = {v.value for v in self.values} | self.failed_values
         return tuple(v for v in self.label_map.ignore if v not in seen)
 
     @property
@@ -141,6 +146,8 @@ class RemapResult:
             "repaired_pixels": self.repaired_pixels,
             "repaired_to_ignore": self.to_ignore_pixels,
             "repaired_files": self.repaired_files,
+            "held_back_pixels": self.held_pixels,
+            "held_back_files": self.held_files,
             "total_pixels": self.total_pixels,
             "manifests": list(self.manifests),
             "stale_temporaries_removed": self.stale_temporaries,
@@ -297,6 +304,8 @@ class RemapTally:
         self.stored: dict[str, int] = {}
         self.values: dict[tuple[int, int], list[int]] = {}
         self.repaired = self.to_ignore = self.repaired_files = 0
+        self.held = self.held_files = 0
+        self.failed_values: set[int] = set()
 
     def add(self, r: FileResult) -> None:
         self.files += 1
@@ -304,6 +313,7 @@ class RemapTally:
         if r.status == "failed":
             self.failed.append(r.source)
             self.errors.extend(r.errors)
+            self.failed_values.update(r.values)
             return
         self.changed += r.status == "changed"
         self.unchanged += r.status == "unchanged"
@@ -311,6 +321,8 @@ class RemapTally:
         self.repaired += r.repaired
         self.to_ignore += r.to_ignore
         self.repaired_files += r.repaired > 0
+        self.held += r.held
+        self.held_files += r.held > 0
         if r.stored is not None:  # written, or would be in a dry run
             self.stored[r.stored] = self.stored.get(r.stored, 0) + 1
         for v, c, o in zip(r.values, r.counts, r.outputs, strict=True):
@@ -353,7 +365,10 @@ class RemapTally:
             repaired_pixels=self.repaired,
             to_ignore_pixels=self.to_ignore,
             repaired_files=self.repaired_files,
+            held_pixels=self.held,
+            held_files=self.held_files,
             stale_temporaries=stale,
+            failed_values=frozenset(self.failed_values),
         )
 
 

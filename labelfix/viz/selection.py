@@ -25,8 +25,15 @@ from PIL import Image
 
 from labelfix.errors import UnreadableMask, UsageError
 from labelfix.io import fs
-from labelfix.io.images import find_image, mask_stem
+from labelfix.io.images import (
+    ORIENTATIONS,
+    displayed_size,
+    exif_orientation,
+    find_image,
+    mask_stem,
+)
 from labelfix.io.masks import Mask, iter_mask_files, value_counts
+from labelfix.io.png import PNG_SIGNATURE, scan_png, without_text_chunks
 from labelfix.labels.colormap import ColourPolicy, read_label_mask
 from labelfix.parallel import ordered_map
 from labelfix.viz.colours import ClassColours, class_colours
@@ -211,19 +218,43 @@ def plan_show(
 def load_image(
     images: str | os.PathLike, relpath: str, shape: tuple[int, int]
 ) -> tuple[Image.Image | None, str | None]:
-    """The image of a mask (found as ``validate --images`` finds it) as RGB, or None and a
-    short note saying why not (no image, unreadable, another size)."""
+    """The image of a mask (found as ``validate --images`` finds it) as RGB, as TensorFlow
+    reads it: the stored pixels, whatever its EXIF orientation. ``(image, note)``: the note
+    says why there is no image (none, unreadable, another size) or that EXIF turns it for
+    viewers (then the image is drawn all the same)."""
     path = find_image(images, relpath)
     if path is None:
         return None, f"no image ({mask_stem(relpath)}.* not under {os.fspath(images)})"
+    name = fs.basename(path)
     try:
-        with Image.open(io.BytesIO(fs.read_bytes(path))) as im:
+        data = fs.read_bytes(path)
+        if data[:8] == PNG_SIGNATURE:
+            scan = scan_png(data)
+            if scan.problem is not None:  # Pillow would read it, rows of zeros and all
+                return None, f"image {name} unreadable ({scan.problem})"
+            data = without_text_chunks(data)
+        with Image.open(io.BytesIO(data)) as im:
             im.load()
             picture = im.convert("RGB")
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-        return None, f"image {fs.basename(path)} unreadable"
-    if (picture.height, picture.width) != shape:
-        return None, (f"image {picture.width}x{picture.height} != mask {shape[1]}x{shape[0]}")
+        return None, f"image {name} unreadable"
+    orientation = exif_orientation(data)
+    stored = picture.height, picture.width
+    if stored != shape:
+        shown = displayed_size(*stored, orientation)
+        why = ""
+        if orientation != 1 and shown == shape:
+            why = (
+                f": EXIF orientation {orientation} displays it as {shown[1]}x{shown[0]}, the "
+                "mask's size, but TensorFlow reads it as stored"
+            )
+        return None, f"image {picture.width}x{picture.height} != mask {shape[1]}x{shape[0]}{why}"
+    if orientation != 1:
+        shown = ORIENTATIONS[orientation]
+        return picture, (
+            f"image drawn as stored, as TensorFlow reads it; EXIF orientation {orientation} "
+            f"makes viewers show it {shown}"
+        )
     return picture, None
 
 
