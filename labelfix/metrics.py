@@ -25,8 +25,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from labelfix.checks.tensors import raise_on_invalid_labels
 from labelfix.labels import IGNORE_AS
-from labelfix.losses._common import raise_on_invalid_labels
 
 __all__ = ["MeanIoU", "confusion_matrix", "iou_per_class", "mean_iou", "pixel_accuracy"]
 
@@ -41,8 +41,8 @@ class MeanIoU(keras.metrics.MeanIoU):
 
     Why Keras' own metric: for masks that passed ``labelfix validate`` (every value a class id
     or the ignore value) it is right. ``ignore_class`` removes void pixels from the confusion
-    matrix (the spec's case gives 0.5, not 0.3333 as when void is counted), -1 works as well as
-    255, and on TensorFlow (Keras >= 3.8) the matrix is int64, exact for any dataset.
+    matrix (docs/losses.md's case gives 0.5, not 0.3333 as when void is counted), -1 works as
+    well as 255, and on TensorFlow (Keras >= 3.8) the matrix is int64, exact for any dataset.
 
     Labels that are neither a class id nor ``ignore`` (37 with 21 classes, 255 with
     ``ignore=-1``) follow the losses' rule (see :mod:`labelfix.losses`):

@@ -242,8 +242,8 @@ def test_invalid_labels_raise_eagerly(name):
     labels, logits = case(seed=9)
     labels[0, 1, 2] = 7  # neither a class nor void
     expected = "0..1" if name == "binary" else "0..4"
-    message = rf"labels hold 7 \(1 px\), which is not a class id \(expected {expected} or "
-    with pytest.raises(ValueError, match=message + r"ignore -1\); first at index \[0, 1, 2\]"):
+    message = rf"labels: value 7 is not a class id \(expected {expected} or ignore -1\): 1 px, "
+    with pytest.raises(ValueError, match=message + r"first at image 0, y=1 x=2\."):
         fn(labels, logits)
 
 

@@ -142,11 +142,11 @@ def test_label_outside_the_classes_is_a_value_error_in_eager_mode():
     with pytest.raises(ValueError) as info:
         masked_sparse_categorical_crossentropy(FIRST, spec_logits(), ignore=-1)
     assert str(info.value).startswith(
-        "labels hold 255 (2 px), which is not a class id (expected 0..2 or ignore -1); "
-        "first at index [0, 0, 2]."
+        "labels: value 255 is not a class id (expected 0..2 or ignore -1): 2 px, "
+        "first at image 0, y=0 x=2."
     )
     labels = np.array([[[7, -2, 7, 1]]], np.int32)  # eager TF tensors are checked too
-    with pytest.raises(ValueError, match=r"labels hold -2 \(1 px\), 7 \(2 px\), which are not"):
+    with pytest.raises(ValueError, match=r"value -2 is not a class id .*: 1 px, first at image 0, y=0 x=1; also 7 \(2 px\)"):
         masked_sparse_categorical_crossentropy(tf.constant(labels), spec_logits())
 
 

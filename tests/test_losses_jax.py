@@ -175,16 +175,16 @@ def test_void_pixels_on_jax(jax_results, name):
 )
 def test_invalid_labels_on_jax(jax_results, name):
     case = jax_results["invalid"][name]
-    expected, index = ("0..1", "[0, 1]") if name == "binary" else ("0..2", "[0, 0, 1]")
+    expected, at = ("0..1", "y=0 x=1") if name == "binary" else ("0..2", "image 0, y=0 x=1")
     assert case["message"].startswith(
-        f"labels hold 7 (1 px), which is not a class id (expected {expected} or ignore 255); "
-        f"first at index {index}."
+        f"labels: value 7 is not a class id (expected {expected} or ignore 255): 1 px, "
+        f"first at {at}."
     )
     assert math.isnan(case["jit"])
     assert case["pixel_grad_nan"] and case["void_grad_zero"]
 
 
 def test_metric_on_jax(jax_results):
-    assert jax_results["mean_iou"] == pytest.approx(0.5)  # the spec's metric case
+    assert jax_results["mean_iou"] == pytest.approx(0.5)  # docs/losses.md's metric case
     assert jax_results["confusion"] == [[1, 0], [1, 1]]  # 255 void, 7 dropped
-    assert jax_results["metric_invalid"].startswith("labels hold 7 (1 px), which is not a class")
+    assert jax_results["metric_invalid"].startswith("labels: value 7 is not a class id")

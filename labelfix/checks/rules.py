@@ -1,8 +1,9 @@
 """The one rule every command checks values with, and the one message it words problems with.
 
 A value is valid when it is a class id ``0..num_classes-1`` or a void value. ``stats``,
-``validate``, ``remap``, ``repair``, ``to-tfrecord`` and ``verify`` all call :func:`find_bad_values`
-and :func:`bad_value_message`, so a bad value reads the same wherever it is found:
+``validate``, ``remap``, ``repair``, ``to-tfrecord`` and ``verify`` call :func:`find_bad_values`
+and :func:`bad_value_message` on masks, and the losses, metrics and training pipelines on label
+tensors (:mod:`labelfix.checks.tensors`), so a bad value reads the same wherever it is found:
 
 >>> labels = np.array([[0, 37, 37], [255, 5, 5]], np.uint8)
 >>> bad = find_bad_values([0, 5, 37, 255], [1, 2, 2, 1], labels, num_classes=21, void=(255,))
@@ -22,7 +23,8 @@ import numpy as np
 class BadValue:
     """A value that is neither a class id nor void, where it first occurs.
 
-    ``source`` is the file's value when a mapping turned it into ``value`` (else None).
+    ``source`` is the file's value when a mapping turned it into ``value`` (else None);
+    ``image`` the index of the image in a batch of label maps (else None).
     """
 
     value: int
@@ -30,6 +32,13 @@ class BadValue:
     y: int
     x: int
     source: int | None = None
+    image: int | None = None
+
+    @property
+    def where(self) -> str:
+        """``y=3 x=118``, or ``image 2, y=3 x=118`` in a batch."""
+        at = f"y={self.y} x={self.x}"
+        return at if self.image is None else f"image {self.image}, {at}"
 
 
 def is_valid(values: np.ndarray, num_classes: int, void: Sequence[int] = ()) -> np.ndarray:
@@ -55,7 +64,8 @@ def find_bad_values(
     ``values`` are the distinct values of ``labels`` (ascending) and ``counts`` their pixels;
     ``outputs[i]``, when given, is what a mapping turns ``values[i]`` into, and the output is
     what is checked (against ``void`` in the output's terms). ``labels`` (or a function that
-    returns it, called only when a value is bad) locates the first pixel of each bad value.
+    returns it, called only when a value is bad) locates the first pixel of each bad value:
+    ``[H, W]``, or ``[B, H, W]`` (a batch; a trailing axis of size 1 is dropped), or ``[N]``.
     """
     values = np.asarray(values, np.int64)
     outputs = values if outputs is None else np.asarray(outputs, np.int64)
@@ -63,13 +73,29 @@ def find_bad_values(
     if not bad.any():
         return ()
     array = labels() if callable(labels) else labels
-    flat, width = array.ravel(), array.shape[1]
     found = []
     for v, o, c in zip(values[bad], outputs[bad], np.asarray(counts)[bad], strict=True):
-        y, x = divmod(int(np.argmax(flat == v)), width)
+        image, y, x = first_pixel(array == v)
         source = int(v) if o != v else None
-        found.append(BadValue(value=int(o), pixels=int(c), y=y, x=x, source=source))
+        found.append(BadValue(int(o), int(c), y, x, source=source, image=image))
     return tuple(found)
+
+
+def first_pixel(hits: np.ndarray) -> tuple[int | None, int, int]:
+    """``(image, y, x)`` of the first True of ``hits`` (``[H, W]``: image None; ``[B, H, W]``
+    or ``[B, H, W, 1]``; ``[N]``: y 0), in row-major order.
+
+    >>> batch = np.zeros((2, 3, 4), bool)
+    >>> batch[1, 2, 3] = True
+    >>> first_pixel(np.array([[0, 0], [0, 1]], bool)), first_pixel(batch)
+    ((None, 1, 1), (1, 2, 3))
+    """
+    if hits.ndim == 4 and hits.shape[-1] == 1:
+        hits = hits[..., 0]
+    shape = hits.shape if hits.ndim >= 2 else (1, *hits.shape)
+    index = np.unravel_index(int(np.argmax(hits)), (int(np.prod(shape[:-2])), *shape[-2:]))
+    image = int(index[0]) if hits.ndim >= 3 else None
+    return image, int(index[1]), int(index[2])
 
 
 def expected_text(num_classes: int, ignore: Sequence[int]) -> str:
@@ -84,6 +110,26 @@ def bad_value_message(where: str, bad: BadValue, *, num_classes: int, ignore: Se
     """``where: value 37 is not a class id (expected 0..20 or ignore 255): 412 px, first at ...``"""
     text = (
         f"{where}: value {bad.value} is not a class id ({expected_text(num_classes, ignore)}): "
-        f"{bad.pixels} px, first at y={bad.y} x={bad.x}"
+        f"{bad.pixels} px, first at {bad.where}"
     )
     return text + (f" (mapped from {bad.source})" if bad.source is not None else "")
+
+
+#: At most this many further bad values are named after the first one.
+MAX_LISTED = 4
+
+
+def bad_values_message(
+    where: str, bad: Sequence[BadValue], *, num_classes: int, ignore: Sequence[int]
+) -> str:
+    """:func:`bad_value_message` of the first bad value, then the others' values and pixels.
+
+    >>> bad = [BadValue(7, 3, 0, 1), BadValue(9, 1, 2, 2)]
+    >>> bad_values_message("a", bad, num_classes=3, ignore=())
+    'a: value 7 is not a class id (expected 0..2): 3 px, first at y=0 x=1; also 9 (1 px)'
+    """
+    text = bad_value_message(where, bad[0], num_classes=num_classes, ignore=ignore)
+    others = [f"{b.value} ({b.pixels} px)" for b in bad[1 : 1 + MAX_LISTED]]
+    if len(bad) > 1 + MAX_LISTED:
+        others.append(f"{len(bad) - 1 - MAX_LISTED} more values")
+    return text + ("; also " + ", ".join(others) if others else "")

@@ -1,4 +1,4 @@
-"""Ignore-aware losses for segmentation: one void semantics for every loss (SPEC-loss.md).
+"""Ignore-aware losses for segmentation: one void semantics for every loss (``docs/losses.md``).
 
 Each loss is a pure ``keras.ops`` function first and a thin ``keras.losses.Loss`` (registered
 for serialisation under the package ``"labelfix"``) second, so it runs on the TensorFlow, JAX
@@ -32,8 +32,8 @@ classes, -2; for the binary loss anything but 0, 1 and ``ignore``) never trains 
 where the loss runs             what happens
 ==============================  ================================================================
 eager: NumPy labels, eager TF   ``ValueError`` naming each value, its pixel count and its first
-tensors, JAX arrays outside     index: ``labels hold 255 (12 px), which is not a class id
-``jax.jit``, Keras              (expected 0..2 or ignore -1); first at index [0, 3, 118]. ...``
+tensors, JAX arrays outside     position: ``labels: value 255 is not a class id (expected 0..2
+``jax.jit``, Keras              or ignore -1): 12 px, first at image 0, y=3 x=118. ...``
 ``run_eagerly=True``
 compiled: ``tf.function``,      values are unknown while tracing (and an assert is not portable
 XLA ``jit_compile``,            to XLA), so the loss is NaN: such a pixel's loss *and* gradient

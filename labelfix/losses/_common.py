@@ -1,5 +1,6 @@
-"""What every labelfix loss shares: the label checks, the invalid-label rule, the reductions, the
-Loss base class and the tf.distribute replica context.
+"""What every labelfix loss shares: label alignment, the reductions (``docs/losses.md``, rule 3),
+the Loss base class and the tf.distribute replica context. The label checks themselves (rule 1,
+and labels that are neither a class nor void) are :mod:`labelfix.checks.tensors`'.
 
 ``keras.ops`` and NumPy only; TensorFlow is imported only when Keras already runs on it.
 """
@@ -13,43 +14,16 @@ import keras
 import numpy as np
 from keras import ops
 
-from labelfix.checks.rules import expected_text
+from labelfix.checks.tensors import (
+    check_labels,
+    invalid_mask,
+    is_symbolic,
+    raise_on_invalid_labels,
+)
 from labelfix.labels import IGNORE_AS
 
 REDUCTIONS = ("valid_mean", "per_image_mean", "sum", "none")
-
-_INT_DTYPES = ("uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64")
-_MAX_LISTED = 5  # invalid values named in the error message
-
-
-def check_labels(labels: Any, ignore: int) -> Any:
-    """Return ``labels`` as a tensor after the dtype checks of spec point 1.
-
-    Float labels are a ``TypeError``, with one exception: while Keras builds a model
-    symbolically (shape inference, no data), e.g. the first ``fit`` under a ``tf.distribute``
-    strategy, whose build passes the replicas' label batches averaged (float64). Those
-    placeholders are cast to int32; real float data never takes that path.
-    """
-    if not hasattr(labels, "dtype"):
-        labels = np.asarray(labels)
-    if isinstance(ignore, bool) or not isinstance(ignore, (int, np.integer)):
-        raise TypeError(f"ignore must be an int, got {ignore!r}")
-    dtype = keras.backend.standardize_dtype(labels.dtype)
-    if dtype not in _INT_DTYPES:
-        if _in_keras_build() and is_symbolic(labels):
-            return ops.cast(labels, "int32")
-        raise TypeError(
-            f"labels must be integers (class ids), got dtype {dtype}; cast masks with "
-            "ops.cast(mask, 'int32') after checking they hold whole numbers"
-        )
-    info = np.iinfo(dtype)
-    if not info.min <= int(ignore) <= info.max:
-        raise ValueError(
-            f"ignore={ignore} cannot occur in {dtype} labels (range {info.min}..{info.max}), so "
-            f"no pixel would be ignored and e.g. 255 would train as a class; pass the value the "
-            f"masks actually use (ignore={info.max}?) or signed labels"
-        )
-    return labels
+__all__ = ["check_labels", "invalid_mask", "is_symbolic", "raise_on_invalid_labels"]
 
 
 def valid_count(labels: Any, *, ignore: int = IGNORE_AS) -> Any:
@@ -129,27 +103,10 @@ def prepare_labels(labels: Any, num_classes: int, ignore: int) -> Labels:
     return Labels(valid, safe, scale)
 
 
-def invalid_mask(labels: Any, num_classes: int, ignore: int) -> Any:
-    """Elementwise: True where a label is neither ``ignore`` nor ``0..num_classes-1``."""
-    dtype = keras.backend.standardize_dtype(labels.dtype)
-    info = np.iinfo(dtype)
-    bad = None
-    if info.min < 0:
-        bad = ops.less(labels, 0)
-    if num_classes <= info.max:
-        above = ops.greater_equal(labels, num_classes)
-        bad = above if bad is None else ops.logical_or(bad, above)
-    if bad is None:  # e.g. uint8 labels and 300 classes: every value is a class id
-        return ops.zeros_like(labels, dtype="bool")
-    if info.min <= ignore <= info.max:
-        bad = ops.logical_and(bad, ops.not_equal(labels, ignore))
-    return bad
-
-
 def reduce_pixels(
     per_pixel: Any, valid: Any, reduction: str, global_valid_count: Any | None = None
 ) -> Any:
-    """The reductions of spec point 3 over a per-pixel map that is 0 at void pixels."""
+    """The reductions (``docs/losses.md``, rule 3) of a per-pixel map that is 0 at void pixels."""
     if reduction == "none":
         return per_pixel
     if reduction == "sum":
@@ -194,73 +151,6 @@ def per_class(values: Any, num_classes: int, what: str) -> Any:
             f"{tuple(tensor.shape)}"
         )
     return tensor
-
-
-# --------------------------------------------------------------------------- invalid labels
-
-
-def is_symbolic(x: Any) -> bool:
-    """Whether ``x`` is a traced placeholder (tf.function / XLA graph, jax.jit tracer, Keras'
-    symbolic build) rather than values known now (NumPy, eager tensors)."""
-    if isinstance(x, (np.ndarray, np.generic, int, float)):
-        return False
-    if isinstance(x, keras.KerasTensor):
-        return True
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return tf.is_symbolic_tensor(x)
-    if backend == "jax":
-        import jax
-
-        return isinstance(x, jax.core.Tracer)  # concrete arrays captured by jit are not
-    if backend == "torch":
-        import torch
-
-        return torch.compiler.is_compiling()
-    return False
-
-
-def raise_on_invalid_labels(labels: Any, *, num_classes: int, ignore: int) -> None:
-    """``ValueError`` if labels known now hold a value that is neither a class id nor
-    ``ignore``; nothing for symbolic labels (compiled code gets NaN through :attr:`Labels.scale`).
-
-    Eager tensors are checked on their device; only a one-bool answer (and, on failure, the
-    labels for the message) comes back to the host.
-    """
-    if is_symbolic(labels):
-        return
-    if not isinstance(labels, np.ndarray):
-        flag = ops.any(invalid_mask(labels, num_classes, ignore))
-        if not is_symbolic(flag) and not bool(ops.convert_to_numpy(flag)):
-            return
-        # A constant captured by a trace (its check is symbolic), or a bad value to name.
-        labels = ops.convert_to_numpy(labels)
-    bad = (labels != ignore) & ((labels < 0) | (labels >= num_classes))
-    if not bad.any():
-        return
-    values, counts = np.unique(labels[bad], return_counts=True)
-    first = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), labels.shape))
-    shown = zip(values[:_MAX_LISTED], counts[:_MAX_LISTED], strict=True)
-    listed = [f"{v} ({c} px)" for v, c in shown]
-    if len(values) > _MAX_LISTED:
-        listed.append(f"{len(values) - _MAX_LISTED} more values")
-    which = "which is not a class id" if len(values) == 1 else "which are not class ids"
-    raise ValueError(
-        f"labels hold {', '.join(listed)}, {which} "
-        f"({expected_text(num_classes, (ignore,))}); first at index {list(first)}. Check the "
-        "masks (labelfix validate) or pass the void value they use as `ignore`"
-    )
-
-
-def _in_keras_build() -> bool:
-    """True inside Keras' symbolic build (``backend.compute_output_spec``): only shapes flow."""
-    try:
-        from keras.src.backend.common.symbolic_scope import in_symbolic_scope
-    except ImportError:  # a Keras without it: float labels stay a TypeError
-        return False
-    return in_symbolic_scope()
 
 
 # --------------------------------------------------------------------------- distribution

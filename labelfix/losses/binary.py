@@ -1,4 +1,4 @@
-"""The ignore-aware binary (sigmoid) cross-entropy (SPEC-loss.md, "The loss family")."""
+"""The ignore-aware binary (sigmoid) cross-entropy (``docs/losses.md``, "The family")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The ignore-aware sparse categorical cross-entropy (SPEC-loss.md, first part)."""
+"""The ignore-aware sparse categorical cross-entropy (``docs/losses.md``)."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ def masked_sparse_categorical_crossentropy(
         A float32 scalar (``[B, H, W]`` map for ``"none"``); exactly 0.0, with zero gradients,
         when no pixel is valid.
 
-    Example (the spec's hand-checkable case, 1.5 ln 2):
+    Example (the hand-checkable case of ``docs/losses.md``, 1.5 ln 2):
 
     >>> import numpy as np
     >>> logits = np.tile(np.float32([np.log(2), 0, 0]), (1, 1, 4, 1))
@@ -76,7 +76,7 @@ def masked_sparse_categorical_crossentropy(
     >>> masked_sparse_categorical_crossentropy(labels, logits)  # 255 is no class of 3
     Traceback (most recent call last):
     ...
-    ValueError: labels hold 255 (2 px), which is not a class id (expected 0..2 or ignore -1); ...
+    ValueError: labels: value 255 is not a class id (expected 0..2 or ignore -1): 2 px, first at ...
     """
     check_reduction(reduction, global_valid_count)
     if not 0.0 <= label_smoothing <= 1.0:

@@ -1,4 +1,4 @@
-"""The ignore-aware soft Dice loss (SPEC-loss.md, "The loss family")."""
+"""The ignore-aware soft Dice loss (``docs/losses.md``, "The family")."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def masked_dice_loss(
         classes: ``"present"`` or ``"all"``.
         smooth: added to numerator and denominator of every ``D_c``.
 
-    The spec's case: class 0 scores D = 0.5, class 1 D = 1/3, class 2 is absent.
+    The case of ``docs/losses.md``: class 0 scores D = 0.5, class 1 D = 1/3, class 2 is absent.
 
     >>> import numpy as np
     >>> logits = np.tile(np.float32([np.log(2), 0, 0]), (1, 1, 4, 1))

@@ -1,4 +1,4 @@
-"""The ignore-aware sparse categorical focal loss (SPEC-loss.md, "The loss family")."""
+"""The ignore-aware sparse categorical focal loss (``docs/losses.md``, "The family")."""
 
 from __future__ import annotations
 

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from labelfix.checks.rules import expected_text
+from labelfix.checks.tensors import bad_labels_message
 from labelfix.labels import IGNORE_AS
 from labelfix.training.augment import augment, pad_to_size
 
@@ -70,23 +70,12 @@ def check_labels(mask: Any, where: Any, *, num_classes: int, ignore: int) -> Any
     low, high = tf.reduce_min(labels), tf.reduce_max(labels)
     ok = (low >= 0) & (high < num_classes)
 
-    def message():
-        value = tf.where(high >= num_classes, high, low)
-        hits = tf.where((mask == value) & (mask != ignore_t))
-        return tf.strings.join(
-            [
-                _MARK,
-                where,
-                ": value ",
-                tf.strings.as_string(value),
-                f" is not a class id ({expected_text(num_classes, (ignore,))}): ",
-                tf.strings.as_string(tf.shape(hits)[0]),
-                " px, first at y=",
-                tf.strings.as_string(hits[0, 0]),
-                " x=",
-                tf.strings.as_string(hits[0, 1]),
-            ]
-        )
+    def message():  # the rule's own message, made in NumPy only for a bad example
+        def words(labels, name):
+            text = bad_labels_message(name.decode(), labels, num_classes=num_classes, ignore=ignore)
+            return (_MARK + (text or "")).encode()
+
+        return tf.numpy_function(words, [mask, where], tf.string, stateful=False)
 
     text = tf.cond(ok, lambda: tf.constant(""), message)
     with tf.control_dependencies([tf.debugging.Assert(ok, [text])]):

@@ -69,7 +69,7 @@ class TrainingLoss:
     >>> logits = np.tile(np.float32([np.log(2), 0, 0]), (1, 1, 4, 1))
     >>> labels = np.array([[[0, 1, 255, 255]]], "int32")
     >>> [round(float(TrainingLoss(kind=k, ignore=255)(labels, logits, 2.0)), 6)
-    ...  for k in LOSSES]  # the spec's values: 1.5 ln 2, focal, 1 - (1/2 + 1/3) / 2, the sum
+    ...  for k in LOSSES]  # docs/losses.md's values: 1.5 ln 2, focal, 1 - (1/2 + 1/3) / 2, the sum
     [1.039721, 0.476539, 0.583333, 1.623054]
     """
 
