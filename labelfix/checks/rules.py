@@ -18,27 +18,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from labelfix.io.masks import ValueAt
+
 
 @dataclass(frozen=True)
-class BadValue:
-    """A value that is neither a class id nor void, where it first occurs.
+class BadValue(ValueAt):
+    """A value that is neither a class id nor void, where it first occurs (see
+    :class:`~labelfix.io.masks.ValueAt`); ``source`` is the file's value when a mapping turned
+    it into ``value`` (else None)."""
 
-    ``source`` is the file's value when a mapping turned it into ``value`` (else None);
-    ``image`` the index of the image in a batch of label maps (else None).
-    """
-
-    value: int
-    pixels: int
-    y: int
-    x: int
     source: int | None = None
-    image: int | None = None
-
-    @property
-    def where(self) -> str:
-        """``y=3 x=118``, or ``image 2, y=3 x=118`` in a batch."""
-        at = f"y={self.y} x={self.x}"
-        return at if self.image is None else f"image {self.image}, {at}"
 
 
 def is_valid(values: np.ndarray, num_classes: int, void: Sequence[int] = ()) -> np.ndarray:
@@ -75,27 +64,10 @@ def find_bad_values(
     array = labels() if callable(labels) else labels
     found = []
     for v, o, c in zip(values[bad], outputs[bad], np.asarray(counts)[bad], strict=True):
-        image, y, x = first_pixel(array == v)
+        at = ValueAt.find(array, v, c)
         source = int(v) if o != v else None
-        found.append(BadValue(int(o), int(c), y, x, source=source, image=image))
+        found.append(BadValue(int(o), at.pixels, at.y, at.x, at.image, source=source))
     return tuple(found)
-
-
-def first_pixel(hits: np.ndarray) -> tuple[int | None, int, int]:
-    """``(image, y, x)`` of the first True of ``hits`` (``[H, W]``: image None; ``[B, H, W]``
-    or ``[B, H, W, 1]``; ``[N]``: y 0), in row-major order.
-
-    >>> batch = np.zeros((2, 3, 4), bool)
-    >>> batch[1, 2, 3] = True
-    >>> first_pixel(np.array([[0, 0], [0, 1]], bool)), first_pixel(batch)
-    ((None, 1, 1), (1, 2, 3))
-    """
-    if hits.ndim == 4 and hits.shape[-1] == 1:
-        hits = hits[..., 0]
-    shape = hits.shape if hits.ndim >= 2 else (1, *hits.shape)
-    index = np.unravel_index(int(np.argmax(hits)), (int(np.prod(shape[:-2])), *shape[-2:]))
-    image = int(index[0]) if hits.ndim >= 3 else None
-    return image, int(index[1]), int(index[2])
 
 
 def expected_text(num_classes: int, ignore: Sequence[int]) -> str:

@@ -19,6 +19,7 @@ import stat
 import warnings
 import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
@@ -169,6 +170,49 @@ def value_counts(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         values = np.flatnonzero(hist)
         return values + lo, hist[values]
     return np.unique(labels, return_counts=True)
+
+
+@dataclass(frozen=True)
+class ValueAt:
+    """A value of a label array, its pixel count and where it first occurs (row-major order):
+    ``image`` is its index in a batch of label maps, else None."""
+
+    value: int
+    pixels: int
+    y: int
+    x: int
+    image: int | None = None
+
+    @property
+    def where(self) -> str:
+        """``y=3 x=118``, or ``image 2, y=3 x=118`` in a batch."""
+        at = f"y={self.y} x={self.x}"
+        return at if self.image is None else f"image {self.image}, {at}"
+
+    @classmethod
+    def find(cls, labels: np.ndarray, value: int, pixels: int | None = None) -> ValueAt:
+        """``value``'s first pixel in ``labels`` (``pixels``: its count, counted when None)."""
+        hits = labels == value
+        image, y, x = first_pixel(hits)
+        count = int(np.count_nonzero(hits)) if pixels is None else int(pixels)
+        return cls(int(value), count, y, x, image)
+
+
+def first_pixel(hits: np.ndarray) -> tuple[int | None, int, int]:
+    """``(image, y, x)`` of the first True of ``hits``, in row-major order: ``[H, W]`` (image
+    None), ``[B, H, W]`` or ``[B, H, W, 1]`` (a batch), ``[N]`` (y 0).
+
+    >>> batch = np.zeros((2, 3, 4), bool)
+    >>> batch[1, 2, 3] = True
+    >>> first_pixel(np.array([[0, 0], [0, 1]], bool)), first_pixel(batch)
+    ((None, 1, 1), (1, 2, 3))
+    """
+    if hits.ndim == 4 and hits.shape[-1] == 1:
+        hits = hits[..., 0]
+    shape = hits.shape if hits.ndim >= 2 else (1, *hits.shape)
+    index = np.unravel_index(int(np.argmax(hits)), (int(np.prod(shape[:-2])), *shape[-2:]))
+    image = int(index[0]) if hits.ndim >= 3 else None
+    return image, int(index[1]), int(index[2])
 
 
 def _runs_histogram(labels: np.ndarray) -> np.ndarray | None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from labelfix.errors import MappingError, UnreadableMask
-from labelfix.io.masks import Mask, read_mask, smallest_int_dtype
+from labelfix.io.masks import Mask, ValueAt, read_mask, smallest_int_dtype
 from labelfix.labels.presets import CITYSCAPES_CLASSES, VOC_CLASSES, voc_palette
 
 UNKNOWN_COLOUR_POLICIES = ("error", "ignore")
@@ -102,15 +102,14 @@ class Colormap:
         if not found.all():
             if unknown != "ignore":
                 missing = np.unique(packed[~found])
-                first_key = int(missing[0])
-                hits = packed == first_key
-                y, x = divmod(int(np.argmax(hits)), rgb.shape[1])
-                colour = ((first_key >> 16) & 255, (first_key >> 8) & 255, first_key & 255)
+                first = ValueAt.find(packed, int(missing[0]))
+                key = first.value
+                colour = ((key >> 16) & 255, (key >> 8) & 255, key & 255)
                 more = f" ({len(missing) - 1} more unknown colours)" if len(missing) > 1 else ""
                 raise UnknownColour(
                     path or "<array>",
-                    f"colour {colour} is not in colormap {self.name}: {int(hits.sum())} px, "
-                    f"first at y={y} x={x}{more}",
+                    f"colour {colour} is not in colormap {self.name}: {first.pixels} px, "
+                    f"first at {first.where}{more}",
                 )
             ids = np.where(found, ids, ignore)
         lo, hi = int(ids.min()), int(ids.max())
@@ -333,8 +332,8 @@ def read_label_mask(
 
 def _transparent_reason(alpha: np.ndarray, transparent: np.ndarray) -> str:
     """``1,200 transparent pixels (alpha 0), first at y=0 x=3: ...`` (see ColourPolicy)."""
-    y, x = divmod(int(np.argmax(transparent)), transparent.shape[1])
-    count = int(np.count_nonzero(transparent))
+    first = ValueAt.find(transparent, True)
+    y, x, count = first.y, first.x, first.pixels
     partly = int(np.count_nonzero(alpha < 255)) - count
     also = ""
     if partly:

@@ -17,23 +17,15 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from labelfix.errors import MappingError
-from labelfix.io.masks import smallest_int_dtype, value_counts
+from labelfix.io.masks import ValueAt, smallest_int_dtype, value_counts
 
 UNMAPPED_POLICIES = ("keep", "ignore", "error")
-
-
-@dataclass(frozen=True)
-class UnmappedValue:
-    value: int
-    pixels: int
-    y: int
-    x: int
 
 
 @dataclass(frozen=True)
@@ -185,24 +177,13 @@ class LabelMap:
         if missing:
             self._raise_unmapped(labels, np.asarray(missing), path)
 
-    def unmapped_values(self, labels: np.ndarray, values: Iterable[int]) -> list[UnmappedValue]:
-        flat = labels.ravel()
-        width = labels.shape[1] if labels.ndim == 2 else 1
-        found = []
-        for v in values:
-            hits = flat == v
-            y, x = divmod(int(np.argmax(hits)), width)
-            found.append(UnmappedValue(int(v), int(hits.sum()), y, x))
-        return found
-
     def _raise_unmapped(self, labels: np.ndarray, values: np.ndarray, path: str | None) -> None:
-        found = self.unmapped_values(labels, values.tolist())
-        first = found[0]
+        first = ValueAt.find(labels, int(values[0]))
         where = f"{path}: " if path else ""
-        more = f" (and {len(found) - 1} more unmapped values)" if len(found) > 1 else ""
+        more = f" (and {len(values) - 1} more unmapped values)" if len(values) > 1 else ""
         raise MappingError(
             f"{where}value {first.value} has no mapping rule (--unmapped error): "
-            f"{first.pixels} px, first at y={first.y} x={first.x}{more}"
+            f"{first.pixels} px, first at {first.where}{more}"
         )
 
     # ------------------------------------------------------------------------- records
