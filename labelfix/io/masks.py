@@ -266,14 +266,6 @@ def read_mask(
     return _read_image(path, max_pixels=max_pixels, data=data)
 
 
-_SPECIAL_FILES = (
-    (stat.S_ISFIFO, "a FIFO"),
-    (stat.S_ISSOCK, "a socket"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-)
-
-
 def _file_bytes(path: str, data: bytes | None) -> bytes:
     """The file's content; UnreadableMask for what is no readable regular file.
 
@@ -291,9 +283,9 @@ def _file_bytes(path: str, data: bytes | None) -> bytes:
             raise UnreadableMask(path, f"cannot read ({err.strerror})") from None
         if stat.S_ISDIR(info.st_mode):
             raise UnreadableMask(path, _directory_problem(path))
-        for test, what in _SPECIAL_FILES:
-            if test(info.st_mode):
-                raise UnreadableMask(path, f"not a regular file ({what}): not read")
+        what = fs.special_file(info.st_mode)
+        if what is not None:
+            raise UnreadableMask(path, f"not a regular file ({what}): not read")
     try:
         return fs.read_bytes(path)
     except FileNotFoundError:
