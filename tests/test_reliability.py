@@ -26,7 +26,6 @@ from click.testing import CliRunner
 from PIL import Image
 
 import labelfix.io.atomic as atomic
-import labelfix.io.door as door_module
 from labelfix.cli import main
 from labelfix.io.atomic import TMP_SUFFIX, is_temporary, write_atomic
 from labelfix.io.lock import LOCK_NAME, DirectoryLocked, directory_lock
@@ -454,7 +453,7 @@ def test_full_disk_names_the_final_path_and_a_rerun_finishes_the_job(tmp_path, m
                 return _FullDisk()
         return real_open(path, mode, *args, **kwargs)
 
-    monkeypatch.setattr(door_module, "open", second_png_fails, raising=False)
+    monkeypatch.setattr(atomic, "open", second_png_fails, raising=False)
     result = cli("remap", "--preset", "cityscapes", "--in-place", "-j", "1", str(root))
     assert result.exit_code == 1
     assert (
