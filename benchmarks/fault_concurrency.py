@@ -3,7 +3,10 @@ writers (see that script's doc for what is checked)."""
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
+import os
 import random
 import shutil
 import time
@@ -30,6 +33,7 @@ from fault_runs import (
     temporaries,
 )
 
+from labelfix.io.atomic import TMP_PATTERN
 from labelfix.io.door import read_in_place
 from labelfix.records.manifest import manifest_path
 from labelfix.records.shards import shard_pattern
@@ -46,6 +50,7 @@ REFUSALS = (
     "another labelfix run is writing into it now",
 )
 READERS = ("to-tfrecord", "stats")
+MANIFEST = Path(manifest_path("", SPLIT)).name
 
 
 def tfrecord_args(data: Path, masks: Path, out: Path, shards: int, runner: str) -> list[str]:
@@ -78,6 +83,30 @@ class OneOutput:
     def __init__(self, row: Row, out: Path, expected: dict, records: Counter, verify):
         self.row, self.out, self.expected, self.records = row, out, expected, records
         self.verify = verify  # verify(tag) -> exit code of `labelfix verify OUT`
+        #: shard name -> every (bytes, sha256) a manifest of some run gave it
+        self.known: dict[str, set[tuple[int, str]]] = {n: {v} for n, v in expected.items()}
+        self._seen_files: set[tuple] = set()
+
+    def learn(self) -> None:
+        """Note the shards of every manifest in the output now, the one in place and those
+        being published (written under a temporary name before the shards are renamed, left
+        there when the run is killed): each lists complete shards of one run."""
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(self.out):
+                if entry.name != MANIFEST and not (
+                    entry.name.startswith(f".{MANIFEST}.") and TMP_PATTERN.fullmatch(entry.name)
+                ):
+                    continue
+                # (one still being written does not parse yet: it is read again next time)
+                with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                    stat = entry.stat()
+                    key = (entry.name, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+                    if key in self._seen_files:
+                        continue
+                    for shard in json.loads(Path(entry.path).read_bytes())["shards"]:
+                        listed = (shard["bytes"], shard["sha256"])
+                        self.known.setdefault(shard["file"], set()).add(listed)
+                    self._seen_files.add(key)
 
     def problem(self, counter: str | None, text: str) -> None:
         if counter is not None:
@@ -88,12 +117,17 @@ class OneOutput:
         """Check every shard-named file: complete, and only records of the reference runs."""
         pattern = shard_pattern(SPLIT)
         names = sorted(p.name for p in self.out.iterdir() if pattern.fullmatch(p.name))
+        self.learn()
         for name in names:
+            if on_disk(self.out, name) in self.known.get(name, ()):
+                continue  # byte for byte a shard some run's manifest lists
             found = records_of(self.out / name)
             if found is None:
                 self.problem("bad_shards", f"{when}: {name} is cut short or corrupt")
             elif any(self.records[r] == 0 for r in found) or len(set(found)) != len(found):
                 self.problem("bad_shards", f"{when}: {name} holds records of no reference run")
+            else:  # (its manifest was gone before it was seen: whole records, reference ones)
+                self.row.seen["shard checked by its records only"] += 1
         return names
 
     def check(self, when: str, *, killed: bool, last: str | None, had_manifest: bool) -> None:
@@ -169,7 +203,7 @@ def mixed_runners_campaign(
         raise RuntimeError("the Beam reference holds other records than the local one")
     row = Row("to-tfrecord beam+local, one output")
     row.events.append(", ".join(f"{r} run {t.duration:.2f} s" for r, t in timing.items()))
-    verifications = iter(range(1 << 30))
+    verifications = itertools.count()
 
     def verify(when: str) -> int:
         log = logs / f"mixed-verify-{next(verifications):03d}.log"
@@ -182,7 +216,9 @@ def mixed_runners_campaign(
     for i in range(rounds):
         row.rounds += 1
         had_manifest = listing(out) is not None
-        runs, killed = race(lambda r: args(out, r), out, i, logs, launch, rng, timing, row)
+        runs, killed = race(
+            lambda r: args(out, r), out, i, logs, launch, rng, timing, row, watch=checks.learn
+        )
         ends = {}
         for runner, run in runs.items():
             text = run.output()
@@ -194,6 +230,8 @@ def mixed_runners_campaign(
                 ends[runner] = "refused"
             elif run.code != 0:
                 row.problems.append(f"round {i}: the {runner} run exited {run.code}:\n{text}")
+            else:  # the first run paid for cold caches: kills aim at what a run takes now
+                timing[runner] = timing[runner].merge(Timing(run.ended - run.started))
         row.seen[" ".join(f"{r} {ends[r]}" for r in RUNNERS)] += 1
         row.events.append(f"round {i}: " + ", ".join(f"{r} {e}" for r, e in ends.items()))
         last = max(runs, key=lambda r: runs[r].ended)
@@ -218,10 +256,13 @@ def race(
     rng: random.Random,
     timing: dict[str, Timing],
     row: Row,
+    *,
+    watch: Callable[[], None],
 ) -> tuple[dict[str, Run], set[str]]:
     """Start both runners into ``out`` at a random offset, kill none, one or both (at a random
     moment, or as soon as a publish journal appears in ``out``), and wait for both; ``(runs,
-    runners killed while running)``. Checks that the two never hold an exclusive lock at once."""
+    runners killed while running)``. Checks that the two never hold an exclusive lock at once;
+    calls ``watch()`` between checks."""
     first = rng.choice(RUNNERS)
     second = RUNNERS[1 - RUNNERS.index(first)]
     offset = rng.uniform(0.0, 1.6) * timing[first].duration
@@ -248,6 +289,7 @@ def race(
             if runner not in runs and now >= starts[runner]:
                 log = logs / f"mixed-{i:02d}-{runner}.log"
                 runs[runner] = Run(args(runner), log, launch)
+        watch()
         holders = exclusive_flocks()
         if len(holders & {run.pid for run in runs.values()}) > 1:
             row.problems.append(f"round {i}: both runs held an exclusive lock at once")
@@ -302,16 +344,19 @@ class Reads:
 
     def value(self, kind: str, run: Run, out: Path):
         """What the reader reported: stats' values; the manifest's class pixel counts and
-        shards, and the shards on disk."""
-        if kind == "stats":
-            return json.loads(run.log.with_suffix(".out").read_text())["values"]
-        manifest = json.loads(Path(manifest_path(str(out), SPLIT)).read_text())
-        names = sorted(p.name for p in out.iterdir() if shard_pattern(SPLIT).fullmatch(p.name))
-        return (
-            manifest["class_pixel_counts"],
-            listing(out),
-            {n: on_disk(out, n) for n in names},
-        )
+        shards, and the shards on disk. None when it reported nothing readable."""
+        try:
+            if kind == "stats":
+                return json.loads(run.log.with_suffix(".out").read_text())["values"]
+            manifest = json.loads(Path(manifest_path(str(out), SPLIT)).read_text())
+            names = sorted(p.name for p in out.iterdir() if shard_pattern(SPLIT).fullmatch(p.name))
+            return (
+                manifest["class_pixel_counts"],
+                listing(out),
+                {n: on_disk(out, n) for n in names},
+            )
+        except (OSError, ValueError, KeyError):
+            return None
 
     def reference(self, when: str) -> None:
         """Read the masks as they are now, as the ``when`` ("old", "new") reference."""
@@ -341,7 +386,10 @@ class Reads:
         elif code == 0:
             value = self.value(kind, run, out)
             verdict = next((w for w in ("old", "new") if value == self.refs[kind, w]), "mixed")
-            if verdict == "mixed":
+            if value is None:
+                verdict = "nothing readable"
+                self.row.lost += 1
+            elif verdict == "mixed":
                 self.row.mixed += 1
         else:
             verdict = f"exit {code}"
@@ -395,7 +443,9 @@ def readers_campaign(
                 kill_at = None
                 killed = remap.kill()
             time.sleep(0.002)
-        reads.judge(read, f"round {i}, during the remap", ("refused", "half", "old", "new"))
+        # (half-rewritten is the word for a remap that died, never for one still running)
+        allowed = ("refused", "old", "new", *(("half",) if killed else ()))
+        reads.judge(read, f"round {i}, during the remap", allowed)
         if killed:
             row.kills += 1
             row.mid_write += bool(temporaries(target)) or states.half_done(target)

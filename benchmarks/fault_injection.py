@@ -13,8 +13,9 @@ JPEG images of the same sizes, then runs four campaigns, one table row each:
     round (as a user reruns it), killed, then rerun to completion.
 ``beam-and-local``
     the same to-tfrecord with ``--runner beam`` (the DirectRunner) and with the local runner,
-    started into one output at random relative offsets, neither, either or both killed; then
-    the local command rerun to completion (``fault_concurrency.py``).
+    started into one output at random relative offsets, neither, either or both killed (at a
+    random moment, or as soon as a publish begins); then the local command rerun to completion
+    and ``labelfix verify`` (``fault_concurrency.py``).
 ``readers``
     an in-place remap as above, and at a random offset a reader of the masks it rewrites
     (``to-tfrecord`` into a fresh output, or ``stats --json``), the remap sometimes killed and
@@ -28,16 +29,19 @@ What is checked, after each kill or race and after each rerun:
   no mask file lost;
 * no temporary file (``.NAME.<hex>.labelfix-tmp``), staging directory or lock file is left
   after the rerun;
-* no shard exists under a final name unless it is complete (its records read back whole, each
-  one a record of the reference runs), and a manifest lists exactly the complete shards of one
-  run: never a mix of two runs' shards (``mixed``), never a missing shard or record (``lost``);
+* no shard exists under a final name unless it is complete: byte for byte a shard that some
+  run's manifest lists (the one in place, or one being published, seen while the runs ran or
+  left by a killed one), else its records read back whole, each one a record of the reference
+  runs; a manifest lists exactly the complete shards of one run: never a mix of two runs'
+  shards (``mixed``), never a missing shard or record (``lost``);
   after a kill in the middle of a publish, the manifest may list shards the next run replaces
   (as :func:`labelfix.records.shards.publish` says), but then ``labelfix verify`` must fail;
 * two runs into one output never hold its lock at once (``/proc/locks``); the one that comes
   second while the other writes exits 1 saying so (``refused``);
 * a reader either refuses (exit 1: the directory is being rewritten, was rewritten while read,
   or was left half-rewritten; ``refused``) or reports exactly the old or exactly the new masks
-  (``mixed`` otherwise); after a kill it refuses until the remap is rerun.
+  (``mixed`` otherwise); after a kill that left the masks half-rewritten it refuses, saying so,
+  until the remap is rerun.
 
 It prints one table row per campaign and exits 1 when any check failed. ``kills`` counts runs
 killed while still running, ``killed mid-write`` those killed with their work half done
@@ -45,6 +49,7 @@ killed while still running, ``killed mid-write`` those killed with their work ha
 lock), ``reruns ok`` the rounds whose rerun to completion (and final read) succeeded.
 
     python benchmarks/fault_injection.py                 # 300 masks 2048x1024, 20 rounds each
+    python benchmarks/fault_injection.py --masks 100     # the same, about 8 minutes on 2 cores
     python benchmarks/fault_injection.py --quick         # 20 masks 256x128, 5 rounds each
     python benchmarks/fault_injection.py --quick --only readers --only beam-and-local
 
