@@ -50,6 +50,8 @@ REFUSALS = (
     "another labelfix run is writing into it now",
 )
 READERS = ("to-tfrecord", "stats")
+#: The same readers with ``--runner beam`` (``--beam-readers``).
+BEAM_READERS = ("to-tfrecord-beam", "stats-beam")
 MANIFEST = Path(manifest_path("", SPLIT)).name
 
 
@@ -319,10 +321,11 @@ def race(
 class Reads:
     """Readers of the masks an in-place remap rewrites, and what they may report."""
 
-    def __init__(self, work: Path, target: Path, launch: str, shards: int, row: Row):
+    def __init__(self, work: Path, target: Path, launch: str, shards: int, row: Row, kinds: tuple):
         self.work, self.target, self.launch, self.shards, self.row = (
             work, target, launch, shards, row,
         )  # fmt: skip
+        self.kinds = kinds
         self.reads = work / "reads"
         self.refs: dict[tuple[str, str], object] = {}
         self.took: dict[str, float] = {}
@@ -334,10 +337,11 @@ class Reads:
         out = self.reads / tag
         shutil.rmtree(out, ignore_errors=True)
         self.reads.mkdir(exist_ok=True)
-        if kind == "stats":
-            args = ["stats", str(self.target), "--json"]
+        runner = "beam" if kind.endswith("-beam") else "local"
+        if kind.startswith("stats"):
+            args = ["stats", str(self.target), "--json", "--runner", runner]
         else:
-            args = tfrecord_args(self.work / "data", self.target, out, self.shards, "local")
+            args = tfrecord_args(self.work / "data", self.target, out, self.shards, runner)
         logs = self.work / "logs"
         log, data = logs / f"read-{tag}.log", logs / f"read-{tag}.out"
         return Run(args, log, self.launch, stdout=data), kind, out
@@ -346,21 +350,22 @@ class Reads:
         """What the reader reported: stats' values; the manifest's class pixel counts and
         shards, and the shards on disk. None when it reported nothing readable."""
         try:
-            if kind == "stats":
+            if kind.startswith("stats"):
                 return json.loads(run.log.with_suffix(".out").read_text())["values"]
             manifest = json.loads(Path(manifest_path(str(out), SPLIT)).read_text())
             names = sorted(p.name for p in out.iterdir() if shard_pattern(SPLIT).fullmatch(p.name))
-            return (
-                manifest["class_pixel_counts"],
-                listing(out),
-                {n: on_disk(out, n) for n in names},
-            )
+            listed = listing(out)
+            if kind.endswith("-beam"):  # (Beam's record order is its own: records, not bytes)
+                whole = set(names) == set(listed)
+                whole = whole and all(on_disk(out, n) == listed[n] for n in names)
+                return manifest["class_pixel_counts"], record_counter(out, names), whole
+            return manifest["class_pixel_counts"], listed, {n: on_disk(out, n) for n in names}
         except (OSError, ValueError, KeyError):
             return None
 
     def reference(self, when: str) -> None:
         """Read the masks as they are now, as the ``when`` ("old", "new") reference."""
-        for kind in READERS:
+        for kind in self.kinds:
             start = time.monotonic()
             run, _, out = self.start(kind)
             if run.wait() != 0:
@@ -405,12 +410,14 @@ class Reads:
 
 
 def readers_campaign(
-    work: Path, *, rounds: int, launch: str, rng: random.Random, shards: int
+    work: Path, *, rounds: int, launch: str, rng: random.Random, shards: int, beam: bool = False
 ) -> Row:
-    """An in-place remap, a reader at a random offset, sometimes a kill and a read after it."""
+    """An in-place remap, a reader at a random offset, sometimes a kill and a read after it;
+    ``beam``: the readers take turns with their ``--runner beam`` forms too."""
     pristine, target, logs = work / "data" / "gt", work / "readers" / "gt", work / "logs"
-    row = Row("readers during remap --in-place")
-    reads = Reads(work, target, launch, shards, row)
+    kinds = READERS + BEAM_READERS if beam else READERS
+    row = Row("readers during remap --in-place" + (" (with beam)" if beam else ""))
+    reads = Reads(work, target, launch, shards, row, kinds)
     reset_masks(pristine, target)
     reads.reference("old")
     timing, states = remap_references(work, target, launch, row, "readers-remap")
@@ -422,7 +429,7 @@ def readers_campaign(
     for i in range(rounds):
         reset_masks(pristine, target)
         row.rounds += 1
-        kind = READERS[i % len(READERS)]
+        kind = kinds[i % len(kinds)]
         offset = rng.uniform(-1.2 * reads.took[kind], 1.1 * timing.duration)
         starts = {"remap": max(0.0, -offset), "read": max(0.0, offset)}
         kill_at = starts["remap"] + timing.pick_delay(rng) if rng.random() < 0.4 else None

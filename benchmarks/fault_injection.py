@@ -52,6 +52,7 @@ lock), ``reruns ok`` the rounds whose rerun to completion (and final read) succe
     python benchmarks/fault_injection.py --masks 100     # the same, about 8 minutes on 2 cores
     python benchmarks/fault_injection.py --quick         # 20 masks 256x128, 5 rounds each
     python benchmarks/fault_injection.py --quick --only readers --only beam-and-local
+    python benchmarks/fault_injection.py --quick --only readers --beam-readers  # --runner beam too
 
 ``--launch exec`` (the default) starts each run as a new ``python -m labelfix`` process;
 ``--launch fork`` (the default with --quick) forks it from this process, which has imported
@@ -205,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only", choices=CAMPAIGNS, action="append", help="these campaigns only (repeatable)"
     )
+    parser.add_argument(
+        "--beam-readers", action="store_true", help="readers: also with --runner beam"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, help="keep the data and logs here")
     opts = parser.parse_args(argv)
@@ -220,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     rng = random.Random(opts.seed)
     if launch == "fork":  # once, not in every run
         modules = ["labelfix.cli", "labelfix.rewrite.run", "labelfix.records.write"]
-        if "beam-and-local" in only:
+        if "beam-and-local" in only or opts.beam_readers:
             logging.getLogger().setLevel(logging.ERROR)  # Beam's import warnings
             modules.append("labelfix.records.beam")
         for module in modules:
@@ -242,7 +246,11 @@ def main(argv: list[str] | None = None) -> int:
             mixed_runners_campaign(work, rounds=kills, launch=launch, rng=rng, shards=shards)
         )
     if "readers" in only:
-        rows.append(readers_campaign(work, rounds=kills, launch=launch, rng=rng, shards=shards))
+        rows.append(
+            readers_campaign(
+                work, rounds=kills, launch=launch, rng=rng, shards=shards, beam=opts.beam_readers
+            )
+        )
     for row in rows:
         name = row.command.split()[0].replace("/", "-")
         with open(work / "logs" / f"{name}-rounds.txt", "a") as fh:
