@@ -30,6 +30,7 @@ import labelfix.io.atomic as atomic
 from labelfix.cli import main
 from labelfix.io.atomic import TMP_SUFFIX, is_temporary, write_atomic
 from labelfix.io.lock import LOCK_NAME, DirectoryLocked, directory_lock
+from labelfix.io.marks import mark_in_place
 from labelfix.io.masks import iter_mask_files, read_mask
 from labelfix.rewrite.record import JOURNAL_NAME, RECORD_NAME
 
@@ -638,11 +639,6 @@ def test_fault_injection_races_of_two_runners_and_of_readers_lose_and_mix_nothin
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="stats --runner beam does not watch its inputs: scan_dataset_beam has no "
-    "watch_inputs/confirm, so it reports on masks left half-rewritten (exit 0)",
-)
 def test_stats_with_the_beam_runner_refuses_masks_left_half_rewritten(tmp_path):
     """Found by fault_injection.py --only readers --beam-readers (issue 21): after a killed
     `remap --in-place`, `labelfix stats DIR` refuses ("left half-rewritten", exit 1) but
@@ -653,7 +649,7 @@ def test_stats_with_the_beam_runner_refuses_masks_left_half_rewritten(tmp_path):
     save_png(gt / "0.png", np.array([[7, 26]], np.uint8))  # labelIds, not rewritten yet
     save_png(gt / "1.png", np.array([[0, 13]], np.uint8))  # rewritten: 7 -> 0, 26 -> 13
     # what a killed in-place run leaves: its mark, "running", and nobody holding the lock
-    door_module.mark_in_place(str(gt), run="killed-run", command="remap")
+    mark_in_place(str(gt), run="killed-run", command="remap")
     local = CliRunner().invoke(main, ["stats", str(gt), "--json"])
     assert local.exit_code == 1
     assert f"{gt}: left half-rewritten by an in-place run that did not finish" in local.stderr

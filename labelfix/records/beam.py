@@ -234,7 +234,9 @@ def scan_dataset_beam(
     :func:`~labelfix.checks.scan.scan_file`.
     """
     ignore = tuple(ignore)
-    listed = iter_mask_files(list(paths), glob=glob)
+    paths = list(paths)
+    watch = watch_inputs([*paths, images])  # inputs being rewritten in place: refused
+    listed = iter_mask_files(paths, glob=glob)
     items = [[i, path, rel] for i, (path, rel) in enumerate(listed)]
     if not items:
         return DatasetStats(ignore=ignore, num_classes=num_classes)
@@ -254,7 +256,9 @@ def scan_dataset_beam(
             reports = _read_items(pipeline, listing) | "Scan" >> beam.Map(_scan_item, func)
             totals = reports | "Fold" >> beam.CombineGlobally(_StatsFn(ignore, num_classes))
             _save_json(totals, result, "stats")
-        return _stats_from_json(_load_json(result))
+        stats = _stats_from_json(_load_json(result))
+    watch.confirm()
+    return stats
 
 
 # ----------------------------------------------------------------------------- to-tfrecord
