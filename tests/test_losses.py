@@ -146,7 +146,8 @@ def test_label_outside_the_classes_is_a_value_error_in_eager_mode():
         "first at image 0, y=0 x=2."
     )
     labels = np.array([[[7, -2, 7, 1]]], np.int32)  # eager TF tensors are checked too
-    with pytest.raises(ValueError, match=r"value -2 is not a class id .*: 1 px, first at image 0, y=0 x=1; also 7 \(2 px\)"):
+    expected = r"value -2 is not a class id .*: 1 px, first at image 0, y=0 x=1; also 7 \(2 px\)"
+    with pytest.raises(ValueError, match=expected):
         masked_sparse_categorical_crossentropy(tf.constant(labels), spec_logits())
 
 

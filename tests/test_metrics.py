@@ -93,7 +93,8 @@ def test_metric_refuses_invalid_labels_in_eager_code():
     """Same rule and message as the losses: 7 is neither a class of 2 nor ignore 255."""
     metric = MeanIoU(2, ignore=255, from_logits=False)
     for y_true in (np.array([0, 1, 7, 1]), tf.constant([0, 1, 7, 1])):
-        with pytest.raises(ValueError, match=r"labels: value 7 is not a class id .*: 1 px, first at y=0 x=2"):
+        expected = r"labels: value 7 is not a class id .*: 1 px, first at y=0 x=2"
+        with pytest.raises(ValueError, match=expected):
             metric.update_state(y_true, Y_PRED)
     assert float(metric.result()) == 0.0  # nothing was counted
 
