@@ -35,21 +35,27 @@ def _check_class_weights(ctx, param, value):
         return None
     if value == "auto":
         return "auto"
-    path = Path(value)
-    if not path.is_file():
+    if not Path(value).exists():
         raise click.BadParameter(f"expected auto, none or a file of weights, got {value!r}")
-    text = path.read_text()
+    text = options.read_option_file(value, what="class weights file")
     try:
         parsed = json.loads(text)
-    except ValueError:
+    except ValueError:  # numbers of thousands of digits included
         parsed = [w for w in re.split(r"[\s,]+", text.strip()) if w]
+    except RecursionError:
+        raise click.BadParameter(f"{value}: JSON nested too deeply") from None
     try:
         if isinstance(parsed, dict):
             weights = {int(k): float(v) for k, v in parsed.items()}
+            if any(not 0 <= k < options.MAX_CLASSES for k in weights):
+                raise ValueError("class id out of range")
             return tuple(weights.get(i, 1.0) for i in range(max(weights, default=-1) + 1))
         weights = tuple(float(w) for w in parsed)
-    except (TypeError, ValueError):
-        raise click.BadParameter(f"{value}: expected numbers, one weight per class") from None
+    except (TypeError, ValueError, OverflowError):
+        raise click.BadParameter(
+            f"{value}: expected numbers, one weight per class (or {{class id: weight}}, ids "
+            f"0..{options.MAX_CLASSES - 1})"
+        ) from None
     if not weights or any(not math.isfinite(w) or w < 0 for w in weights):
         raise click.BadParameter(f"{value}: expected finite, non-negative weights, got {weights}")
     if not any(weights):
