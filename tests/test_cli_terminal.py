@@ -153,3 +153,46 @@ def test_ctrl_c_while_a_command_is_set_up_exits_130(monkeypatch):
     result = CliRunner().invoke(cli.main, ["stats", "."])
     assert result.exit_code == 130
     assert result.stderr == "labelfix: interrupted\n"
+
+
+def _masks_with_a_stray_pixel(root: Path, count: int) -> None:
+    import numpy as np
+    from PIL import Image
+
+    root.mkdir()
+    for i in range(count):
+        mask = np.zeros((4, 4), np.uint8)
+        mask[1, 1] = 9  # stray: `repair -n 3` mends it and prints one line per file
+        Image.fromarray(mask).save(root / f"{i:04d}.png")
+
+
+@pytest.mark.parametrize("stderr_too", [False, True])
+def test_a_closed_stdout_does_not_stop_a_writing_command(tmp_path: Path, stderr_too: bool):
+    """Regression (issue 21): ``labelfix repair masks -o out | head -1`` stopped after a few of
+    200 files with "labelfix: error: Broken pipe", exit 1. A reader that goes away (here it is
+    gone before the first line, the surest case) no longer matters: every file is written,
+    the exit status is the work's (0), and nothing is printed about the pipe. Also with
+    stderr in the same closed pipe (``2>&1 | head -1``)."""
+    _masks_with_a_stray_pixel(tmp_path / "masks", 200)
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "labelfix", "repair", "masks", "-n", "3", "-o", "out"],
+            cwd=tmp_path,
+            stdout=write_end,
+            stderr=write_end if stderr_too else subprocess.PIPE,
+            timeout=120,
+        )
+    finally:
+        os.close(write_end)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr in (None, b"")
+    assert len(list((tmp_path / "out").glob("*.png"))) == 200
+    assert labelfix_read(tmp_path / "out" / "0199.png")[1][1] == 0  # mended, not copied
+
+
+def labelfix_read(path: Path):
+    from labelfix.io.masks import read_mask
+
+    return read_mask(path).array.tolist()

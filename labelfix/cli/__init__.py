@@ -12,7 +12,7 @@ import logging
 import click
 
 from labelfix._version import __version__
-from labelfix.cli._common import interrupted, quiet_tensorflow
+from labelfix.cli._common import guard_standard_streams, interrupted, quiet_tensorflow
 
 # command name -> "module:function"; each module imports TensorFlow only inside its function.
 COMMANDS: dict[str, str] = {
@@ -41,6 +41,12 @@ class LazyGroup(click.Group):
             return None
         module, _, attr = target.partition(":")
         return getattr(importlib.import_module(module), attr)
+
+    def main(self, *args, **kwargs):
+        """Run the command line; output to a closed pipe never stops the work
+        (:func:`~labelfix.cli._common.guard_standard_streams`)."""
+        guard_standard_streams()
+        return super().main(*args, **kwargs)
 
     def invoke(self, ctx: click.Context):
         """Ctrl-C while a command is still being set up (imports) exits 130 like one during

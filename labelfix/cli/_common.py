@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import functools
+import io
 import json
 import os
 import sys
@@ -18,6 +20,70 @@ from labelfix.errors import LabelfixError, MissingExtra, UsageError
 
 #: Progress bars appear only for runs of at least this many files.
 PROGRESS_MIN_FILES = 20
+
+
+class _PipeEnd(io.RawIOBase):
+    """Writes to a file descriptor that, once its reader has gone (EPIPE), drop what they are
+    given instead of failing: the command goes on, silently."""
+
+    def __init__(self, fd: int):
+        super().__init__()
+        self.fd = fd
+        self.broken = False
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def isatty(self) -> bool:
+        return os.isatty(self.fd)
+
+    def write(self, data) -> int:
+        if self.broken:
+            return len(data)
+        try:
+            return os.write(self.fd, data)
+        except BrokenPipeError:
+            self.broken = True
+            return len(data)
+
+
+def guard_standard_streams() -> None:
+    """Make the process's stdout and stderr survive a reader that goes away, and print any
+    file name.
+
+    ``labelfix repair masks/ -o out | head -1`` closes stdout after one line; the next line
+    raised BrokenPipeError and the command stopped after a few files ("Broken pipe", exit 1).
+    Output written to a closed pipe is now dropped: the command finishes its work and exits
+    with the status the work earns (0 when every file was written), as if the rest had been
+    read. A file name that is not valid UTF-8 (held as surrogate escapes) is written to stdout
+    as its own bytes, as ``ls`` does, instead of failing with UnicodeEncodeError; stderr
+    already escapes it (``\\xff``). Streams replaced by a caller (CliRunner, pytest) are left
+    alone.
+    """
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is None or stream is not getattr(sys, f"__{name}__"):
+            continue
+        try:
+            fd = stream.fileno()
+            stream.flush()
+        except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+            continue
+        errors = stream.errors
+        utf8 = codecs.lookup(stream.encoding).name == "utf-8"
+        if name == "stdout" and errors == "strict" and utf8:
+            errors = "surrogateescape"
+        guarded = io.TextIOWrapper(
+            io.BufferedWriter(_PipeEnd(fd)),
+            encoding=stream.encoding,
+            errors=errors,
+            line_buffering=stream.line_buffering,
+            write_through=getattr(stream, "write_through", False),
+        )
+        setattr(sys, name, guarded)
 
 
 def fail(message: str, code: int = 1, *, problems: Sequence[str] | None = None) -> None:
