@@ -21,6 +21,7 @@ from labelfix.cli._common import (
     refuse_overwriting_inputs,
     table,
 )
+from labelfix.io import fs
 from labelfix.io.atomic import atomic_path
 from labelfix.io.masks import KINDS
 from labelfix.parallel import keep_freed_memory
@@ -193,7 +194,7 @@ def _row_writer(path: str):
         def row(report: FileReport) -> None:
             writer.writerow(
                 [
-                    report.path,
+                    fs.printable(report.path),  # a name that is not UTF-8: backslash escapes
                     report.kind or "",
                     report.height,
                     report.width,
@@ -202,7 +203,7 @@ def _row_writer(path: str):
                     " ".join(map(str, report.counts)),
                     report.void_pixels,
                     " ".join(str(b.value) for b in report.bad_values),
-                    report.error or "",
+                    fs.printable(report.error or ""),
                 ]
             )
 

@@ -92,6 +92,20 @@ def relpath(path: str, start: str) -> str:
     return posixpath.relpath(path[len(scheme) :], start[len(_scheme(start)) :])
 
 
+def printable(text: str) -> str:
+    """``text`` (a path, or a message naming one) as valid Unicode: the bytes of a file name
+    that is not UTF-8, which Python holds as surrogate escapes, become backslash escapes.
+
+    >>> printable(os.fsdecode(b"masks/\\xff.png")), printable("café.png")
+    ('masks/\\\\xff.png', 'café.png')
+    """
+    try:
+        data = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate no file name makes (from JSON, say)
+        data = text.encode("utf-8", "backslashreplace")
+    return data.decode("utf-8", "backslashreplace")
+
+
 # ----------------------------------------------------------------------------- queries
 
 

@@ -29,6 +29,7 @@ from labelfix._version import __version__
 from labelfix.checks.scan import FileReport
 from labelfix.checks.stats import DatasetStats, unused_ignore_message
 from labelfix.errors import LabelfixError, MissingExtra
+from labelfix.io import fs
 from labelfix.io.atomic import write_atomic
 from labelfix.io.masks import KINDS, read_mask
 from labelfix.labels.colormap import ColourPolicy
@@ -133,7 +134,7 @@ def write_report(path: str | os.PathLike, text: str) -> None:
 
 
 def _e(text: object) -> str:
-    return html.escape(str(text), quote=True)
+    return html.escape(fs.printable(str(text)), quote=True)  # names that are not UTF-8 too
 
 
 def _pct(x: float) -> str:
