@@ -12,12 +12,14 @@ from labelfix.parallel import default_jobs
 
 def _int_value(text: str, *, what: str) -> int:
     """A label value (decimal, leading zeros included, or 0x/0o/0b) that a mask can hold."""
-    from labelfix.labels.labelmap import parse_label_value
+    from labelfix.labels.labelmap import OutOfRange, parse_label_value
 
     try:
         return parse_label_value(str(text))
-    except ValueError as err:
+    except OutOfRange as err:
         raise click.BadParameter(f"{what}: {err}") from None
+    except ValueError:
+        raise click.BadParameter(f"expected an integer {what}, got {text!r}") from None
 
 
 def _check_ignore(ctx, param, value):

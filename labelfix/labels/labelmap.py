@@ -263,6 +263,10 @@ class LabelMap:
 _DIGITS = {"0x": "0123456789abcdef", "0o": "01234567", "0b": "01"}
 
 
+class OutOfRange(ValueError):
+    """An integer label value outside :data:`LABEL_MIN` .. :data:`LABEL_MAX`."""
+
+
 def _shown(value: object, width: int = 24) -> str:
     """``value`` for a message, cut to ``width`` characters (a value can be megabytes long).
 
@@ -281,10 +285,10 @@ def parse_label_value(text: str) -> int:
 
     >>> parse_label_value("07"), parse_label_value("-1"), parse_label_value("0xff")
     (7, -1, 255)
-    >>> parse_label_value("4294967296")
+    >>> parse_label_value("4294967296")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: value 4294967296 is out of range (label values are -2147483648..2147483647)
+    labelfix.labels.labelmap.OutOfRange: value 4294967296 is out of range (label values are ...)
     """
     body = text.strip()
     sign = -1 if body.startswith("-") else 1
@@ -298,7 +302,7 @@ def parse_label_value(text: str) -> int:
         raise ValueError(f"expected an integer, got {_shown(text)}")
     if len(number.lstrip("0")) > 40:  # int() of thousands of digits is slow, and refused
         shown = f"{'-' * (sign < 0)}{number[:12]}... ({len(number):,} digits)"
-        raise ValueError(
+        raise OutOfRange(
             f"value {shown} is out of range (label values are {LABEL_MIN}..{LABEL_MAX})"
         )
     value = sign * int(number, base)
@@ -307,9 +311,9 @@ def parse_label_value(text: str) -> int:
 
 
 def check_label_value(value: int) -> int:
-    """``value``, or ValueError when it is outside :data:`LABEL_MIN` .. :data:`LABEL_MAX`."""
+    """``value``, or OutOfRange when it is outside :data:`LABEL_MIN` .. :data:`LABEL_MAX`."""
     if not LABEL_MIN <= value <= LABEL_MAX:
-        raise ValueError(
+        raise OutOfRange(
             f"value {_shown(value, 40)} is out of range (label values are {LABEL_MIN}..{LABEL_MAX})"
         )
     return value
