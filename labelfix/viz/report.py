@@ -396,6 +396,9 @@ def _worst(shown: Sequence[RenderedMask], colours: ClassColours, options: ShowOp
         )
     legend = []
     for entry in legend_entries(shown, colours=colours, options=options):
+        if entry.kind == "more":  # the classes left out have no one colour
+            legend.append(f'<li class="muted">{_e(entry.label)}</li>')
+            continue
         cls = " hatch" if entry.kind == "void" else ""
         style = "" if entry.kind == "void" else f' style="background:rgb{tuple(entry.colour)}"'
         legend.append(f'<li><span class="swatch{cls}"{style}></span>{_e(entry.label)}</li>')
