@@ -6,13 +6,47 @@ modules imports TensorFlow at import time, so ``labelfix --help`` starts fast.
 
 from __future__ import annotations
 
-import importlib
-import logging
+import contextlib
+import os
+import signal
 
-import click
 
-from labelfix._version import __version__
-from labelfix.cli._common import guard_standard_streams, interrupted, quiet_tensorflow
+def _interrupted_while_starting(signum, frame) -> None:
+    """Ctrl-C before a command runs: nothing is written yet, so exit at once (130) with the
+    line a command's Ctrl-C prints. A KeyboardInterrupt here came out of an import as a
+    traceback, or was swallowed by a library's bare ``except:`` (TensorFlow's)."""
+    os.write(2, b"labelfix: interrupted\n")
+    os._exit(130)
+
+
+def _hold_ctrl_c() -> None:
+    """Let Ctrl-C end the start-up at once (see :func:`_interrupted_while_starting`), when the
+    handler is Python's default (not a caller's) and this is the main thread."""
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        with contextlib.suppress(ValueError):  # not the main thread
+            signal.signal(signal.SIGINT, _interrupted_while_starting)
+
+
+def _release_ctrl_c() -> None:
+    """Ctrl-C raises KeyboardInterrupt again (commands end their work cleanly on it)."""
+    if signal.getsignal(signal.SIGINT) is _interrupted_while_starting:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+_hold_ctrl_c()  # first, before the imports below (click, labelfix's modules: tens of ms)
+
+import importlib  # noqa: E402
+import logging  # noqa: E402
+
+import click  # noqa: E402
+
+from labelfix._version import __version__  # noqa: E402
+from labelfix.cli import _common  # noqa: E402
+from labelfix.cli._common import (  # noqa: E402
+    guard_standard_streams,
+    interrupted,
+    quiet_tensorflow,
+)
 
 # command name -> "module:function"; each module imports TensorFlow only inside its function.
 COMMANDS: dict[str, str] = {
@@ -44,13 +78,20 @@ class LazyGroup(click.Group):
 
     def main(self, *args, **kwargs):
         """Run the command line; output to a closed pipe never stops the work
-        (:func:`~labelfix.cli._common.guard_standard_streams`)."""
+        (:func:`~labelfix.cli._common.guard_standard_streams`). Ctrl-C while the arguments are
+        parsed exits 130 at once (click would say "Aborted!" and exit 1)."""
         guard_standard_streams()
-        return super().main(*args, **kwargs)
+        _common._said_interrupted = False  # a new run (CliRunner runs many in one process)
+        _hold_ctrl_c()
+        try:
+            return super().main(*args, **kwargs)
+        finally:
+            _release_ctrl_c()
 
     def invoke(self, ctx: click.Context):
         """Ctrl-C while a command is still being set up (imports) exits 130 like one during
         its run, not with click's "Aborted!" and exit 1 (a data problem's code)."""
+        _release_ctrl_c()
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt:
@@ -82,3 +123,6 @@ def main(ctx: click.Context, verbose: int, quiet: int, progress: bool | None) ->
     ctx.ensure_object(dict)
     ctx.obj["verbosity"] = verbose - quiet
     ctx.obj["progress"] = progress
+
+
+_release_ctrl_c()  # importing labelfix.cli (a test, a script) leaves Ctrl-C as it was

@@ -8,7 +8,15 @@ import json
 import click
 
 from labelfix.cli import options
-from labelfix.cli._common import fail, handle_errors, progress, require_tensorflow, table
+from labelfix.cli._common import (
+    decoder_messages,
+    fail,
+    handle_errors,
+    progress,
+    require_tensorflow,
+    table,
+    verbosity,
+)
 from labelfix.errors import MissingExtra
 
 
@@ -88,7 +96,10 @@ def evaluate(model, data_dir, split, batch_size, output, no_verify, as_json):
 
     total = read_manifest(data_dir, split).get("num_records")
     try:
-        with progress("evaluate", total=total, unit="images") as advance:
+        with (
+            decoder_messages(enabled=verbosity() < 1),  # its warning after the bar's last line
+            progress("evaluate", total=total, unit="images") as advance,
+        ):
             report = run_evaluate(
                 model,
                 data_dir,

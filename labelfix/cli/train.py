@@ -13,7 +13,14 @@ from pathlib import Path
 import click
 
 from labelfix.cli import options
-from labelfix.cli._common import fail, handle_errors, require_tensorflow, show_progress
+from labelfix.cli._common import (
+    decoder_messages,
+    fail,
+    handle_errors,
+    require_tensorflow,
+    show_progress,
+    verbosity,
+)
 from labelfix.errors import MissingExtra
 from labelfix.training import LOSSES, PRECISIONS
 
@@ -282,32 +289,33 @@ def train(
     from labelfix.training.sources import tf_error_reason
 
     try:
-        result = run_train(
-            data_dir=data_dir,
-            num_classes=num_classes,
-            epochs=epochs,
-            batch_size=batch_size,
-            steps_per_epoch=steps_per_epoch,
-            split=split,
-            val_split=val_split,
-            output=output,
-            resume=resume,
-            weights=weights,
-            verify_digests=not no_verify,
-            class_weights=class_weights,
-            crop_size=crop_size,
-            loss=loss,
-            binary=binary,
-            learning_rate=learning_rate,
-            width=width,
-            backbone=backbone,
-            precision=precision,
-            seed=seed,
-            progress=_Bar(
-                enabled=show_progress(),
-                epochs_to="stderr" if as_json else "stdout",
-            ),
-        )
+        with decoder_messages(enabled=verbosity() < 1):
+            result = run_train(
+                data_dir=data_dir,
+                num_classes=num_classes,
+                epochs=epochs,
+                batch_size=batch_size,
+                steps_per_epoch=steps_per_epoch,
+                split=split,
+                val_split=val_split,
+                output=output,
+                resume=resume,
+                weights=weights,
+                verify_digests=not no_verify,
+                class_weights=class_weights,
+                crop_size=crop_size,
+                loss=loss,
+                binary=binary,
+                learning_rate=learning_rate,
+                width=width,
+                backbone=backbone,
+                precision=precision,
+                seed=seed,
+                progress=_Bar(
+                    enabled=show_progress(),
+                    epochs_to="stderr" if as_json else "stdout",
+                ),
+            )
     except ValueError as err:  # an option the data or devices do not allow
         fail(str(err).splitlines()[0], 2)
     except tf.errors.OpError as err:  # unreadable records and the like
