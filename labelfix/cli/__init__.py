@@ -6,9 +6,11 @@ modules imports TensorFlow at import time, so ``labelfix --help`` starts fast.
 
 from __future__ import annotations
 
+# The C module under ``signal``: ``import signal`` builds its enums (milliseconds), a window
+# in which Ctrl-C would still meet no handler of labelfix's.
+import _signal
 import contextlib
 import os
-import signal
 
 
 def _interrupted_while_starting(signum, frame) -> None:
@@ -22,15 +24,15 @@ def _interrupted_while_starting(signum, frame) -> None:
 def _hold_ctrl_c() -> None:
     """Let Ctrl-C end the start-up at once (see :func:`_interrupted_while_starting`), when the
     handler is Python's default (not a caller's) and this is the main thread."""
-    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    if _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler:
         with contextlib.suppress(ValueError):  # not the main thread
-            signal.signal(signal.SIGINT, _interrupted_while_starting)
+            _signal.signal(_signal.SIGINT, _interrupted_while_starting)
 
 
 def _release_ctrl_c() -> None:
     """Ctrl-C raises KeyboardInterrupt again (commands end their work cleanly on it)."""
-    if signal.getsignal(signal.SIGINT) is _interrupted_while_starting:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if _signal.getsignal(_signal.SIGINT) is _interrupted_while_starting:
+        _signal.signal(_signal.SIGINT, _signal.default_int_handler)
 
 
 _hold_ctrl_c()  # first, before the imports below (click, labelfix's modules: tens of ms)
