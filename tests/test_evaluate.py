@@ -189,10 +189,10 @@ def test_an_all_void_split_is_refused_not_scored(setup, tmp_path):
     manifest's pixel counts before the model runs, else (a manifest without them) after."""
     import json
 
-    path = setup[1]
+    model = setup[2]
     void = write_void_split(tmp_path, "val")
     with pytest.raises(LabelfixError) as err:
-        evaluate(path, void, split="val")
+        evaluate(model, void, split="val")
     assert str(err.value) == (
         f"{void}: split 'val' has no labelled pixels (all 512 px are void, ignore 255): "
         "nothing to score; is the ignore value right?"
@@ -201,7 +201,7 @@ def test_an_all_void_split_is_refused_not_scored(setup, tmp_path):
     del manifest["class_pixel_counts"]
     (void / "val.labelfix.json").write_text(json.dumps(manifest))
     with pytest.raises(LabelfixError) as err:
-        evaluate(path, void, split="val")
+        evaluate(model, void, split="val")
     assert str(err.value) == (
         f"{void}: split 'val' has no labelled pixels (every pixel of its 2 images is void): "
         "nothing to score; is the ignore value right?"
