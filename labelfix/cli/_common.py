@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import NoReturn
+from typing import IO, NoReturn
 
 import click
 
@@ -104,7 +104,8 @@ def decoder_messages(*, enabled: bool = True) -> Iterator[None]:
             os.dup2(saved, 2)
             os.close(saved)
             captured.seek(0)
-            _report_decoder_messages(captured.read(), dropped=failed)
+            if not failed:  # else the block's error says what went wrong, naming the image
+                _report_decoder_messages(captured)
 
 
 def verbosity() -> int:
@@ -113,20 +114,30 @@ def verbosity() -> int:
     return int(((ctx.find_root().obj or {}) if ctx is not None else {}).get("verbosity", 0))
 
 
-def _report_decoder_messages(data: bytes, *, dropped: bool) -> None:
-    if dropped:  # the block's error says what went wrong, naming the image
-        return
-    lines = [line for line in data.decode("utf-8", "replace").splitlines() if line.strip()]
-    logs = [line for line in lines if _TF_LOG_LINE.match(line)]
-    for line in logs:
-        click.echo(line, err=True)
-    others = [line for line in lines if not _TF_LOG_LINE.match(line)]
-    if others:
-        first = others[0] if len(others[0]) <= 120 else others[0][:117] + "..."
+#: TensorFlow log lines passed on after a :func:`decoder_messages` block, at most.
+MAX_PASSED_ON = 50
+
+
+def _report_decoder_messages(captured: IO[bytes]) -> None:
+    """Pass TensorFlow's log lines on, and count the rest into one warning (read line by
+    line: a long training run may have collected many)."""
+    count, first, passed = 0, None, 0
+    for raw in captured:
+        line = raw.decode("utf-8", "replace").rstrip()
+        if not line.strip():
+            continue
+        if _TF_LOG_LINE.match(line):
+            if passed < MAX_PASSED_ON:
+                click.echo(line, err=True)
+                passed += 1
+            continue
+        count += 1
+        first = first or (line if len(line) <= 120 else line[:117] + "...")
+    if count:
         click.echo(
-            f"labelfix: warning: TensorFlow's image decoders printed {len(others)} message(s) "
-            f"about damaged image data, e.g. {first!r}: the images decoded, maybe not all of "
-            "them as they should (-v shows each message as it comes)",
+            f"labelfix: warning: TensorFlow's image decoders printed {count} message(s) about "
+            f"damaged image data, e.g. {first!r}: the images decoded, maybe not all of them as "
+            "they should (-v shows each message as it comes)",
             err=True,
         )
 
