@@ -34,7 +34,7 @@ from fault_runs import (
 )
 
 from labelfix.io.atomic import TMP_PATTERN
-from labelfix.io.door import read_in_place
+from labelfix.io.marks import read_in_place
 from labelfix.records.manifest import manifest_path
 from labelfix.records.shards import shard_pattern
 
@@ -268,12 +268,16 @@ def race(
     first = rng.choice(RUNNERS)
     second = RUNNERS[1 - RUNNERS.index(first)]
     offset = rng.uniform(0.0, 1.6) * timing[first].duration
-    starts = {first: 0.0, second: offset}
     victims = rng.choice(((), ("local",), ("beam",), ("local", "beam")))
     # None: killed when a publish begins (the moment a kill leaves the most to check)
     kill_at = {
-        r: None if rng.random() < 0.3 else starts[r] + timing[r].pick_delay(rng) for r in victims
+        r: None if rng.random() < 0.3 else offset * (r == second) + timing[r].pick_delay(rng)
+        for r in victims
     }
+    if i == 0:  # one kill every campaign has: the local run, as its publish begins, alone
+        first, second, offset = "local", "beam", 2.0 * timing["local"].duration
+        kill_at = {"local": None}
+    starts = {first: 0.0, second: offset}
     kills = (
         ", ".join(
             f"kill {r} " + ("at a publish" if at is None else f"at {at:.2f} s")
@@ -316,6 +320,14 @@ def race(
 
 
 # ----------------------------------------------------------------------------- readers
+
+#: A kill time: as soon as the remap's in-place mark says it is rewriting.
+MARKED = object()
+
+
+def _marked(target: Path) -> bool:
+    mark = read_in_place(str(target))
+    return mark is not None and mark.get("state") == "running"
 
 
 class Reads:
@@ -433,7 +445,13 @@ def readers_campaign(
         offset = rng.uniform(-1.2 * reads.took[kind], 1.1 * timing.duration)
         starts = {"remap": max(0.0, -offset), "read": max(0.0, offset)}
         kill_at = starts["remap"] + timing.pick_delay(rng) if rng.random() < 0.4 else None
-        when = f"kill at {kill_at:.3f} s" if kill_at is not None else "no kill"
+        if i == 0:  # one kill every campaign has: as soon as the remap has marked its directory
+            kill_at = MARKED
+        when = (
+            "kill once marked"
+            if kill_at is MARKED
+            else (f"kill at {kill_at:.3f} s" if kill_at is not None else "no kill")
+        )
         row.events.append(
             f"round {i}: remap at {starts['remap']:.3f} s, {kind} at {starts['read']:.3f} s, {when}"
         )
@@ -446,7 +464,17 @@ def readers_campaign(
                 remap = Run(remap_args(target), logs / f"readers-{i:02d}-remap.log", launch)
             if read is None and now >= starts["read"]:
                 read = reads.start(kind)
-            if kill_at is not None and remap is not None and now >= kill_at:
+            if kill_at is MARKED and remap is not None:
+                if _marked(target):
+                    kill_at = now
+                elif remap.poll() is not None:  # it finished before it was seen marking
+                    kill_at = None
+            if (
+                kill_at is not MARKED
+                and kill_at is not None
+                and remap is not None
+                and now >= kill_at
+            ):
                 kill_at = None
                 killed = remap.kill()
             time.sleep(0.002)

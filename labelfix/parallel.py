@@ -112,11 +112,38 @@ def keep_freed_memory() -> None:
         libc.mallopt(_M_TRIM_THRESHOLD, WORKER_TRIM_THRESHOLD)
 
 
+#: The signals a worker is forked with blocked (see :func:`_blocked_while_forking`).
+_WORKER_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def _blocked_while_forking(forking: bool) -> Iterator[None]:
+    """Block SIGINT and SIGTERM in this thread while the block may fork workers (``forking``).
+
+    A forked worker inherits the handlers of the moment, those of
+    :func:`~labelfix.io.atomic.deferred_signals`, which only note a signal; one arriving before
+    the worker's initializer put its own handlers in place was swallowed, and the worker lived
+    on (SIGTERM from :func:`stop_workers` under load). A worker inherits the signal mask too:
+    what arrives stays pending until :func:`_init_worker` unblocks it, with its own handlers.
+    In this process a signal held here is delivered when the block ends.
+    """
+    if not forking or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _WORKER_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def _init_worker(owner: int) -> None:
     # Ctrl-C is the command's to handle (it reaches the workers too: one process group); the
     # command then ends its workers (_abandon), whose writes are atomic.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # forked while the pool held signals back
+    if hasattr(signal, "pthread_sigmask"):  # forked with them blocked: a pending SIGTERM ends it
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _WORKER_SIGNALS)
     _die_with_parent(owner)
     keep_freed_memory()
 
@@ -204,6 +231,7 @@ def ordered_map(
         return
     iterator = itertools.chain(head, iterator)
     ctx = _context(preload)
+    forking = ctx.get_start_method() == "fork"
     work = functools.partial(_run_chunk, func)
     # Ctrl-C inside the pool's own bookkeeping (starting workers, queueing work, waiting for a
     # result, shutting down) could leave a lock held and the pool waiting forever: there it is
@@ -221,7 +249,7 @@ def ordered_map(
                 if not chunk:
                     break
                 try:
-                    with deferred_signals():
+                    with deferred_signals(), _blocked_while_forking(forking):
                         pending.append(pool.submit(work, chunk))
                 except _POOL_FAILURES as err:
                     raise _pool_failed(err) from err
@@ -260,6 +288,10 @@ def stop_workers() -> None:
 def _stop(pools: list[ProcessPoolExecutor]) -> None:
     with deferred_signals():
         workers = [w for pool in pools for w in (getattr(pool, "_processes", None) or {}).values()]
+        # Each pool's manager thread reaps the same workers: until it is done, a worker this
+        # thread saw die may still read as running (its exit status taken by the other thread).
+        # ``shutdown`` forgets the thread, so it is looked up first.
+        managers = [getattr(pool, "_executor_manager_thread", None) for pool in pools]
         for pool in pools:  # it fails what is queued (cancelling it races with that)
             pool.shutdown(wait=False)
         for worker in workers:
@@ -268,6 +300,10 @@ def _stop(pools: list[ProcessPoolExecutor]) -> None:
         for worker in workers:
             with contextlib.suppress(OSError, ValueError, AssertionError):
                 worker.join(5)
+        for manager in managers:
+            if manager is not None and manager is not threading.current_thread():
+                with contextlib.suppress(RuntimeError):
+                    manager.join(5)
 
 
 def _indexed(func: Callable, item: tuple[int, object]) -> tuple[int, object]:

@@ -153,3 +153,107 @@ def test_ctrl_c_while_a_command_is_set_up_exits_130(monkeypatch):
     result = CliRunner().invoke(cli.main, ["stats", "."])
     assert result.exit_code == 130
     assert result.stderr == "labelfix: interrupted\n"
+
+
+def _masks_with_a_stray_pixel(root: Path, count: int) -> None:
+    import numpy as np
+    from PIL import Image
+
+    root.mkdir()
+    for i in range(count):
+        mask = np.zeros((4, 4), np.uint8)
+        mask[1, 1] = 9  # stray: `repair -n 3` mends it and prints one line per file
+        Image.fromarray(mask).save(root / f"{i:04d}.png")
+
+
+@pytest.mark.parametrize("stderr_too", [False, True])
+def test_a_closed_stdout_does_not_stop_a_writing_command(tmp_path: Path, stderr_too: bool):
+    """Regression (issue 21): ``labelfix repair masks -o out | head -1`` stopped after a few of
+    200 files with "labelfix: error: Broken pipe", exit 1. A reader that goes away (here it is
+    gone before the first line, the surest case) no longer matters: every file is written,
+    the exit status is the work's (0), and nothing is printed about the pipe. Also with
+    stderr in the same closed pipe (``2>&1 | head -1``)."""
+    _masks_with_a_stray_pixel(tmp_path / "masks", 200)
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "labelfix", "repair", "masks", "-n", "3", "-o", "out"],
+            cwd=tmp_path,
+            stdout=write_end,
+            stderr=write_end if stderr_too else subprocess.PIPE,
+            timeout=120,
+        )
+    finally:
+        os.close(write_end)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr in (None, b"")
+    assert len(list((tmp_path / "out").glob("*.png"))) == 200
+    assert labelfix_read(tmp_path / "out" / "0199.png")[1][1] == 0  # mended, not copied
+
+
+def labelfix_read(path: Path):
+    from labelfix.io.masks import read_mask
+
+    return read_mask(path).array.tolist()
+
+
+def test_ctrl_c_while_the_command_line_imports_exits_130_without_a_traceback(tmp_path: Path):
+    """Regression (issue 21): Ctrl-C in the first ~100 ms of ``labelfix stats`` (while
+    ``labelfix.cli`` imports click) printed a KeyboardInterrupt traceback. From the first line
+    of labelfix.cli on, it ends the start-up at once: exit 130, one line. Here the SIGINT
+    arrives while click is being imported, as it would from a terminal."""
+    script = (
+        "import os, signal, sys\n"
+        "class Interrupt:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'click':\n"
+        "            os.kill(os.getpid(), signal.SIGINT)\n"
+        "        return None\n"
+        "sys.meta_path.insert(0, Interrupt())\n"
+        "from labelfix.cli import main\n"
+        "print('not reached')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (130, "", "labelfix: interrupted\n")
+
+
+def test_ctrl_c_during_the_tensorflow_import_ends_the_command(tmp_path: Path):
+    """Regression (issue 21): Ctrl-C while ``train`` imported TensorFlow (seconds) was swallowed
+    by a bare ``except:`` inside the import (the run went on to its end, exit 0), or left
+    TensorFlow half-initialised and the process died of SIGSEGV at exit. The import now ends
+    the process at once: exit 130, ``labelfix: interrupted`` on stderr (which the import
+    otherwise silences). A stand-in ``tensorflow`` swallows the interrupt as TensorFlow did."""
+    fake = tmp_path / "fake" / "tensorflow"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text(
+        "import os, signal, time\n"
+        "try:\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    time.sleep(5)\n"
+        "except:  # noqa: E722  (what TensorFlow's optional imports do)\n"
+        "    pass\n"
+    )
+    script = (
+        "from labelfix.cli._common import quiet_tensorflow\n"
+        "quiet_tensorflow()\n"
+        "import tensorflow\n"
+        "print('swallowed')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "fake"), str(ROOT)])}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (130, "", "labelfix: interrupted\n")
+
+
+def test_importing_the_command_line_leaves_ctrl_c_as_it_was():
+    """labelfix.cli ends its own start-up on Ctrl-C, but a program that imports it (pytest, a
+    script) keeps Python's KeyboardInterrupt; a command's run raises it too."""
+    import signal
+
+    import labelfix.cli  # noqa: F401
+
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -86,6 +86,23 @@ def test_colormap_files_csv_and_json(tmp_path):
         read_colormap(dup)
 
 
+def test_colormap_files_in_utf16_nested_or_out_of_range_never_a_traceback(tmp_path):
+    """Regression (issue 21): a UTF-16 colormap (with its byte-order mark) was a
+    UnicodeDecodeError traceback, JSON nested 100,000 deep a RecursionError one, and an id
+    beyond int32 an OverflowError one; UTF-16 is read, the others are one line naming the file."""
+    wide = tmp_path / "cm.csv"
+    wide.write_text("id,name,r,g,b\n7,car,255,0,0\n", encoding="utf-16")
+    assert read_colormap(wide).to_ids(np.array([[[255, 0, 0]]], np.uint8)).tolist() == [[7]]
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(MappingError, match=r"deep\.json: not a colormap file \(JSON nested"):
+        read_colormap(deep)
+    huge = tmp_path / "huge.csv"
+    huge.write_text("99999999999999999999,car,255,0,0\n")
+    with pytest.raises(MappingError, match=r"huge\.csv: not a colormap file \(value 9+ is out"):
+        read_colormap(huge)
+
+
 def test_read_mask_converts_colour_files(tmp_path):
     rgb = np.zeros((2, 3, 3), np.uint8)
     rgb[0, 1] = (192, 128, 128)

@@ -19,7 +19,12 @@ tf = pytest.importorskip("tensorflow")
 import keras  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
 from PIL import Image  # noqa: E402
-from train_fixtures import CLASS_NAMES, write_split  # noqa: E402
+from train_fixtures import (  # noqa: E402
+    CLASS_NAMES,
+    shrink_first_mask,
+    write_split,
+    write_void_split,
+)
 
 from labelfix.errors import LabelfixError  # noqa: E402
 from labelfix.training.evaluate import (  # noqa: E402
@@ -152,3 +157,52 @@ def test_errors_name_the_file(setup, tmp_path):
     assert result.exit_code == 1
     assert result.stderr.startswith(f"labelfix: error: {bogus}: not a readable .keras model")
     assert "File not found" not in result.stderr  # Keras' words for a damaged file (regression)
+
+
+def test_a_mask_of_another_size_than_its_image_names_its_record(setup, tmp_path):
+    """Regression (issue 21): ``evaluate --no-verify`` on a record whose mask is smaller than
+    its image stopped with TensorFlow's "Cannot batch tensors with different shapes", naming
+    no record (training on it went on, on crops that do not line up). The record is named:
+    shard, index and source id, with both sizes."""
+    import shutil
+
+    from labelfix.cli import main
+
+    records, path = setup[0], setup[1]
+    shutil.copytree(records, tmp_path / "records")
+    shrink_first_mask(tmp_path / "records", "val")
+    for extra in ([], ["--no-verify"]):
+        result = CliRunner().invoke(
+            main,
+            ["evaluate", str(path), str(tmp_path / "records"), "-o", str(tmp_path / "e"), *extra],
+        )
+        assert result.exit_code == 1, result.output
+        assert result.stderr == (
+            "labelfix: error: val-00000-of-00001.tfrecord: record 0 (0000): mask is 31x49 px "
+            "(HxW), its image 36x52 px: a mask must cover its image pixel for pixel\n"
+        )
+
+
+def test_an_all_void_split_is_refused_not_scored(setup, tmp_path):
+    """Regression (issue 21): evaluating a split whose every pixel is void reported pixel
+    accuracy 0 and mean IoU 0 as if they were scores; it is refused, saying why: from the
+    manifest's pixel counts before the model runs, else (a manifest without them) after."""
+    import json
+
+    model = setup[2]
+    void = write_void_split(tmp_path, "val")
+    with pytest.raises(LabelfixError) as err:
+        evaluate(model, void, split="val")
+    assert str(err.value) == (
+        f"{void}: split 'val' has no labelled pixels (all 512 px are void, ignore 255): "
+        "nothing to score; is the ignore value right?"
+    )
+    manifest = json.loads((void / "val.labelfix.json").read_text())
+    del manifest["class_pixel_counts"]
+    (void / "val.labelfix.json").write_text(json.dumps(manifest))
+    with pytest.raises(LabelfixError) as err:
+        evaluate(model, void, split="val")
+    assert str(err.value) == (
+        f"{void}: split 'val' has no labelled pixels (every pixel of its 2 images is void): "
+        "nothing to score; is the ignore value right?"
+    )

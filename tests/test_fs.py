@@ -179,3 +179,33 @@ def test_shard_info_counts_what_tensorflow_wrote(tmp_path: Path, compression: st
     if compression == "none":
         with pytest.raises(ValueError, match="ends inside a record"):
             count_records([data[:-1]])
+
+
+def test_read_text_refuses_special_files_big_files_and_other_encodings(tmp_path: Path):
+    """Issue 21: the one reader of small option files. A FIFO is refused without opening it
+    (opening one waits for a writer), a device likewise; a file over the limit is never read
+    whole; text is UTF-8 (a BOM is dropped) or UTF-16/32 with a BOM; anything else is one line."""
+    import os
+
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(fs.UnreadableText, match=r"fifo: cannot read the map file: not a regular"):
+        fs.read_text(tmp_path / "fifo", what="map file")
+    with pytest.raises(fs.UnreadableText, match=r"/dev/zero: .* \(a character device\)"):
+        fs.read_text("/dev/zero", what="map file")
+    with pytest.raises(fs.UnreadableText, match=r": cannot read the id list: Is a directory"):
+        fs.read_text(tmp_path, what="id list")
+    path = tmp_path / "t.txt"
+    path.write_bytes(b"x" * 11)
+    with pytest.raises(fs.UnreadableText, match=r"t\.txt: the names is over 10 bytes; is it"):
+        fs.read_text(path, what="names", limit=10)
+    assert fs.read_text(path, what="names", limit=11) == "x" * 11
+    for data, text in (
+        (b"\xef\xbb\xbfa,b", "a,b"),
+        ("a,é".encode("utf-16-be").join([b"\xfe\xff", b""]), "a,é"),
+        ("a,é".encode("utf-32"), "a,é"),
+    ):
+        path.write_bytes(data)
+        assert fs.read_text(path, what="names") == text
+    path.write_bytes(b"\x00a\x00b")
+    with pytest.raises(fs.UnreadableText, match=r"not text \(it holds NUL characters; UTF-16"):
+        fs.read_text(path, what="names")

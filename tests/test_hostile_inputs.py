@@ -9,6 +9,7 @@ import os
 import struct
 import subprocess
 import sys
+import textwrap
 import zlib
 from pathlib import Path
 
@@ -480,3 +481,99 @@ def test_a_png_with_fewer_rows_than_its_ihdr_is_refused_by_every_command(tmp_pat
         "s: record 0 (a): mask: corrupt or truncated PNG (IHDR says 12 rows, the image data "
         "holds 10)"
     )
+
+
+# ----------------------------------------------------------------- option files (issue 21)
+
+
+def test_special_files_given_as_option_files_are_refused_never_opened(tmp_path: Path):
+    """Regression (issue 21): a FIFO or /dev/zero given as --map-file, --class-names,
+    --colormap, --list or --class-weights hung the command (a FIFO waits for a writer,
+    /dev/zero never ends). Each is refused as masks are: exit 2, one line naming the file."""
+    save_png(tmp_path / "m" / "a.png", voc_mask())
+    save_png(tmp_path / "img" / "a.png", voc_mask())
+    os.mkfifo(tmp_path / "fifo")
+    masks, images = str(tmp_path / "m"), str(tmp_path / "img")
+    commands = {
+        "--map-file": ["remap", masks, "-o", str(tmp_path / "out"), "--map-file"],
+        "--class-names": ["stats", masks, "--class-names"],
+        "--colormap": ["validate", masks, "-n", "21", "--colormap"],
+        "--list": ["to-tfrecord", "--images", images, "--masks", masks, "-n", "21", "--output",
+                   str(tmp_path / "tfr"), "--list"],
+        "--class-weights": ["train", str(tmp_path), "-n", "2", "-e", "1", "-b", "1",
+                            "--class-weights"],
+    }  # fmt: skip
+    script = textwrap.dedent(
+        f"""
+        import json
+        from click.testing import CliRunner
+        from labelfix.cli import main
+        for special in ({str(tmp_path / "fifo")!r}, "/dev/zero"):
+            for option, command in {commands!r}.items():
+                result = CliRunner().invoke(main, [*command, special])
+                print(json.dumps([option, result.exit_code, result.output.splitlines()[-1]]))
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )  # a hang fails here
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(rows) == 10
+    for option, code, line in rows:
+        assert code == 2, (option, line)
+        assert "not a regular file (a FIFO)" in line or "(a character device)" in line, line
+    assert stat_is_fifo(tmp_path / "fifo")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "tfr").exists()
+
+
+def test_option_files_are_capped_in_size(tmp_path: Path):
+    """Regression (issue 21): an option file is read whole; a huge one given by mistake (a
+    sparse 5 GB file, say) was read into memory. Over 16 MiB: refused, without reading it."""
+    big = tmp_path / "names.txt"
+    with open(big, "wb") as fh:
+        fh.truncate(5 << 30)  # sparse: no disk used
+    save_png(tmp_path / "m" / "a.png", voc_mask())
+    result = run("stats", str(tmp_path / "m"), "--class-names", str(big))
+    assert result.exit_code == 2
+    assert f"{big}: the class names file is over 16 MiB; is it the file you meant?" in " ".join(
+        result.output.split()
+    )
+
+
+def test_label_values_out_of_range_are_usage_errors_before_anything_is_written(tmp_path: Path):
+    """Regression (issue 21): ``--map 7:<huge>`` exited 1 after creating the output directory
+    and its run record (every file failed on a numpy overflow); a map file, --ignore and --out
+    alike. Values must fit a signed 32-bit integer: exit 2, nothing written."""
+    save_png(tmp_path / "m" / "a.png", voc_mask())
+    (tmp_path / "rules.csv").write_text("7,99999999999\n")
+    out = tmp_path / "out"
+    huge = "9" * 5000
+    cases = [
+        (["--map", f"7:{huge}"], "value 999999999999... (5,000 digits) is out of range"),
+        (["--map", "7:2147483648"], "value 2147483648 is out of range"),
+        (["--map-file", str(tmp_path / "rules.csv")], "value 99999999999 is out of range"),
+        (["--ignore", "-2147483649"], "value -2147483649 is out of range"),
+        (["--ignore", "255", "--out", "0x100000000"], "value 4294967296 is out of range"),
+    ]
+    for args, message in cases:
+        result = run("remap", str(tmp_path / "m"), "-o", str(out), *args)
+        assert result.exit_code == 2, result.output
+        assert message in " ".join(result.output.split())
+        assert "(label values are -2147483648..2147483647)" in " ".join(result.output.split())
+        assert not out.exists()
+
+
+def test_remap_note_names_the_unsigned_dtype_it_writes(tmp_path: Path):
+    """Regression (issue 21): ``--map 7:70000`` wrote uint32 .npy masks while the note said
+    "the smallest signed integer dtype"; -1 still gives signed masks, and says so."""
+    save_png(tmp_path / "m" / "a.png", voc_mask())
+    result = run("remap", str(tmp_path / "m"), "-o", str(tmp_path / "wide"), "--map", "15:70000")
+    assert result.exit_code == 0, result.output
+    assert ".npy of dtype uint32, unsigned as no value is negative" in result.output
+    wide = np.load(tmp_path / "wide" / "a.npy")
+    assert wide.dtype == np.uint32 and int(wide.max()) == 70000
+    result = run("remap", str(tmp_path / "m"), "-o", str(tmp_path / "neg"), "--map", "15:-1")
+    assert result.exit_code == 0, result.output
+    assert ".npy with the smallest signed integer dtype" in result.output
+    assert np.load(tmp_path / "neg" / "a.npy").dtype == np.int16

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from labelfix.errors import MappingError
-from labelfix.labels.labelmap import LabelMap, read_map_file
+from labelfix.labels.labelmap import LabelMap, parse_label_value, parse_map_rule, read_map_file
 from labelfix.labels.presets import build_label_map, preset
 
 #: cityscapesScripts helpers/labels.py: (name, id, trainId) of all 35 labels, written out here
@@ -208,3 +208,88 @@ def test_a_map_file_without_rules_is_refused(tmp_path):
     empty.write_text("from,to\n")
     with pytest.raises(MappingError, match="no mapping rules in it"):
         read_map_file(empty)
+
+
+# ----------------------------------------------------------------------------- hostile map files
+# Issue 21: a map file or --map value that made remap print a traceback, hang or write a wrong
+# output must be one line naming the file and the value, exit 2, before anything is written.
+
+
+@pytest.mark.parametrize(
+    "encoding", ["utf-8", "utf-8-sig", "utf-16", "utf-16-le", "utf-16-be", "utf-32"]
+)
+def test_map_files_in_utf8_with_or_without_bom_and_utf16_with_bom(tmp_path, encoding):
+    """Regression: a UTF-16 map file (what Windows editors save) was a UnicodeDecodeError
+    traceback, and a UTF-8 BOM made JSON invalid. UTF-16 without a byte-order mark cannot be
+    told from binary: refused, saying so (the BOM is written by the plain codecs only)."""
+    bom = encoding in ("utf-8", "utf-8-sig", "utf-16", "utf-32")
+    for name, text in (("m.json", '{"7": 0, "26": 13}'), ("m.csv", "from,to\n7,0\n26,13\n")):
+        path = tmp_path / name
+        path.write_bytes(text.encode(encoding))
+        if bom:
+            assert read_map_file(path) == ((7, 0), (26, 13))
+        else:
+            with pytest.raises(MappingError, match=rf"{name}: the map file is not text"):
+                read_map_file(path)
+
+
+def test_map_file_in_another_encoding_is_one_line_naming_the_byte(tmp_path):
+    """Regression: a Latin-1 map file (a comment with an accent) was a traceback."""
+    path = tmp_path / "m.csv"
+    path.write_bytes("from,to\n# café\n7,0\n".encode("latin-1"))
+    with pytest.raises(MappingError) as err:
+        read_map_file(path)
+    assert str(err.value) == (
+        f"{path}: the map file is not UTF-8 text (byte 0xe9 at offset 13): save it as UTF-8"
+    )
+
+
+def test_map_file_deep_nesting_and_huge_integers_are_errors_not_tracebacks(tmp_path):
+    """Regression: JSON nested 100,000 deep was a RecursionError traceback, an integer of 5,000
+    digits a ValueError one (Python's int-string limit); a value beyond int32 was accepted and
+    failed every file later. Messages stay one short line, the value cut."""
+    deep = tmp_path / "deep.json"
+    deep.write_text('{"7": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(MappingError, match=r"deep\.json: invalid map file \(JSON nested too"):
+        read_map_file(deep)
+    huge = tmp_path / "huge.json"
+    huge.write_text('{"7": ' + "9" * 5000 + "}")
+    with pytest.raises(MappingError) as err:
+        read_map_file(huge)
+    assert str(err.value) == (
+        f"{huge}: value 999999999999... (5,000 digits) is out of range (label values are "
+        "-2147483648..2147483647)"
+    )
+    for value, ok in ((2**31 - 1, True), (2**31, False), (-(2**31), True), (-(2**31) - 1, False)):
+        path = tmp_path / "edge.csv"
+        path.write_text(f"7,{value}\n")
+        if ok:
+            assert read_map_file(path) == ((7, value),)
+        else:
+            with pytest.raises(MappingError, match=rf"value {value} is out of range"):
+                read_map_file(path)
+    nested = tmp_path / "nested.json"
+    nested.write_text('{"7": [0], "8": 1.5, "9": null}')
+    with pytest.raises(MappingError, match=r"the value of '7' is an array or object, expected"):
+        read_map_file(nested)
+
+
+def test_leading_zeros_are_decimal_never_octal(tmp_path):
+    """Regression: ``07`` in a map file was refused as an invalid integer (Python's base-0
+    parsing): a spreadsheet writes ids with leading zeros, and they mean decimal (``010`` is
+    10, never octal 8). Prefixed hex/octal/binary still work."""
+    path = tmp_path / "m.csv"
+    path.write_text("07,00\n010,1\n0o17,2\n0x1F,3\n0b11,4\n")
+    assert read_map_file(path) == ((7, 0), (10, 1), (15, 2), (31, 3), (3, 4))
+    assert parse_map_rule("010:-07") == (10, -7)
+    for bad in ("1e3", "7.0", "seven", "0x", "--7", "0x1g"):
+        with pytest.raises(ValueError, match="expected an integer"):
+            parse_label_value(bad)
+
+
+def test_label_map_refuses_values_beyond_int32():
+    """Regression: a rule to 10**30 was accepted and every file failed later (numpy overflow)."""
+    with pytest.raises(MappingError, match=r"value 1000000000000000000000000000000 is out of"):
+        LabelMap(rules=((7, 10**30),))
+    with pytest.raises(MappingError, match=r"value 4294967296 is out of range"):
+        LabelMap(ignore=(255,), out=2**32)

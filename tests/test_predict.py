@@ -4,6 +4,7 @@ ids that labelfix's own commands read back as such."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -152,3 +153,40 @@ def test_predict_never_replaces_images_ground_truth_or_one_of_its_own_masks(setu
     assert result.exit_code == 1
     assert "a.jpg and" in result.stderr and "would both be predicted into" in result.stderr
     assert not (tmp_path / "p").exists()
+
+
+def test_libjpeg_complaints_become_one_labelfix_warning(setup, tmp_path, capfd):
+    """Regression (issue 21): libjpeg inside TensorFlow's decoder prints its complaints itself
+    ("Corrupt JPEG data: 216 extraneous bytes before marker 0xda", "Improper call to JPEG
+    library in state 201"): stray lines among labelfix's. They are collected while the images
+    decode and said in one labelfix warning; an image that does not decode is one error that
+    names it, without the stray line."""
+    _, model, _, _ = setup
+    rng = np.random.default_rng(1)
+    pixels = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    good = tmp_path / "good.jpg"
+    Image.fromarray(pixels).save(good, format="JPEG")
+    data = good.read_bytes()
+    damaged = tmp_path / "damaged" / "x.jpg"
+    damaged.parent.mkdir()
+    damaged.write_bytes(data[:300] + bytes(200) + data[500:])  # decodes, with a complaint
+    capfd.readouterr()
+    result = run_cli("predict", model, damaged.parent, "-o", tmp_path / "out1")
+    assert result.exit_code == 0, result.output
+    assert re.fullmatch(
+        r"labelfix: warning: TensorFlow's image decoders printed 1 message\(s\) about damaged "
+        r"image data, e\.g\. 'Corrupt JPEG data: \d+ extraneous bytes before marker 0x[0-9a-f]+'"
+        r": the images decoded, maybe not all of them as they should \(-v shows each message "
+        r"as it comes\)\n",
+        result.stderr,
+    ), result.stderr
+    cut = tmp_path / "cut" / "x.jpg"
+    cut.parent.mkdir()
+    cut.write_bytes(data[:200])
+    result = run_cli("predict", model, cut.parent, "-o", tmp_path / "out2")
+    assert result.exit_code == 1
+    assert (
+        result.stderr
+        == f"labelfix: error: {cut}: does not decode completely (Truncated File Read)\n"
+    )
+    assert "JPEG" not in capfd.readouterr().err  # nothing reached the real stderr

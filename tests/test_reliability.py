@@ -726,3 +726,28 @@ def test_ctrl_c_ends_the_workers_instead_of_waiting_for_them():
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[:2] == ["None 2", f"0 [{-signal.SIGTERM}]"]
+
+
+def test_sigterm_between_fork_and_worker_initializer_still_ends_the_worker():
+    """Regression (flaky under load): a worker is forked while the pool holds signals back
+    (``deferred_signals``); a SIGTERM reaching it before its initializer reset the handlers was
+    only noted, so the worker lived on and ``stop_workers`` waited for it (1 run in 30 with
+    CPU burners beside it). Here every forked worker gets SIGTERM right after the fork, the
+    widest that window can be: it must die, and the pool say so, instead of computing on."""
+    script = textwrap.dedent(
+        """
+        import os, signal
+        from labelfix import parallel
+        from labelfix.errors import LabelfixError
+        os.register_at_fork(after_in_child=lambda: os.kill(os.getpid(), signal.SIGTERM))
+        try:
+            print(sum(parallel.ordered_map(abs, range(64), jobs=2, chunksize=4)))
+        except LabelfixError as err:
+            print("stopped:", str(err).split(" (")[0])
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "stopped: worker processes stopped unexpectedly\n"

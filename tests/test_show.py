@@ -113,6 +113,56 @@ def test_legend_lists_exactly_the_classes_drawn_then_void_and_problem():
     assert sheet.mode == "RGB" and sheet.width > 2 * 150
 
 
+def test_legend_of_thousands_of_classes_lists_the_largest_then_how_many_more(tmp_path):
+    """Regression (issue 21): ``show -n 65536`` on 16-bit masks of thousands of values drew a
+    legend line per value: a sheet 347,270 px tall after 25 s. The legend lists the
+    MAX_LEGEND_CLASSES (64) classes with the most pixels, by id, then one line for the rest."""
+    from labelfix.viz.sheet import MAX_LEGEND_CLASSES
+
+    assert MAX_LEGEND_CLASSES == 64
+    labels = np.arange(1000, dtype=np.uint16).reshape(20, 50)  # 1000 classes, 1 px each
+    labels[0, :10] = 999  # class 999: 11 px; 0..9 are gone
+    labels[1, :10] = 500  # class 500: 11 px; 50..59 are gone: 980 classes
+    colours = class_colours(values=np.unique(labels).tolist())
+    options = ShowOptions(num_classes=65536)
+    entries = legend_entries(
+        [render_mask(labels, colours=colours, options=options, name="m")],
+        colours=colours,
+        options=options,
+    )
+    kinds = [e.kind for e in entries]
+    assert kinds == ["class"] * 64 + ["more", "void", "problem"]
+    classes = [e.value for e in entries[:64]]
+    # the two largest, then the smallest ids among the 1-px classes (ties by id)
+    assert classes == [*range(10, 50), *range(60, 82), 500, 999]
+    assert sum(e.pixels for e in entries[:64]) == 11 + 11 + 62
+    assert entries[64].label == "and 916 more classes (916 px)"
+    assert entries[64].pixels == 916
+    sheet = contact_sheet(
+        [render_mask(labels, colours=colours, options=options, name="m")],
+        legend=entries,
+        options=options,
+    )
+    assert sheet.height < 2000  # 67 lines of 24 px, not 1,000
+
+
+def test_show_on_16_bit_noise_masks_finishes_with_a_bounded_legend(tmp_path):
+    """Regression (issue 21): the command itself, on 16-bit masks of ~4,000 values each."""
+    import time
+
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        save_png(tmp_path / "m" / f"{i}.png", rng.integers(0, 65535, (64, 64)).astype(np.uint16))
+    started = time.monotonic()
+    result = CliRunner().invoke(
+        main, ["show", str(tmp_path / "m"), "-n", "65536", "-o", str(tmp_path / "s.png")]
+    )
+    assert result.exit_code == 0, result.output
+    assert time.monotonic() - started < 10  # 25 s before
+    with Image.open(tmp_path / "s.png") as sheet:
+        assert sheet.height < 2000
+
+
 def test_highlight_is_never_a_class_colour():
     cmap = Colormap("pink", (0, 1), ((255, 0, 255), (10, 10, 10)), ("flamingo", "night"))
     colours = class_colours(values=[0, 1], colormap=cmap)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -172,3 +173,34 @@ def test_cli_does_not_import_tensorflow(tmp_path):
     )
     proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True)
     assert proc.returncode == 0, proc.stderr.decode()
+
+
+def test_file_names_that_are_not_utf8_in_per_image_rows_and_html(tmp_path):
+    """Regression (issue 21): a mask named ``b"\\xff.png"`` (valid on Linux; Python holds it as a
+    surrogate escape) made ``stats --per-image`` and ``stats --html`` fail with a
+    UnicodeEncodeError traceback. The CSV and the HTML show it with a backslash escape
+    (``\\xff.png``, valid UTF-8); JSON Lines keep it JSON-escaped, so it reads back as the name."""
+    import os
+
+    root = tmp_path / "m"
+    odd = os.path.join(root, os.fsdecode(b"\xff.png"))
+    save_png(Path(odd), np.array([[0, 3]], np.uint8))
+    save_png(root / "ok.png", np.array([[3, 3]], np.uint8))
+    result = CliRunner().invoke(
+        main,
+        ["stats", str(root), "--per-image", str(tmp_path / "rows.csv"), "--html",
+         str(tmp_path / "report.html")],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    with open(tmp_path / "rows.csv", encoding="utf-8", newline="") as fh:
+        rows = {r["path"]: r for r in csv.DictReader(fh)}
+    assert sorted(rows) == [f"{root}/\\xff.png", f"{root}/ok.png"]
+    assert rows[f"{root}/\\xff.png"]["values"] == "0 3"
+    html = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "\\xff.png" in html
+    result = CliRunner().invoke(
+        main, ["stats", str(root), "--per-image", str(tmp_path / "r.jsonl")]
+    )
+    assert result.exit_code == 0, result.output
+    lines = (tmp_path / "r.jsonl").read_text(encoding="ascii").splitlines()
+    assert sorted(json.loads(line)["path"] for line in lines) == sorted([odd, str(root / "ok.png")])

@@ -884,3 +884,25 @@ def test_images_with_an_exif_orientation_are_refused_kept_or_rotated(tmp_path: P
     assert (manifest["exif"], manifest["images_rotated"]) == ("rotate", 1)
     verified = runner.invoke(main, ["verify", str(tmp_path / "out-a")])
     assert verified.exit_code == 0, verified.output
+
+
+def test_file_names_that_are_not_utf8_are_stored_as_their_bytes(tmp_path: Path):
+    """Regression (issue 21): a mask and image named ``b"\\xff.png"`` (valid on Linux, held by
+    Python as a surrogate escape) made to-tfrecord fail with a UnicodeEncodeError traceback.
+    The name's own bytes go into image/filename and image/source_id; the manifest stays JSON."""
+    import os
+
+    odd = os.fsdecode(b"\xff")
+    images, masks = make_pairs(tmp_path, {odd: voc_mask(cls=1), "ok": voc_mask(cls=2)})
+    out = tmp_path / "tfr"
+    result = CliRunner().invoke(
+        main,
+        ["to-tfrecord", "--images", str(images), "--masks", str(masks), "--output", str(out),
+         "-n", "21", "--ignore", "255"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    records = [parse_example(r) for r in read_records(out / shard_name("train", 0, 1))]
+    names = sorted((r["image/filename"][0], r["image/source_id"][0]) for r in records)
+    assert names == [(b"ok.jpg", b"ok"), (b"\xff.jpg", b"\xff")]
+    manifest = json.loads((out / "train.labelfix.json").read_text(encoding="utf-8"))
+    assert manifest["num_records"] == 2

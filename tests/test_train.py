@@ -30,7 +30,9 @@ from train_fixtures import (  # noqa: E402
     REPLICA_SCRIPT,
     run_replica_script,
     shapes,
+    shrink_first_mask,
     write_split,
+    write_void_split,
 )
 
 from labelfix.errors import LabelfixError  # noqa: E402
@@ -236,6 +238,100 @@ def test_load_weights_from_keras_and_h5_files(tmp_path):
     (tmp_path / "m.bin").write_bytes(b"")
     with pytest.raises(LabelfixError, match=r"expected a \.keras or \.weights\.h5 file"):
         load_weights(source, tmp_path / "m.bin")
+
+
+def test_weights_that_are_no_keras_file_are_one_line(records, tmp_path):
+    """Regression (issue 21): ``train --weights`` on a file that is no Keras file (text named
+    .keras, a PNG, a cut-short archive) was a BadZipFile traceback; a .weights.h5 that is no
+    HDF5 file was reported as "does not fit this model". Each is one line naming the file."""
+    model = build_model(num_classes=4, width=4)
+    model.save(tmp_path / "whole.keras")
+    whole = (tmp_path / "whole.keras").read_bytes()
+    cases = {
+        "text.keras": (b"not a model", "not a readable .keras file (a .keras file is a zip"),
+        "cut.keras": (whole[: len(whole) // 2], "not a readable .keras file (a .keras file"),
+        "text.weights.h5": (b"not a model", "not a readable weights file (Unable to"),
+    }
+    for name, (data, message) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(LabelfixError) as err:
+            load_weights(model, tmp_path / name)
+        assert str(err.value).startswith(f"{tmp_path / name}: {message}"), err.value
+    args = ["train", records, "-n", 4, "-e", 1, "-b", 4, "--crop-size", 16, "--width", 4]
+    result = run_cli(*args, "-o", tmp_path / "out", "--weights", tmp_path / "text.keras")
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"labelfix: error: {tmp_path / 'text.keras'}: not a readable")
+    assert len(result.stderr.splitlines()) == 1
+
+
+def test_resume_from_a_damaged_checkpoint_names_it(run, records, tmp_path):
+    """Regression (issue 21): ``train --resume`` after a checkpoint was cut short (a full disk,
+    an interrupted copy) was an IndexError traceback ("Read less bytes than requested") or
+    TensorFlow's "not an sstable" naming nothing; a damaged checkpoint list said there was no
+    checkpoint. Each is one line naming the file, and the earlier checkpoints there."""
+
+    def damaged(name: str, cut: str) -> Path:
+        copy = tmp_path / name
+        shutil.copytree(run.out, copy)
+        path = copy / "checkpoints" / cut
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+        return copy
+
+    data = damaged("data", "epoch-2.data-00000-of-00001")
+    args = ["train", records, "-n", 4, "-e", 3, "-b", 4, "--crop-size", 16, "--width", 4]
+    result = run_cli(*args, "-o", data, "--resume")
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"labelfix: error: {data / 'checkpoints' / 'epoch-2'}: damaged checkpoint, cannot "
+        "resume from it (Read less bytes than requested: cut short by a full disk or an "
+        "interrupted copy?); the earlier checkpoints here (epoch-1) are named in "
+        f"{data / 'checkpoints' / 'checkpoint'}\n"
+    )
+    index = damaged("index", "epoch-2.index")
+    with pytest.raises(LabelfixError, match=r"epoch-2: damaged checkpoint, cannot resume from"
+                       r" it \(not an sstable"):  # fmt: skip
+        tiny_train(resume=True, output=index, epochs=3, jit_compile=False)
+    state = damaged("state", "checkpoint")
+    with pytest.raises(LabelfixError) as err:
+        tiny_train(resume=True, output=state, epochs=3, jit_compile=False)
+    assert str(err.value) == (
+        f"{state / 'checkpoints' / 'checkpoint'}: damaged or missing checkpoint list, so the "
+        'newest of epoch-1, epoch-2 is unknown; write the line model_checkpoint_path: "epoch-2" '
+        "into it to resume from that one"
+    )
+
+
+def test_a_mask_of_another_size_than_its_image_stops_training_naming_it(records, tmp_path):
+    """Regression (issue 21): a record whose mask is smaller than its image (manifest and
+    digests consistent) was trained on silently, image and mask cropped out of line. The
+    first batch holding it stops the run, naming shard, record and both sizes."""
+    shutil.copytree(records, tmp_path / "records")
+    shrink_first_mask(tmp_path / "records", "train")
+    with pytest.raises(LabelfixError) as err:
+        tiny_train(dataset=None, data_dir=tmp_path / "records", jit_compile=False)
+    assert str(err.value) == (
+        "train-00000-of-00001.tfrecord: record 0 (0000): mask is 27x45 px (HxW), its image "
+        "32x48 px: a mask must cover its image pixel for pixel"
+    )
+
+
+def test_an_all_void_split_is_refused_not_trained_on(records, tmp_path):
+    """Regression (issue 21): training on a split whose every pixel is void printed ``loss
+    0.0000 ... mIoU 0.0000`` epoch after epoch as if it were a result; as --val-split it gave
+    val_loss 0 and val_mIoU 0. Both are refused before training, saying why."""
+    void = write_void_split(tmp_path, "void")
+    args = ["train", void, "-n", 4, "-e", 1, "-b", 2, "--crop-size", 16, "--width", 4]
+    result = run_cli(*args, "--split", "void", "-o", tmp_path / "out")
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"labelfix: error: {void}: split 'void' has no labelled pixels (all 512 px are void, "
+        "ignore 255): nothing to train on; is the ignore value right?\n"
+    )
+    shutil.copytree(records, tmp_path / "both")
+    for name in ("void.labelfix.json", "void-00000-of-00001.tfrecord"):
+        shutil.copy(void / name, tmp_path / "both" / name)
+    with pytest.raises(LabelfixError, match=r"split 'void' has no labelled pixels .*: validation"):
+        tiny_train(dataset=None, data_dir=tmp_path / "both", val_split="void", jit_compile=False)
 
 
 # --------------------------------------------------------------------------- labels: the guard

@@ -301,3 +301,57 @@ def run_replica_script(script: str) -> dict:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def shrink_first_mask(records: Path, split: str, *, rows: int = 5, cols: int = 3) -> None:
+    """Make the first record of ``split`` hold a mask ``rows`` x ``cols`` px smaller than its
+    image, keeping the manifest consistent (sizes, sha256): what a tool writing records of
+    its own, or a hand edit, can leave. ``labelfix verify`` finds it; training must too."""
+    import hashlib
+    import io
+
+    from PIL import Image
+
+    from labelfix.records.example import parse_example, serialize_example
+    from labelfix.records.framing import read_records, write_record
+
+    manifest_path = records / f"{split}.labelfix.json"
+    manifest = json.loads(manifest_path.read_text())
+    shard = records / manifest["shards"][0]["file"]
+    with open(shard, "rb") as fh:
+        examples = [parse_example(r) for r in read_records(fh)]
+    key = "image/segmentation/class/encoded"
+    mask = np.asarray(Image.open(io.BytesIO(examples[0][key][0])))
+    buffer = io.BytesIO()
+    Image.fromarray(mask[:-rows, :-cols]).save(buffer, format="PNG")
+    examples[0][key] = [buffer.getvalue()]
+    with open(shard, "wb") as fh:
+        for example in examples:
+            write_record(fh, serialize_example({k: v[0] for k, v in example.items()}))
+    data = shard.read_bytes()
+    manifest["shards"][0].update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+    manifest_path.write_text(json.dumps(manifest))
+
+
+def write_void_split(root: Path, split: str, *, count: int = 2, size: int = 16) -> Path:
+    """``count`` images whose masks are void everywhere (255, read as -1), written by
+    ``labelfix to-tfrecord`` into ``root/records`` as ``split`` (4 classes). Returns the
+    records directory."""
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from labelfix.cli import main
+
+    for i in range(count):
+        for folder, array in (
+            ("images", np.full((size, size, 3), 40 * i, np.uint8)),
+            ("masks", np.full((size, size), 255, np.uint8)),
+        ):
+            (root / split / folder).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(array).save(root / split / folder / f"{i}.png")
+    args = ["to-tfrecord", "--images", str(root / split / "images"), "--masks"]
+    args += [str(root / split / "masks"), "--output", str(root / "records"), "--split", split]
+    args += ["-n", "4", "--ignore", "255", "--out", "-1"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    return root / "records"

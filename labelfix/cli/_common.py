@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import functools
+import io
 import json
 import os
+import re
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import NoReturn
+from typing import IO, NoReturn
 
 import click
 
@@ -18,6 +22,160 @@ from labelfix.errors import LabelfixError, MissingExtra, UsageError
 
 #: Progress bars appear only for runs of at least this many files.
 PROGRESS_MIN_FILES = 20
+
+
+class _PipeEnd(io.RawIOBase):
+    """Writes to a file descriptor that, once its reader has gone (EPIPE), drop what they are
+    given instead of failing: the command goes on, silently."""
+
+    def __init__(self, fd: int):
+        super().__init__()
+        self.fd = fd
+        self.broken = False
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def isatty(self) -> bool:
+        return os.isatty(self.fd)
+
+    def write(self, data) -> int:
+        if self.broken:
+            return len(data)
+        try:
+            return os.write(self.fd, data)
+        except BrokenPipeError:
+            self.broken = True
+            return len(data)
+
+
+def _raw_writer(stream) -> _PipeEnd | None:
+    """The :class:`_PipeEnd` under a stream :func:`guard_standard_streams` made, else None."""
+    raw = getattr(getattr(stream, "buffer", None), "raw", None)
+    return raw if isinstance(raw, _PipeEnd) else None
+
+
+#: TensorFlow's own log lines (absl format); anything else native code prints while images are
+#: decoded comes from libjpeg or libpng.
+_TF_LOG_LINE = re.compile(r"^[IWEF]\d{4} ")
+
+
+@contextlib.contextmanager
+def decoder_messages(*, enabled: bool = True) -> Iterator[None]:
+    """Collect what native code prints on stderr (file descriptor 2) while TensorFlow decodes
+    images, and say it in one labelfix warning when the block ends.
+
+    libjpeg and libpng print their complaints themselves, past TensorFlow's log level:
+    ``Corrupt JPEG data: 216 extraneous bytes before marker 0xda``, ``Improper call to JPEG
+    library in state 201``, stray lines among labelfix's. Python's own stderr (progress, errors)
+    still goes straight to the terminal; TensorFlow's log lines are passed on when it ends.
+    When the block fails, its error names the image and the messages are dropped. Off with
+    ``enabled=False`` (``-v``), or where fd 2 cannot be moved (not the main thread).
+    """
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    import tempfile
+
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    own = _raw_writer(sys.stderr)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        if own is not None:
+            own.fd = saved  # labelfix's lines go to the terminal, not into the capture
+        failed = False
+        try:
+            yield
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            sys.stderr.flush()
+            if own is not None:
+                own.fd = 2
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            if not failed:  # else the block's error says what went wrong, naming the image
+                _report_decoder_messages(captured)
+
+
+def verbosity() -> int:
+    """``-v`` count less ``-q`` count of the running command line (0 outside one)."""
+    ctx = click.get_current_context(silent=True)
+    return int(((ctx.find_root().obj or {}) if ctx is not None else {}).get("verbosity", 0))
+
+
+#: TensorFlow log lines passed on after a :func:`decoder_messages` block, at most.
+MAX_PASSED_ON = 50
+
+
+def _report_decoder_messages(captured: IO[bytes]) -> None:
+    """Pass TensorFlow's log lines on, and count the rest into one warning (read line by
+    line: a long training run may have collected many)."""
+    count, first, passed = 0, None, 0
+    for raw in captured:
+        line = raw.decode("utf-8", "replace").rstrip()
+        if not line.strip():
+            continue
+        if _TF_LOG_LINE.match(line):
+            if passed < MAX_PASSED_ON:
+                click.echo(line, err=True)
+                passed += 1
+            continue
+        count += 1
+        first = first or (line if len(line) <= 120 else line[:117] + "...")
+    if count:
+        click.echo(
+            f"labelfix: warning: TensorFlow's image decoders printed {count} message(s) about "
+            f"damaged image data, e.g. {first!r}: the images decoded, maybe not all of them as "
+            "they should (-v shows each message as it comes)",
+            err=True,
+        )
+
+
+def guard_standard_streams() -> None:
+    """Make the process's stdout and stderr survive a reader that goes away, and print any
+    file name.
+
+    ``labelfix repair masks/ -o out | head -1`` closes stdout after one line; the next line
+    raised BrokenPipeError and the command stopped after a few files ("Broken pipe", exit 1).
+    Output written to a closed pipe is now dropped: the command finishes its work and exits
+    with the status the work earns (0 when every file was written), as if the rest had been
+    read. A file name that is not valid UTF-8 (held as surrogate escapes) is written to stdout
+    as its own bytes, as ``ls`` does, instead of failing with UnicodeEncodeError; stderr
+    already escapes it (``\\xff``). Streams replaced by a caller (CliRunner, pytest) are left
+    alone.
+    """
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is None or stream is not getattr(sys, f"__{name}__"):
+            continue
+        try:
+            fd = stream.fileno()
+            stream.flush()
+        except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+            continue
+        errors = stream.errors
+        utf8 = codecs.lookup(stream.encoding).name == "utf-8"
+        if name == "stdout" and errors == "strict" and utf8:
+            errors = "surrogateescape"
+        guarded = io.TextIOWrapper(
+            io.BufferedWriter(_PipeEnd(fd)),
+            encoding=stream.encoding,
+            errors=errors,
+            line_buffering=stream.line_buffering,
+            write_through=getattr(stream, "write_through", False),
+        )
+        setattr(sys, name, guarded)
 
 
 def fail(message: str, code: int = 1, *, problems: Sequence[str] | None = None) -> None:
@@ -57,10 +215,20 @@ def handle_errors(func: Callable) -> Callable:
     return wrapper
 
 
+#: Whether :func:`interrupted` has said so already.
+_said_interrupted = False
+
+
 def interrupted() -> NoReturn:
     """Ctrl-C: end the worker processes now (waiting for them at exit could last forever when
-    it came while they were starting, see :func:`labelfix.parallel.stop_workers`), exit 130."""
-    click.echo("labelfix: interrupted", err=True)
+    it came while they were starting, see :func:`labelfix.parallel.stop_workers`), exit 130.
+
+    Said once: a second Ctrl-C while the first is handled (``timeout -s INT`` signals the
+    process and its group: twice) ends up here again."""
+    global _said_interrupted
+    if not _said_interrupted:
+        _said_interrupted = True
+        click.echo("labelfix: interrupted", err=True)
     parallel = sys.modules.get("labelfix.parallel")  # none to stop if it was never imported
     if parallel is not None:
         parallel.stop_workers()
@@ -196,12 +364,39 @@ def _stderr_silenced(run, module) -> None:
     sys.stderr.flush()
     saved = os.dup(2)
     try:
-        with open(os.devnull, "w") as null:
+        with open(os.devnull, "w") as null, _ctrl_c_ends_the_import(saved):
             os.dup2(null.fileno(), 2)
-        run(module)
+            run(module)
     finally:
         os.dup2(saved, 2)
         os.close(saved)
+
+
+@contextlib.contextmanager
+def _ctrl_c_ends_the_import(stderr: int) -> Iterator[None]:
+    """Ctrl-C during ``import tensorflow`` (seconds) ends the process at once, exit 130, with
+    ``labelfix: interrupted`` on ``stderr`` (a descriptor). A KeyboardInterrupt raised inside
+    the import was swallowed by a bare ``except:`` in one of its modules (the command then
+    ran to its end), or left TensorFlow half-initialised and the process crashed at exit
+    (SIGSEGV). The commands import it before writing anything, so nothing is left behind."""
+    import signal
+
+    def end(signum, frame) -> None:
+        os.write(stderr, b"labelfix: interrupted\n")
+        os._exit(130)
+
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield  # a caller's handler (or not the main thread's turn): leave it
+        return
+    try:
+        signal.signal(signal.SIGINT, end)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def quiet_tensorflow() -> None:

@@ -9,7 +9,15 @@ import os
 import click
 
 from labelfix.cli import options
-from labelfix.cli._common import fail, handle_errors, progress, require_tensorflow, table
+from labelfix.cli._common import (
+    decoder_messages,
+    fail,
+    handle_errors,
+    progress,
+    require_tensorflow,
+    table,
+    verbosity,
+)
 from labelfix.errors import MissingExtra
 
 
@@ -94,7 +102,10 @@ def evaluate(model, data_dir, split, batch_size, output, no_verify, as_json):
         for name in OUTPUT_NAMES.values():  # refused now, not after the evaluation
             outlet.check(os.path.join(output, name))
         try:
-            with progress("evaluate", total=total, unit="images") as advance:
+            with (
+                decoder_messages(enabled=verbosity() < 1),  # its warning after the bar's last line
+                progress("evaluate", total=total, unit="images") as advance,
+            ):
                 report = run_evaluate(
                     model,
                     data_dir,

@@ -11,9 +11,14 @@ from labelfix.parallel import default_jobs
 
 
 def _int_value(text: str, *, what: str) -> int:
+    """A label value (decimal, leading zeros included, or 0x/0o/0b) that a mask can hold."""
+    from labelfix.labels.labelmap import OutOfRange, parse_label_value
+
     try:
-        return int(text, 0) if isinstance(text, str) else int(text)
-    except (TypeError, ValueError):
+        return parse_label_value(str(text))
+    except OutOfRange as err:
+        raise click.BadParameter(f"{what}: {err}") from None
+    except ValueError:
         raise click.BadParameter(f"expected an integer {what}, got {text!r}") from None
 
 
@@ -143,7 +148,8 @@ def mapping_options(func):
             "--map-file",
             type=click.Path(exists=True, dir_okay=False),
             metavar="FILE",
-            help='Rules from a JSON object {"7": 0, ...} or a CSV of from,to rows.',
+            help='Rules from a JSON object {"7": 0, ...} or a CSV of from,to rows (UTF-8;'
+            " 007 is decimal 7).",
         ),
         click.option(
             "--preset",
@@ -202,15 +208,24 @@ def label_map_from_options(
         raise click.UsageError(str(err)) from None
 
 
+def read_option_file(path: str, *, what: str) -> str:
+    """The text of a small file named by an option (:func:`labelfix.io.fs.read_text`: no
+    FIFOs or devices, a size cap, UTF-8 or UTF-16 with a byte-order mark); a usage error
+    naming the file otherwise."""
+    from labelfix.io import fs
+
+    try:
+        return fs.read_text(path, what=what)
+    except fs.UnreadableText as err:
+        raise click.BadParameter(str(err)) from None
+
+
 def _read_class_names(ctx, param, value):
     """One class name per line (blank lines skipped): line k names class k."""
     if value is None:
         return None
-    try:
-        with open(value, encoding="utf-8") as fh:
-            names = tuple(line.strip() for line in fh if line.strip())
-    except (OSError, UnicodeDecodeError) as err:
-        raise click.BadParameter(f"{value}: cannot read ({err})") from None
+    text = read_option_file(value, what="class names file")
+    names = tuple(line.strip() for line in text.splitlines() if line.strip())
     if not names:
         raise click.BadParameter(f"{value}: no class names in it")
     return names

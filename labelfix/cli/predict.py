@@ -8,7 +8,14 @@ import json
 import click
 
 from labelfix.cli import options
-from labelfix.cli._common import fail, handle_errors, progress, require_tensorflow
+from labelfix.cli._common import (
+    decoder_messages,
+    fail,
+    handle_errors,
+    progress,
+    require_tensorflow,
+    verbosity,
+)
 from labelfix.errors import MissingExtra
 
 _PALETTES = {
@@ -88,7 +95,10 @@ def predict(model, images, output, fmt, records, split, batch_size, overwrite, a
         manifest = read_manifest(records, split)
     total = len(find_images(images))
     try:
-        with progress("predict", total=total, unit="images") as advance:
+        with (
+            decoder_messages(enabled=verbosity() < 1),  # its warning after the bar's last line
+            progress("predict", total=total, unit="images") as advance,
+        ):
             result = run_predict(
                 model,
                 images,

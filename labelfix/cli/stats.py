@@ -14,6 +14,7 @@ from labelfix.checks.scan import FileReport, report_to_dict
 from labelfix.checks.stats import DatasetStats, scan_dataset, unused_ignore_message
 from labelfix.cli import options
 from labelfix.cli._common import count_masks, fail, handle_errors, no_masks, progress, table
+from labelfix.io import fs
 from labelfix.io.door import Door, Outlet, Rules
 from labelfix.io.masks import KINDS
 from labelfix.parallel import keep_freed_memory
@@ -200,7 +201,7 @@ def _rows(fh, jsonl: bool):
     def row(report: FileReport) -> None:
         writer.writerow(
             [
-                report.path,
+                fs.printable(report.path),  # a name that is not UTF-8: backslash escapes
                 report.kind or "",
                 report.height,
                 report.width,
@@ -209,7 +210,7 @@ def _rows(fh, jsonl: bool):
                 " ".join(map(str, report.counts)),
                 report.void_pixels,
                 " ".join(str(b.value) for b in report.bad_values),
-                report.error or "",
+                fs.printable(report.error or ""),
             ]
         )
 

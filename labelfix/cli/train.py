@@ -13,7 +13,14 @@ from pathlib import Path
 import click
 
 from labelfix.cli import options
-from labelfix.cli._common import fail, handle_errors, require_tensorflow, show_progress
+from labelfix.cli._common import (
+    decoder_messages,
+    fail,
+    handle_errors,
+    require_tensorflow,
+    show_progress,
+    verbosity,
+)
 from labelfix.errors import MissingExtra
 from labelfix.training import LOSSES, PRECISIONS
 
@@ -35,21 +42,27 @@ def _check_class_weights(ctx, param, value):
         return None
     if value == "auto":
         return "auto"
-    path = Path(value)
-    if not path.is_file():
+    if not Path(value).exists():
         raise click.BadParameter(f"expected auto, none or a file of weights, got {value!r}")
-    text = path.read_text()
+    text = options.read_option_file(value, what="class weights file")
     try:
         parsed = json.loads(text)
-    except ValueError:
+    except ValueError:  # numbers of thousands of digits included
         parsed = [w for w in re.split(r"[\s,]+", text.strip()) if w]
+    except RecursionError:
+        raise click.BadParameter(f"{value}: JSON nested too deeply") from None
     try:
         if isinstance(parsed, dict):
             weights = {int(k): float(v) for k, v in parsed.items()}
+            if any(not 0 <= k < options.MAX_CLASSES for k in weights):
+                raise ValueError("class id out of range")
             return tuple(weights.get(i, 1.0) for i in range(max(weights, default=-1) + 1))
         weights = tuple(float(w) for w in parsed)
-    except (TypeError, ValueError):
-        raise click.BadParameter(f"{value}: expected numbers, one weight per class") from None
+    except (TypeError, ValueError, OverflowError):
+        raise click.BadParameter(
+            f"{value}: expected numbers, one weight per class (or {{class id: weight}}, ids "
+            f"0..{options.MAX_CLASSES - 1})"
+        ) from None
     if not weights or any(not math.isfinite(w) or w < 0 for w in weights):
         raise click.BadParameter(f"{value}: expected finite, non-negative weights, got {weights}")
     if not any(weights):
@@ -276,32 +289,33 @@ def train(
     from labelfix.training.sources import tf_error_reason
 
     try:
-        result = run_train(
-            data_dir=data_dir,
-            num_classes=num_classes,
-            epochs=epochs,
-            batch_size=batch_size,
-            steps_per_epoch=steps_per_epoch,
-            split=split,
-            val_split=val_split,
-            output=output,
-            resume=resume,
-            weights=weights,
-            verify_digests=not no_verify,
-            class_weights=class_weights,
-            crop_size=crop_size,
-            loss=loss,
-            binary=binary,
-            learning_rate=learning_rate,
-            width=width,
-            backbone=backbone,
-            precision=precision,
-            seed=seed,
-            progress=_Bar(
-                enabled=show_progress(),
-                epochs_to="stderr" if as_json else "stdout",
-            ),
-        )
+        with decoder_messages(enabled=verbosity() < 1):
+            result = run_train(
+                data_dir=data_dir,
+                num_classes=num_classes,
+                epochs=epochs,
+                batch_size=batch_size,
+                steps_per_epoch=steps_per_epoch,
+                split=split,
+                val_split=val_split,
+                output=output,
+                resume=resume,
+                weights=weights,
+                verify_digests=not no_verify,
+                class_weights=class_weights,
+                crop_size=crop_size,
+                loss=loss,
+                binary=binary,
+                learning_rate=learning_rate,
+                width=width,
+                backbone=backbone,
+                precision=precision,
+                seed=seed,
+                progress=_Bar(
+                    enabled=show_progress(),
+                    epochs_to="stderr" if as_json else "stdout",
+                ),
+            )
     except ValueError as err:  # an option the data or devices do not allow
         fail(str(err).splitlines()[0], 2)
     except tf.errors.OpError as err:  # unreadable records and the like

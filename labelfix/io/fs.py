@@ -28,7 +28,7 @@ import stat
 from collections.abc import Iterator
 from typing import IO
 
-from labelfix.errors import MissingExtra
+from labelfix.errors import LabelfixError, MissingExtra
 
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
@@ -90,6 +90,20 @@ def relpath(path: str, start: str) -> str:
         return os.path.relpath(path, start)
     scheme = _scheme(path)
     return posixpath.relpath(path[len(scheme) :], start[len(_scheme(start)) :])
+
+
+def printable(text: str) -> str:
+    """``text`` (a path, or a message naming one) as valid Unicode: the bytes of a file name
+    that is not UTF-8, which Python holds as surrogate escapes, become backslash escapes.
+
+    >>> printable(os.fsdecode(b"masks/\\xff.png")), printable("café.png")
+    ('masks/\\\\xff.png', 'café.png')
+    """
+    try:
+        data = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate no file name makes (from JSON, say)
+        data = text.encode("utf-8", "backslashreplace")
+    return data.decode("utf-8", "backslashreplace")
 
 
 # ----------------------------------------------------------------------------- queries
@@ -250,6 +264,67 @@ def read_bytes(path: str) -> bytes:
     """The whole file; :class:`NotARegularFile` for a local FIFO, socket or device."""
     with open(path, "rb") as fh:
         return fh.read()
+
+
+#: The most an option file (a map file, class names, a colormap, class weights) may hold.
+OPTION_FILE_LIMIT = 16 << 20
+
+#: Byte-order marks, longest first (UTF-32's little-endian mark begins with UTF-16's).
+_BOMS = (
+    (b"\xff\xfe\x00\x00", "utf-32"),
+    (b"\x00\x00\xfe\xff", "utf-32"),
+    (b"\xef\xbb\xbf", "utf-8-sig"),
+    (b"\xff\xfe", "utf-16"),
+    (b"\xfe\xff", "utf-16"),
+)
+
+
+class UnreadableText(LabelfixError):
+    """A small text file given as an option that cannot be read as text (the CLI exits 2)."""
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1 << 20):.0f} MiB" if size >= 1 << 20 else f"{size:,} bytes"
+
+
+def read_text(path: str | os.PathLike, *, what: str, limit: int = OPTION_FILE_LIMIT) -> str:
+    """The text of a small file given as an option (``what``: ``"map file"``, ...).
+
+    UTF-8 with or without a byte-order mark, or UTF-16/UTF-32 with one (what Windows editors
+    save). :class:`UnreadableText`, one line naming the file, for a FIFO, socket or device
+    (refused without opening it: reading one may never end), a file over ``limit`` bytes
+    (never read whole), any other encoding, or binary data.
+
+    >>> import tempfile
+    >>> with tempfile.NamedTemporaryFile("wb", suffix=".csv", delete=False) as fh:
+    ...     _ = fh.write("7,0".encode("utf-16"))
+    >>> read_text(fh.name, what="map file")
+    '7,0'
+    >>> os.remove(fh.name)
+    """
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(limit + 1)
+    except OSError as err:
+        raise UnreadableText(f"{path}: cannot read the {what}: {err.strerror or err}") from None
+    if len(data) > limit:
+        raise UnreadableText(f"{path}: the {what} is over {_mib(limit)}; is it the file you meant?")
+    encoding = next((enc for bom, enc in _BOMS if data.startswith(bom)), "utf-8")
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as err:
+        shown = encoding.upper().removesuffix("-SIG")
+        raise UnreadableText(
+            f"{path}: the {what} is not {shown} text (byte 0x{data[err.start]:02x} at offset "
+            f"{err.start}): save it as UTF-8"
+        ) from None
+    if "\x00" in text:
+        raise UnreadableText(
+            f"{path}: the {what} is not text (it holds NUL characters; UTF-16 without a "
+            "byte-order mark?): save it as UTF-8"
+        )
+    return text
 
 
 def makedirs(path: str) -> None:

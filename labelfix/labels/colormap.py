@@ -213,36 +213,53 @@ def builtin(name: str) -> Colormap:
     )
 
 
+def _colormap_entries(path: str, text: str) -> list[tuple[int, str, tuple[int, ...]]]:
+    entries: list[tuple[int, str, tuple[int, ...]]] = []
+    if path.lower().endswith(".json") or text.lstrip().startswith(("[", "{")):
+        data = json.loads(text)
+        if isinstance(data, dict):
+            data = data.get("entries", data)
+        for item in data:
+            colour = tuple(int(c) for c in item["color"])
+            entries.append((int(item["id"]), str(item.get("name") or item["id"]), colour))
+        return entries
+    rows = [r for r in csv.reader(text.splitlines()) if r and not r[0].startswith("#")]
+    if rows and not rows[0][0].strip().lstrip("-").isdigit():
+        rows = rows[1:]
+    for row in rows:
+        if len(row) != 5:
+            shown = ",".join(row)
+            shown = shown if len(shown) <= 40 else f"{shown[:40]}... ({len(shown):,} characters)"
+            raise ValueError(f"expected id,name,r,g,b, got {shown!r}")
+        entries.append((int(row[0]), row[1].strip(), tuple(int(c) for c in row[2:5])))
+    return entries
+
+
 def read_colormap(path: str | os.PathLike) -> Colormap:
     """A colormap file: CSV rows ``id,name,r,g,b`` (header optional), or JSON.
 
-    JSON is a list of ``{"id": 0, "name": "road", "color": [128, 64, 128]}`` objects.
+    JSON is a list of ``{"id": 0, "name": "road", "color": [128, 64, 128]}`` objects. The file
+    is read by :func:`labelfix.io.fs.read_text` (UTF-8, or UTF-16 with a byte-order mark; no
+    FIFOs or devices); ids are label values (:data:`~labelfix.labels.labelmap.LABEL_MIN` ..
+    :data:`~labelfix.labels.labelmap.LABEL_MAX`).
     """
+    from labelfix.io import fs
+    from labelfix.labels.labelmap import check_label_value
+
     path = os.fspath(path)
     try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except OSError as err:
-        raise MappingError(f"{path}: cannot read colormap ({err.strerror})") from None
-    entries: list[tuple[int, str, tuple[int, int, int]]] = []
+        text = fs.read_text(path, what="colormap")
+    except fs.UnreadableText as err:
+        raise MappingError(str(err)) from None
     try:
-        if path.lower().endswith(".json") or text.lstrip().startswith(("[", "{")):
-            data = json.loads(text)
-            if isinstance(data, dict):
-                data = data.get("entries", data)
-            for item in data:
-                colour = tuple(int(c) for c in item["color"])
-                entries.append((int(item["id"]), str(item.get("name") or item["id"]), colour))
-        else:
-            rows = [r for r in csv.reader(text.splitlines()) if r and not r[0].startswith("#")]
-            if rows and not rows[0][0].strip().lstrip("-").isdigit():
-                rows = rows[1:]
-            for row in rows:
-                if len(row) != 5:
-                    raise ValueError(f"expected id,name,r,g,b, got {','.join(row)!r}")
-                entries.append((int(row[0]), row[1].strip(), tuple(int(c) for c in row[2:5])))
-    except (ValueError, KeyError, TypeError, json.JSONDecodeError) as err:
-        raise MappingError(f"{path}: not a colormap file ({err})") from None
+        entries = _colormap_entries(path, text)
+        for cid, _, _ in entries:
+            check_label_value(cid)
+    except RecursionError:
+        raise MappingError(f"{path}: not a colormap file (JSON nested too deeply)") from None
+    except (ValueError, KeyError, TypeError, csv.Error) as err:  # JSONDecodeError included
+        reason = str(err) if len(str(err)) <= 200 else f"{str(err)[:200]}..."
+        raise MappingError(f"{path}: not a colormap file ({reason})") from None
     if not entries:
         raise MappingError(f"{path}: colormap file has no entries")
     for _, _, colour in entries:

@@ -27,6 +27,10 @@ from labelfix.io.masks import ValueAt, smallest_int_dtype, value_counts
 
 UNMAPPED_POLICIES = ("keep", "ignore", "error")
 
+#: The values a label may take anywhere (rules, ignore, out): what a signed 32-bit integer
+#: holds, as TensorFlow's int32 labels and the ``.npy`` masks remap writes do.
+LABEL_MIN, LABEL_MAX = -(2**31), 2**31 - 1
+
 
 @dataclass(frozen=True)
 class LabelMap:
@@ -49,6 +53,12 @@ class LabelMap:
     def __post_init__(self) -> None:
         if self.unmapped not in UNMAPPED_POLICIES:
             raise MappingError(f"unmapped must be one of {', '.join(UNMAPPED_POLICIES)}")
+        given = (*(v for rule in self.rules for v in rule), *self.ignore)
+        for v in (*given, *((self.out,) if self.out is not None else ())):
+            try:
+                check_label_value(int(v))
+            except ValueError as err:
+                raise MappingError(str(err)) from None
         rules: dict[int, int] = {}
         for a, b in self.rules:
             if a in rules and rules[a] != b:
@@ -231,49 +241,143 @@ class LabelMap:
 
 # ----------------------------------------------------------------------------- map files
 
+_DIGITS = {"0x": "0123456789abcdef", "0o": "01234567", "0b": "01"}
+
+
+class OutOfRange(ValueError):
+    """An integer label value outside :data:`LABEL_MIN` .. :data:`LABEL_MAX`."""
+
+
+def _shown(value: object, width: int = 24) -> str:
+    """``value`` for a message, cut to ``width`` characters (a value can be megabytes long).
+
+    >>> _shown("9" * 40)
+    "'99999999999999999999999... (42 characters)"
+    """
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= width else f"{text[:width]}... ({len(text):,} characters)"
+
+
+def parse_label_value(text: str) -> int:
+    """A label value written as an integer: decimal, or hexadecimal/octal/binary with a
+    ``0x``/``0o``/``0b`` prefix. Leading zeros are decimal (``07`` is 7, ``010`` is 10), as a
+    spreadsheet writes them: never octal. ValueError (a readable message) for anything else or
+    a value outside :data:`LABEL_MIN` .. :data:`LABEL_MAX`.
+
+    >>> parse_label_value("07"), parse_label_value("-1"), parse_label_value("0xff")
+    (7, -1, 255)
+    >>> parse_label_value("4294967296")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    labelfix.labels.labelmap.OutOfRange: value 4294967296 is out of range (label values are ...)
+    """
+    body = text.strip()
+    sign = -1 if body.startswith("-") else 1
+    body = body[1:] if body[:1] in "+-" else body
+    prefix = body[:2].lower()
+    digits = _DIGITS.get(prefix)
+    base = {"0x": 16, "0o": 8, "0b": 2}.get(prefix, 10)
+    number = body[2:] if digits else body
+    allowed = digits or "0123456789"
+    if not number or any(c not in allowed for c in number.lower()):
+        raise ValueError(f"expected an integer, got {_shown(text)}")
+    if len(number.lstrip("0")) > 40:  # int() of thousands of digits is slow, and refused
+        shown = f"{'-' * (sign < 0)}{number[:12]}... ({len(number):,} digits)"
+        raise OutOfRange(
+            f"value {shown} is out of range (label values are {LABEL_MIN}..{LABEL_MAX})"
+        )
+    value = sign * int(number, base)
+    check_label_value(value)
+    return value
+
+
+def check_label_value(value: int) -> int:
+    """``value``, or OutOfRange when it is outside :data:`LABEL_MIN` .. :data:`LABEL_MAX`."""
+    if not LABEL_MIN <= value <= LABEL_MAX:
+        raise OutOfRange(
+            f"value {_shown(value, 40)} is out of range (label values are {LABEL_MIN}..{LABEL_MAX})"
+        )
+    return value
+
 
 def parse_map_rule(text: str) -> tuple[int, int]:
     """``"7:0"`` -> ``(7, 0)``; ValueError with a readable message otherwise."""
     a, sep, b = text.partition(":")
     if not sep:
-        raise ValueError(f"expected A:B (e.g. 7:0), got {text!r}")
+        raise ValueError(f"expected A:B (e.g. 7:0), got {_shown(text)}")
     try:
-        return int(a.strip(), 0), int(b.strip(), 0)
+        return parse_label_value(a), parse_label_value(b)
+    except ValueError as err:
+        raise ValueError(f"{text}: {err}" if len(text) <= 40 else str(err)) from None
+
+
+def _json_rules(path: str, text: str) -> list[tuple[object, object]]:
+    try:  # pairs, not a dict: a key given twice must not silently keep its last value;
+        # integers stay text, checked below (int() refuses thousands of digits)
+        data = json.loads(text, object_pairs_hook=lambda pairs: pairs, parse_int=str)
+    except json.JSONDecodeError as err:
+        raise MappingError(f"{path}: invalid JSON ({err.msg} at line {err.lineno})") from None
+    except RecursionError:
+        raise MappingError(f"{path}: invalid map file (JSON nested too deeply)") from None
+    if not isinstance(data, list) or not all(isinstance(p, tuple) for p in data):
+        raise MappingError(f'{path}: expected a JSON object like {{"7": 0}}')
+    return list(data)
+
+
+def _is_label_value(text: str) -> bool:
+    try:
+        parse_label_value(text)
     except ValueError:
-        raise ValueError(f"expected integers in A:B, got {text!r}") from None
+        return False
+    return True
+
+
+def _csv_rules(path: str, text: str) -> list[tuple[object, object]]:
+    try:
+        rows = [r for r in csv.reader(text.splitlines()) if r and not r[0].startswith("#")]
+    except csv.Error as err:
+        raise MappingError(f"{path}: not a CSV of from,to rows ({err})") from None
+    if rows and not any(_is_label_value(cell) for cell in rows[0][:2]):
+        rows = rows[1:]  # a header: from,to
+    items = []
+    for i, row in enumerate(rows, 1):
+        if len(row) < 2:
+            raise MappingError(f"{path}: row {i}: expected from,to, got {_shown(','.join(row))}")
+        items.append((row[0], row[1]))
+    return items
+
+
+_JSON_KINDS = {list: "an array or object", float: "a fraction", bool: "true or false"}
+_JSON_KINDS[type(None)] = "null"
 
 
 def read_map_file(path: str | os.PathLike) -> tuple[tuple[int, int], ...]:
-    """Rules from a JSON object (``{"7": 0, ...}``) or a CSV of ``from,to`` rows."""
+    """Rules from a JSON object (``{"7": 0, ...}``) or a CSV of ``from,to`` rows.
+
+    Values are integers (leading zeros are decimal, see :func:`parse_label_value`) from
+    :data:`LABEL_MIN` to :data:`LABEL_MAX`; the file is read by :func:`labelfix.io.fs.read_text`
+    (UTF-8, or UTF-16 with a byte-order mark; no FIFOs or devices).
+    """
+    from labelfix.io import fs
+
     path = os.fspath(path)
     try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except OSError as err:
-        raise MappingError(f"{path}: cannot read map file ({err.strerror})") from None
+        text = fs.read_text(path, what="map file")
+    except fs.UnreadableText as err:
+        raise MappingError(str(err)) from None
     if path.lower().endswith(".json") or text.lstrip().startswith("{"):
-        try:  # pairs, not a dict: a key given twice must not silently keep its last value
-            data = json.loads(text, object_pairs_hook=lambda pairs: pairs)
-        except json.JSONDecodeError as err:
-            raise MappingError(f"{path}: invalid JSON ({err.msg} at line {err.lineno})") from None
-        if not isinstance(data, list) or not all(isinstance(p, tuple) for p in data):
-            raise MappingError(f'{path}: expected a JSON object like {{"7": 0}}')
-        items = list(data)
+        items = _json_rules(path, text)
     else:
-        rows = [r for r in csv.reader(text.splitlines()) if r and not r[0].startswith("#")]
-        if rows and not rows[0][0].strip().lstrip("-").isdigit():
-            rows = rows[1:]  # header
-        items = []
-        for i, row in enumerate(rows, 1):
-            if len(row) < 2:
-                raise MappingError(f"{path}: row {i}: expected from,to, got {','.join(row)!r}")
-            items.append((row[0], row[1]))
+        items = _csv_rules(path, text)
     rules = []
     for a, b in items:
+        if not isinstance(b, str):  # JSON integers arrive as text; an array can be huge
+            kind = _JSON_KINDS.get(type(b), "not an integer")
+            raise MappingError(f"{path}: the value of {_shown(a)} is {kind}, expected an integer")
         try:
-            rules.append((int(str(a).strip(), 0), int(str(b).strip(), 0)))
-        except ValueError:
-            raise MappingError(f"{path}: expected integer values, got {a!r}: {b!r}") from None
+            rules.append((parse_label_value(str(a)), parse_label_value(str(b))))
+        except ValueError as err:
+            raise MappingError(f"{path}: {err}") from None
     if not rules:
         raise MappingError(f"{path}: no mapping rules in it (expected JSON or from,to rows)")
     return tuple(rules)

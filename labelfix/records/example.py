@@ -79,8 +79,8 @@ def serialize_example(features: Mapping[str, bytes | str | int]) -> bytes:
     total = 0
     for key in sorted(features):
         value = features[key]
-        if isinstance(value, str):
-            value = value.encode("utf-8")
+        if isinstance(value, str):  # a file name that is not UTF-8 is stored as its own bytes
+            value = value.encode("utf-8", "surrogateescape")
         if isinstance(value, (bytes, bytearray, memoryview)):
             n = len(value)
             inner = b"\x0a" + _varint(n)  # BytesList.value

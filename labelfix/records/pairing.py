@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from labelfix.errors import LabelfixError
+from labelfix.errors import LabelfixError, UsageError
 from labelfix.io import fs
 from labelfix.io.images import IMAGE_EXTENSIONS, AmbiguousImage, mask_stem
 from labelfix.io.masks import iter_mask_files
@@ -191,18 +191,22 @@ def _keys_of_ids(
     return keys
 
 
+#: The most an id list may hold: millions of ids, but not a whole dataset given by mistake.
+ID_LIST_LIMIT = 256 << 20
+
+
 def read_id_list(path: str | os.PathLike) -> list[str]:
     """The ids of a split file (VOC ``ImageSets/Segmentation/train.txt``): first word per line.
 
-    Blank lines and ``#`` comments are skipped; a trailing image/mask extension is dropped.
+    Blank lines and ``#`` comments are skipped; a trailing image/mask extension is dropped. The
+    file is read by :func:`labelfix.io.fs.read_text` (UTF-8, or UTF-16 with a byte-order mark;
+    no FIFOs or devices); a file it refuses is a UsageError.
     """
     path = os.fspath(path)
     try:
-        with open(path, encoding="utf-8") as fh:
-            lines = fh.read().splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        reason = getattr(err, "strerror", None) or "not a UTF-8 text file"
-        raise LabelfixError(f"{path}: cannot read the id list ({reason})") from None
+        lines = fs.read_text(path, what="id list", limit=ID_LIST_LIMIT).splitlines()
+    except fs.UnreadableText as err:
+        raise UsageError(str(err)) from None
     ids = []
     for line in lines:
         words = line.split()

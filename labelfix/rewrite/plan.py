@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from labelfix.errors import UsageError
 from labelfix.io.door import Outlet, Rules
-from labelfix.io.masks import MASK_SUFFIXES, is_listed, iter_mask_files
+from labelfix.io.masks import MASK_SUFFIXES, is_listed, iter_mask_files, smallest_int_dtype
 from labelfix.labels.colormap import ColourPolicy
 from labelfix.labels.labelmap import LabelMap
 from labelfix.rewrite.jobs import FileJob, Target
@@ -138,10 +138,16 @@ def output_format(label_map: LabelMap, *, fmt: str | None = None) -> tuple[str |
     if fmt is not None:
         return fmt, None
     if unfit:
+        stored = (  # as apply.choose_storage picks it: signed only for a negative value
+            "with the smallest signed integer dtype that holds their values (labelme's "
+            "SegmentationClassNpy convention"
+            if unfit[0] < 0
+            else f"of dtype {smallest_int_dtype(0, unfit[-1])}, unsigned as no value is "
+            "negative (a signed .npy input stays signed"
+        )
         return "npy", (
             f"the mapping produces {unfit[0]}, which a PNG cannot store: masks are written as "
-            ".npy with the smallest signed integer dtype that holds their values "
-            "(labelme's SegmentationClassNpy convention; read them with numpy.load)"
+            f".npy {stored}; read them with numpy.load)"
         )
     return None, None
 

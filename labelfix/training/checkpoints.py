@@ -42,9 +42,15 @@ class Checkpoints:
         self.checkpoint = tf.train.Checkpoint(
             model=model, optimizer=optimizer, epoch=self.epoch, history=self.history
         )
-        self.manager = tf.train.CheckpointManager(
-            self.checkpoint, str(self.directory), max_to_keep=KEEP, checkpoint_name="epoch"
-        )
+        try:  # reads the directory's "checkpoint" state file, when there is one
+            self.manager = tf.train.CheckpointManager(
+                self.checkpoint, str(self.directory), max_to_keep=KEEP, checkpoint_name="epoch"
+            )
+        except Exception as err:  # a damaged state file: text_format.ParseError, OpError, ...
+            raise LabelfixError(
+                f"{self.directory / 'checkpoint'}: damaged checkpoint list ({_reason(err)}); "
+                "it names the newest checkpoint: restore it, or train into another --output"
+            ) from None
 
     @property
     def settings_path(self) -> Path:
@@ -69,19 +75,50 @@ class Checkpoints:
             LabelfixError: no checkpoint there, or one made with other model settings.
         """
         latest = self.manager.latest_checkpoint
+        found = sorted(
+            (p.name[: -len(".index")] for p in self.directory.glob("epoch-*.index")),
+            key=lambda name: int(name[6:]) if name[6:].isdigit() else -1,  # epoch-9 < epoch-10
+        )
+        if latest is None and found:  # the state file that names the newest is unreadable
+            raise LabelfixError(
+                f"{self.directory / 'checkpoint'}: damaged or missing checkpoint list, so the "
+                f"newest of {', '.join(found)} is unknown; write the line "
+                f'model_checkpoint_path: "{found[-1]}" into it to resume from that one'
+            )
         if latest is None:
             raise LabelfixError(
                 f"{self.directory}: no checkpoint to resume from (a run with this output "
                 "writes one after every epoch)"
             )
         self._check_settings()
+        import tensorflow as tf
+
         try:
             self.checkpoint.restore(latest).assert_existing_objects_matched()
         except (ValueError, AssertionError) as err:
             first = str(err).splitlines()[0]
             raise LabelfixError(f"{latest}: does not fit this model ({first})") from None
-        history = [stats_from_dict(s) for s in json.loads(self.history.numpy().decode())]
+        except (tf.errors.OpError, IndexError, OSError) as err:  # cut short, or not one
+            raise LabelfixError(self._damaged(latest, err)) from None
+        try:
+            history = [stats_from_dict(s) for s in json.loads(self.history.numpy().decode())]
+        except (ValueError, TypeError, KeyError, AttributeError) as err:
+            raise LabelfixError(self._damaged(latest, err)) from None
         return int(self.epoch.numpy()), history
+
+    def _damaged(self, latest: str, err: BaseException) -> str:
+        """``.../epoch-3: damaged checkpoint (...)``, and which earlier ones there are."""
+        earlier = [os.path.basename(c) for c in self.manager.checkpoints if c != latest]
+        advice = (
+            f"; the earlier checkpoints here ({', '.join(earlier)}) are named in "
+            f"{self.directory / 'checkpoint'}"
+            if earlier
+            else ""
+        )
+        return (
+            f"{latest}: damaged checkpoint, cannot resume from it ({_reason(err)}: cut short by "
+            f"a full disk or an interrupted copy?){advice}"
+        )
 
     def _check_settings(self) -> None:
         try:
@@ -106,6 +143,13 @@ class Checkpoints:
         )
 
 
+def _reason(err: BaseException) -> str:
+    """The first line of an error (TensorFlow's: its message), at most 200 characters."""
+    text = getattr(err, "message", None) or str(err) or type(err).__name__
+    first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
+    return first if len(first) <= 200 else first[:197] + "..."
+
+
 def _jsonable(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
@@ -116,14 +160,26 @@ def load_weights(model: Any, path: str | os.PathLike) -> None:
     Raises:
         LabelfixError: the file is missing, of another kind, or holds another architecture.
     """
+    import zipfile
+
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise LabelfixError(f"{path}: no such weights file")
     if not path.endswith((".keras", ".weights.h5")):
         raise LabelfixError(f"{path}: expected a .keras or .weights.h5 file")
+    if path.endswith(".keras") and not zipfile.is_zipfile(path):  # Keras: BadZipFile traceback
+        raise LabelfixError(
+            f"{path}: not a readable .keras file (a .keras file is a zip archive; this one is "
+            "truncated or of another format)"
+        )
     try:
         model.load_weights(path)
-    except (ValueError, KeyError, OSError) as err:
-        text = " ".join(str(err).split()) or type(err).__name__
-        text = text if len(text) <= 240 else text[:237] + "..."
-        raise LabelfixError(f"{path}: does not fit this model ({text})") from None
+    except (OSError, zipfile.BadZipFile) as err:  # h5py: not HDF5, or cut short
+        raise LabelfixError(f"{path}: not a readable weights file ({_flat(err)})") from None
+    except (ValueError, KeyError) as err:
+        raise LabelfixError(f"{path}: does not fit this model ({_flat(err)})") from None
+
+
+def _flat(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= 240 else text[:237] + "..."

@@ -155,12 +155,13 @@ def evaluate(
     from labelfix.training.history import class_names
     from labelfix.training.inference import evaluate_batches, input_multiple, scored_classes
     from labelfix.training.pipelines import evaluation_pipeline
-    from labelfix.training.sources import read_errors, read_split
+    from labelfix.training.sources import read_errors, read_split, require_labelled_pixels
 
     name = os.fspath(model) if isinstance(model, (str, os.PathLike)) else model.name
     if isinstance(model, (str, os.PathLike)):
         model = load_model(model)
     source = read_split(data_dir, split, digests=verify_digests)
+    require_labelled_pixels(source.manifest, data_dir=data_dir, split=split, use="nothing to score")
     num_classes = int(source.manifest["num_classes"])
     outputs = scored_classes(model)  # 2 for one sigmoid channel (a --binary model)
     if outputs != num_classes:
@@ -177,6 +178,11 @@ def evaluate(
     with read_errors([source.manifest]):
         result = evaluate_batches(
             model, batches, num_classes=num_classes, ignore=IGNORE_AS, on_batch=on_batch
+        )
+    if result.images and not result.confusion.sum():  # a manifest without pixel counts
+        raise LabelfixError(
+            f"{os.fspath(data_dir)}: split {split!r} has no labelled pixels (every pixel of its "
+            f"{result.images} images is void): nothing to score; is the ignore value right?"
         )
     return EvaluationReport(
         model=name,

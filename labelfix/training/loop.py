@@ -65,7 +65,7 @@ from labelfix.training.pipelines import (
     shard_by_data,
     training_pipeline,
 )
-from labelfix.training.sources import read_errors, read_split
+from labelfix.training.sources import read_errors, read_split, require_labelled_pixels
 from labelfix.training.steps import TrainingLoss, make_train_step
 from labelfix.training.summaries import Summaries
 
@@ -349,8 +349,17 @@ def _read(
             f"got num_classes={num_classes}"
         )
     splits = [read_split(data_dir, split, ignore=ignore, digests=digests)]
+    require_labelled_pixels(
+        splits[0].manifest, data_dir=data_dir, split=split, use="nothing to train on"
+    )
     if val_split is not None:
         splits.append(read_split(data_dir, val_split, ignore=ignore, digests=digests))
+        require_labelled_pixels(
+            splits[1].manifest,
+            data_dir=data_dir,
+            split=val_split,
+            use="validation would report loss 0 and mIoU 0 of nothing",
+        )
     val = splits[1].dataset if val_split is not None else None
     return _Source(splits[0].dataset, val, splits[0].manifest, tuple(s.manifest for s in splits))
 

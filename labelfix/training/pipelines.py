@@ -36,6 +36,7 @@ __all__ = [
     "MODEL_MULTIPLE",
     "bad_label_message",
     "check_labels",
+    "check_size",
     "evaluation_pipeline",
     "prediction_pipeline",
     "shard_by_data",
@@ -76,6 +77,37 @@ def check_labels(mask: Any, where: Any, *, num_classes: int, ignore: int) -> Any
             return (_MARK + (text or "")).encode()
 
         return tf.numpy_function(words, [mask, where], tf.string, stateful=False)
+
+    text = tf.cond(ok, lambda: tf.constant(""), message)
+    with tf.control_dependencies([tf.debugging.Assert(ok, [text])]):
+        return tf.identity(mask)
+
+
+def check_size(image: Any, mask: Any, where: Any) -> Any:
+    """``mask``, once it is known to have ``image``'s height and width; else an
+    ``InvalidArgumentError`` whose message (:func:`bad_label_message` extracts it) names the
+    example and both sizes. A mask of another size, padded and batched with its image, stopped
+    evaluation with TensorFlow's "Cannot batch tensors with different shapes" (naming no
+    record) and trained silently on crops that do not line up."""
+    image_hw, mask_hw = tf.shape(image)[:2], tf.shape(mask)[:2]
+    ok = tf.reduce_all(tf.equal(image_hw, mask_hw))
+
+    def message():
+        return tf.strings.join(
+            [
+                _MARK,
+                where,
+                ": mask is ",
+                tf.strings.as_string(mask_hw[0]),
+                "x",
+                tf.strings.as_string(mask_hw[1]),
+                " px (HxW), its image ",
+                tf.strings.as_string(image_hw[0]),
+                "x",
+                tf.strings.as_string(image_hw[1]),
+                " px: a mask must cover its image pixel for pixel",
+            ]
+        )
 
     text = tf.cond(ok, lambda: tf.constant(""), message)
     with tf.control_dependencies([tf.debugging.Assert(ok, [text])]):

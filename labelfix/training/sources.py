@@ -35,6 +35,7 @@ __all__ = [
     "find_corruption",
     "read_errors",
     "read_split",
+    "require_labelled_pixels",
     "tf_error_reason",
 ]
 
@@ -98,6 +99,7 @@ def read_split(
     import tensorflow as tf
 
     from labelfix.data import make_decoder, shard_files
+    from labelfix.training.pipelines import check_size
 
     manifest = read_manifest(data_dir, split)
     check_shards(manifest, digests=digests)
@@ -119,7 +121,7 @@ def read_split(
             lambda: tf.strings.join([label, " (", source_id, ")"]),
             lambda: label,
         )
-        return image, mask, label
+        return image, check_size(image, mask, label), label
 
     names = [os.path.basename(f) for f in files]
     dataset = tf.data.Dataset.from_tensor_slices((files, names)).interleave(
@@ -132,6 +134,23 @@ def read_split(
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(manifest["num_records"]))
     dataset = dataset.map(decode_one, num_parallel_calls=tf.data.AUTOTUNE)
     return Split(split, dataset, manifest)
+
+
+def require_labelled_pixels(
+    manifest: Mapping[str, Any], *, data_dir: str | os.PathLike, split: str, use: str
+) -> None:
+    """LabelfixError when the manifest counts no labelled pixel in the split (every pixel is
+    void): training on it reported loss 0, and scoring it mIoU 0, as if they were results.
+    ``use`` says what cannot be done: ``"nothing to train on"``."""
+    counts = manifest.get("class_pixel_counts")
+    if not isinstance(counts, list) or sum(counts) > 0:
+        return
+    void = manifest.get("ignore_pixels")
+    void_text = f"all {void:,} px are void" if isinstance(void, int) else "every pixel is void"
+    raise LabelfixError(
+        f"{os.fspath(data_dir)}: split {split!r} has no labelled pixels ({void_text}, ignore "
+        f"{manifest.get('ignore')}): {use}; is the ignore value right?"
+    )
 
 
 def find_corruption(manifest: Mapping[str, Any]) -> str | None:

@@ -29,6 +29,7 @@ from labelfix._version import __version__
 from labelfix.checks.scan import FileReport
 from labelfix.checks.stats import DatasetStats, unused_ignore_message
 from labelfix.errors import LabelfixError, MissingExtra
+from labelfix.io import fs
 from labelfix.io.masks import KINDS, read_mask
 from labelfix.labels.colormap import ColourPolicy
 from labelfix.viz.colours import HATCH, ClassColours, class_colours
@@ -127,7 +128,7 @@ def html_report(
 
 
 def _e(text: object) -> str:
-    return html.escape(str(text), quote=True)
+    return html.escape(fs.printable(str(text)), quote=True)  # names that are not UTF-8 too
 
 
 def _pct(x: float) -> str:
@@ -389,6 +390,9 @@ def _worst(shown: Sequence[RenderedMask], colours: ClassColours, options: ShowOp
         )
     legend = []
     for entry in legend_entries(shown, colours=colours, options=options):
+        if entry.kind == "more":  # the classes left out have no one colour
+            legend.append(f'<li class="muted">{_e(entry.label)}</li>')
+            continue
         cls = " hatch" if entry.kind == "void" else ""
         style = "" if entry.kind == "void" else f' style="background:rgb{tuple(entry.colour)}"'
         legend.append(f'<li><span class="swatch{cls}"{style}></span>{_e(entry.label)}</li>')

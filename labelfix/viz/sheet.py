@@ -248,9 +248,15 @@ def render_mask(
 # ----------------------------------------------------------------------------- legend
 
 
+#: The most classes a legend lists (those with the most pixels), then one "and N more" line:
+#: masks of thousands of values (16-bit ids, noise) made a legend 300,000 px tall.
+MAX_LEGEND_CLASSES = 64
+
+
 @dataclass(frozen=True)
 class LegendEntry:
-    """One line of a legend: ``kind`` is ``class``, ``void`` or ``problem``."""
+    """One line of a legend: ``kind`` is ``class``, ``more`` (the classes left out), ``void``
+    or ``problem``."""
 
     kind: str
     label: str
@@ -266,7 +272,9 @@ def legend_entries(
     options: ShowOptions = ShowOptions(),
 ) -> tuple[LegendEntry, ...]:
     """The classes drawn in ``shown`` (ascending id, with their pixel totals), then void and
-    problem. Only classes with a pixel drawn in their colour are listed."""
+    problem. Only classes with a pixel drawn in their colour are listed; of more than
+    :data:`MAX_LEGEND_CLASSES`, those with the most pixels, then a ``more`` entry counting the
+    others."""
     totals: dict[int, int] = {}
     void = problem = 0
     for item in shown:
@@ -275,11 +283,21 @@ def legend_entries(
             totals[v] = totals.get(v, 0) + c
         void += prepared.void_pixels
         problem += prepared.problem_pixels
+    listed = sorted(totals)
+    if len(listed) > MAX_LEGEND_CLASSES:
+        listed = sorted(sorted(totals, key=lambda v: (-totals[v], v))[:MAX_LEGEND_CLASSES])
     entries = []
-    for v in sorted(totals):
+    for v in listed:
         name = colours.name(v)
         label = name if name == f"class {v}" else f"{v} {name}"
         entries.append(LegendEntry("class", label, colours.colour(v), v, totals[v]))
+    if len(listed) < len(totals):
+        left, pixels = (
+            len(totals) - len(listed),
+            sum(totals.values()) - sum(e.pixels for e in entries),
+        )
+        label = f"and {left:,} more classes ({pixels:,} px)"
+        entries.append(LegendEntry("more", label, BACKGROUND, None, pixels))
     ignore = ", ".join(map(str, options.ignore)) if options.ignore else "no --ignore"
     entries.append(LegendEntry("void", f"void ({ignore})", HATCH[0], None, void))
     problem_label = f"problem: {options.problem_text}"
@@ -429,6 +447,9 @@ def _draw_legend(draw, sheet: Image.Image, legend: Sequence[LegendEntry], *, x, 
     for k, entry in enumerate(legend, start=1):
         ey = y + k * step
         box = (x, ey, x + SWATCH - 1, ey + SWATCH - 1)
+        if entry.kind == "more":  # no colour of its own
+            draw.text((x + SWATCH + 8, ey), entry.label, MUTED, typeface)
+            continue
         if entry.kind == "void":
             sheet.paste(Image.fromarray(hatch_pattern(SWATCH, SWATCH), "RGB"), box[:2])
         else:
