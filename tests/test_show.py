@@ -207,7 +207,7 @@ def test_cli_each_files_and_images(worst_masks, tmp_path):
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in each.glob("[!.]*")) == ["a.png", "d.npy.png"]
-    assert "labelfix: warning: d.npy: no image (d.* not under" in result.stderr
+    assert f"labelfix: warning: d.npy: no image under {images} (looked for d.*;" in result.stderr
     with Image.open(each / "a.png") as im:
         first = np.asarray(im)[PAD + 1, PAD + 1]  # thumbnail pixel (0, 0), inside its frame
     expected = np.rint(0.5 * np.asarray(generated_colour(1)) + 0.5 * 200)

@@ -17,11 +17,11 @@ from PIL import Image, ImageOps
 from labelfix._version import __version__
 from labelfix.cli import main
 from labelfix.io.images import image_header, quick_header
+from labelfix.io.pairing import DatasetProblems, read_id_list
 from labelfix.io.png import grey_png
 from labelfix.labels.labelmap import LabelMap
 from labelfix.labels.presets import preset, voc_palette
 from labelfix.records.example import FEATURES, feature_key, parse_example, serialize_example
-from labelfix.records.pairing import DatasetProblems, read_id_list
 from labelfix.records.shards import shard_name
 from labelfix.records.spec import parse_size
 from labelfix.records.write import write_dataset
@@ -476,7 +476,7 @@ def test_unpaired_files_are_listed_unless_skipped(voc_dir, tmp_path: Path):
         [
             f"{images / 'extra.jpg'}: no mask for this image under {masks}",
             f"{masks / '2007_000000.png'}: no image for this mask under {images} "
-            "(looked for 2007_000000.*)",
+            "(looked for 2007_000000.*; also with _leftImg8bit, _img, _image)",
         ]
     )
     result = write(images, masks, tmp_path / "o", skip_unpaired=True)

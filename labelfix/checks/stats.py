@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from labelfix.checks.scan import FileReport, scan_file
 from labelfix.io.inputs import watch_inputs
 from labelfix.io.masks import KINDS, iter_mask_files
+from labelfix.io.pairing import CONVENTIONS, Naming
 from labelfix.labels.colormap import ColourPolicy
 from labelfix.labels.weights import median_frequency_weights
 from labelfix.parallel import ordered_map
@@ -250,8 +251,10 @@ def iter_reports(
     jobs: int | None = None,
     colours: ColourPolicy | None = None,
     artifacts: bool = False,
+    naming: Naming = CONVENTIONS,
 ):
-    """Yield a :class:`FileReport` per mask file under ``paths``, in sorted path order.
+    """Yield a :class:`FileReport` per mask file under ``paths``, in sorted path order (with
+    ``images``, each mask's image found by ``naming``).
 
     Raises :class:`~labelfix.io.inputs.InputsBusy` when an input directory is being rewritten
     in place or was left half-rewritten, before the first report, and when that changed while
@@ -266,6 +269,7 @@ def iter_reports(
         images=os.fspath(images) if images is not None else None,
         colours=colours,
         artifacts=artifacts,
+        naming=naming,
     )
     yield from ordered_map(func, iter_mask_files(paths, glob=glob), jobs=jobs)
     watch.confirm()

@@ -10,6 +10,7 @@ from labelfix.cli import options
 from labelfix.cli._common import fail, handle_errors, no_masks, table
 from labelfix.io.door import Door, Rules
 from labelfix.io.inputs import watch_inputs
+from labelfix.io.pairing import check_images_folder
 from labelfix.viz.sheet import VOID_ALPHA, ShowOptions, contact_sheet, legend_entries, png_bytes
 
 #: Masks on one sheet when neither --limit, --worst nor --files says otherwise.
@@ -27,12 +28,8 @@ SHEET_LIMIT = 64
     metavar="DIR",
     help="Also, or instead, one PNG per mask under DIR (same relative paths).",
 )
-@click.option(
-    "--images",
-    type=click.Path(exists=True, file_okay=False),
-    metavar="DIR",
-    help="Draw each mask over its image (same relative path and stem, as validate --images).",
-)
+@options.images_option("Draw each mask over its image (paired as validate --images pairs them).")
+@options.pairing_options
 @click.option(
     "--alpha",
     type=click.FloatRange(0.0, 1.0),
@@ -89,6 +86,8 @@ def show(
     output,
     each,
     images,
+    image_suffix,
+    mask_suffix,
     alpha,
     ignore,
     num_classes,
@@ -132,6 +131,9 @@ def show(
         max_size=max_size,
         zoom=zoom,
     )
+    naming = options.naming(image_suffix, mask_suffix)
+    if images is not None:
+        check_images_folder(images, paths, naming=naming)
     watch = watch_inputs([*paths, images])
     with Door(Rules.of("show", inputs=[*paths, images])) as door:
         sheet = door.file(output)[0] if output is not None else None
@@ -160,7 +162,7 @@ def show(
                 err=True,
             )
         shown, errors, drawn = [], list(plan.errors), 0
-        for item in render_plan(plan, images=images, jobs=jobs):
+        for item in render_plan(plan, images=images, jobs=jobs, naming=naming):
             if isinstance(item, tuple):
                 errors.append(item)
                 continue

@@ -10,7 +10,7 @@ import click
 
 from labelfix.cli import options
 from labelfix.cli._common import fail, handle_errors, progress
-from labelfix.records.pairing import DatasetProblems, read_id_list
+from labelfix.io.pairing import DatasetProblems, read_id_list
 from labelfix.records.spec import (
     COMPRESSIONS,
     DEFAULT_MASK_ENCODING,
@@ -31,12 +31,11 @@ def _check_size(ctx, param, value):
 
 
 @click.command("to-tfrecord", cls=options.PipelineCommand)
-@click.option(
-    "--images",
+@options.images_option(
+    "Image directory; each mask's image has the same relative path and stem (Cityscapes and "
+    "other suffixes: see --image-suffix).",
     required=True,
-    type=options.StoragePath(exists=True, file_okay=False),
-    metavar="DIR",
-    help="Image directory; each mask's image has the same relative path and stem.",
+    storage=True,
 )
 @click.option(
     "--masks",
@@ -62,18 +61,7 @@ def _check_size(ctx, param, value):
 )
 @options.mapping_options
 @options.num_classes_option()
-@click.option(
-    "--image-suffix",
-    default="",
-    metavar="TEXT",
-    help="Stem suffix of the images, e.g. _leftImg8bit (Cityscapes).",
-)
-@click.option(
-    "--mask-suffix",
-    default="",
-    metavar="TEXT",
-    help="Stem suffix of the masks, e.g. _gtFine_labelIds (other masks are not read).",
-)
+@options.pairing_options
 @click.option(
     "--list",
     "id_list",

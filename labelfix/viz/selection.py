@@ -25,14 +25,9 @@ from PIL import Image
 
 from labelfix.errors import UnreadableMask, UsageError
 from labelfix.io import fs
-from labelfix.io.images import (
-    ORIENTATIONS,
-    displayed_size,
-    exif_orientation,
-    find_image,
-    mask_stem,
-)
+from labelfix.io.images import ORIENTATIONS, displayed_size, exif_orientation
 from labelfix.io.masks import Mask, iter_mask_files, value_counts
+from labelfix.io.pairing import CONVENTIONS, AmbiguousImage, Naming, find_image, looked_for
 from labelfix.io.png import PNG_SIGNATURE, scan_png, without_text_chunks
 from labelfix.labels.colormap import ColourPolicy, read_label_mask
 from labelfix.parallel import ordered_map
@@ -216,15 +211,25 @@ def plan_show(
 
 
 def load_image(
-    images: str | os.PathLike, relpath: str, shape: tuple[int, int]
+    images: str | os.PathLike,
+    relpath: str,
+    shape: tuple[int, int],
+    *,
+    naming: Naming = CONVENTIONS,
+    mask: str | None = None,
 ) -> tuple[Image.Image | None, str | None]:
-    """The image of a mask (found as ``validate --images`` finds it) as RGB, as TensorFlow
-    reads it: the stored pixels, whatever its EXIF orientation. ``(image, note)``: the note
-    says why there is no image (none, unreadable, another size) or that EXIF turns it for
-    viewers (then the image is drawn all the same)."""
-    path = find_image(images, relpath)
+    """The image of a mask (found as ``validate --images`` finds it, by ``naming``; never the
+    file ``mask`` itself) as RGB, as TensorFlow reads it: the stored pixels, whatever its EXIF
+    orientation. ``(image, note)``: the note says why there is no image (none, several,
+    unreadable, another size) or that EXIF turns it for viewers (then the image is drawn all
+    the same)."""
+    try:
+        path = find_image(images, relpath, naming=naming, mask=mask)
+    except AmbiguousImage as err:
+        return None, f"{len(err.images)} images match it: {', '.join(err.images)}"
     if path is None:
-        return None, f"no image ({mask_stem(relpath)}.* not under {os.fspath(images)})"
+        looked = looked_for(relpath, naming)
+        return None, f"no image under {os.fspath(images)} (looked for {looked})"
     name = fs.basename(path)
     try:
         data = fs.read_bytes(path)
@@ -264,28 +269,37 @@ def prepare_file(
     options: ShowOptions,
     images: str | None = None,
     read: ColourPolicy | None = None,
+    naming: Naming = CONVENTIONS,
 ) -> PreparedMask | tuple[str, str]:
-    """Read one mask (and its image) and prepare its thumbnail; ``(path, reason)`` when the
-    mask cannot be read."""
+    """Read one mask (and its image, found by ``naming``) and prepare its thumbnail;
+    ``(path, reason)`` when the mask cannot be read."""
     path, relpath = item
     try:
         labels, mask = read_labels(path, colours=read)
     except UnreadableMask as err:
         return path, err.reason
-    image, note = (None, None) if images is None else load_image(images, relpath, labels.shape)
+    image, note = None, None
+    if images is not None:
+        image, note = load_image(images, relpath, labels.shape, naming=naming, mask=path)
     return _prepare(labels, options=options, image=image, name=relpath, kind=mask.kind, note=note)
 
 
 def render_plan(
-    plan: ShowPlan, *, images: str | os.PathLike | None = None, jobs: int | None = None
+    plan: ShowPlan,
+    *,
+    images: str | os.PathLike | None = None,
+    jobs: int | None = None,
+    naming: Naming = CONVENTIONS,
 ) -> Iterator[RenderedMask | tuple[str, str]]:
     """Yield each planned mask's thumbnail in plan order (``(path, reason)`` for a mask that
-    became unreadable since the survey). ``images``: overlay each mask on its image."""
+    became unreadable since the survey). ``images``: overlay each mask on its image, found by
+    ``naming``."""
     prepare = functools.partial(
         prepare_file,
         options=plan.options,
         images=os.fspath(images) if images is not None else None,
         read=plan.read,
+        naming=naming,
     )
     items = [(s.path, s.relpath) for s in plan.surveys]
     for prepared in ordered_map(prepare, items, jobs=jobs, preload=_PRELOAD):
