@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 from labelfix.errors import LabelfixError, UsageError
 from labelfix.io import fs
-from labelfix.io.masks import iter_mask_files
+from labelfix.io.masks import MASK_SUFFIXES, iter_mask_files
 from labelfix.io.png import PNG_SIGNATURE, png_header
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -398,21 +398,20 @@ def settle_naming(
     >>> settle_naming(["a_gtFine_labelIds", "a_gtFine_instanceIds"])[0]
     Naming(image_suffix='', mask_suffix='_gtFine_labelIds')
     """
-    if naming.mask_suffix:
-        return naming, ()
     groups: dict[str, int] = {}
     for stem in stems:
         match = MASK_SUFFIX.search(stem)
-        groups[match.group(1) if match else ""] = groups.get(match.group(1) if match else "", 0) + 1
+        key = match.group(1) if match else ""
+        groups[key] = groups.get(key, 0) + 1
     cityscapes = [s for s in groups if s.startswith(("_gtFine_", "_gtCoarse_"))]
-    if not cityscapes:
-        return naming, ()
     notes = tuple(
         f"left out {groups[s]} {s} mask(s) under {where}: "
         + ("instance ids, not semantic labels" if "instance" in s else "colour pictures")
         for s in cityscapes
-        if NOT_SEMANTIC.search(s)
+        if NOT_SEMANTIC.search(s) and s != naming.mask_suffix
     )
+    if naming.mask_suffix or not cityscapes:
+        return naming, notes
     labels = [s for s in cityscapes if not NOT_SEMANTIC.search(s)]
     if len(labels) > 1:
         choices = " or ".join(f"--mask-suffix {s} ({groups[s]} file(s))" for s in labels)
@@ -429,6 +428,7 @@ def find_pairs(
     naming: Naming = CONVENTIONS,
     ids: Iterable[str] | None = None,
     skip_unpaired: bool = False,
+    suffixes: tuple[str, ...] = MASK_SUFFIXES,
 ) -> Pairing:
     """Pair every mask under ``masks`` with its image under ``images`` (see the module doc).
 
@@ -437,6 +437,7 @@ def find_pairs(
     too, never a silent pick. Raises DatasetProblems listing every unpaired file unless
     ``skip_unpaired`` (which then leaves such masks out), :class:`MasksAsImages` for an images
     folder of masks, UsageError for a folder of two kinds of Cityscapes label masks.
+    ``suffixes`` are the mask files' (default ``.png`` and ``.npy``; JPEG masks for repair).
     """
     images, masks = os.fspath(images), os.fspath(masks)
     for what, top in (("images", images), ("masks", masks)):
@@ -444,7 +445,7 @@ def find_pairs(
             raise LabelfixError(f"{top}: the {what} directory does not exist")
     check_images_folder(images, [masks], naming=naming)
     problems: list[str] = []
-    listed = _list_masks(masks, problems)
+    listed = _list_masks(masks, problems, suffixes)
     naming, notes = settle_naming([stem for _, _, stem in listed], naming, where=masks)
     exclude = {fs.normpath(path) for path, _, _ in listed}
     exact, loose = _index_images(images, naming, exclude)
@@ -505,10 +506,10 @@ def find_pairs(
     return Pairing(tuple(pairs), tuple(problems), notes, naming, ambiguous)
 
 
-def _list_masks(masks: str, problems: list[str]) -> list[tuple[str, str, str]]:
+def _list_masks(masks: str, problems: list[str], suffixes) -> list[tuple[str, str, str]]:
     """``(path, relative path, stem)`` of every mask; unlistable directories are problems."""
     listed = []
-    for path, rel in iter_mask_files([masks]):
+    for path, rel in iter_mask_files([masks], suffixes=suffixes):
         if fs.isdir(path):  # a directory that cannot be listed
             problems.append(f"{path}: cannot list this directory: the masks in it were not read")
             continue
