@@ -94,10 +94,10 @@ def binary(root: Path, *, n: int = 3, seed: int = 0) -> Path:
     """images/*.jpg beside masks/*.png of 0 and 255, 255 the foreground (solid blobs)."""
     rng = np.random.default_rng(seed)
     for k in range(n):
-        mask = np.zeros((24, 32), np.uint8)
-        y, x = int(rng.integers(2, 10)), int(rng.integers(2, 14))
-        mask[y : y + 12, x : x + 14] = 255
-        _jpeg(root / "images" / f"{k:04d}.jpg", _picture(rng, 24, 32))
+        mask = np.zeros((48, 64), np.uint8)
+        y, x = int(rng.integers(2, 20)), int(rng.integers(2, 30))
+        mask[y : y + 24, x : x + 30] = 255
+        _jpeg(root / "images" / f"{k:04d}.jpg", _picture(rng, 48, 64))
         save_png(root / "masks" / f"{k:04d}.png", mask)
     return root
 
