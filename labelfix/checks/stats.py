@@ -170,6 +170,14 @@ class DatasetStats:
         image_pixels = [self.values.get(c, empty).image_pixels for c in ids]
         return dict(zip(ids, median_frequency_weights(pixels, image_pixels), strict=True))
 
+    def weights_document(self, weights: dict[int, float]) -> list[dict]:
+        """``[{"class": 3, "weight": 1.0, "absent": true}, ...]``: absent classes (no pixel,
+        weight 1.0 unmeasured) marked."""
+        return [
+            {"class": c, "weight": w, **({} if self.values.get(c) else {"absent": True})}
+            for c, w in sorted(weights.items())
+        ]
+
     def to_dict(self) -> dict:
         """The whole report as plain JSON-ready data."""
         return {
@@ -210,9 +218,7 @@ class DatasetStats:
                 if self.num_classes is not None
                 else None
             ),
-            "class_weights": [
-                {"class": c, "weight": w} for c, w in sorted(self.class_weights().items())
-            ],
+            "class_weights": self.weights_document(self.class_weights()),
             "suspected_artifacts": [
                 {"value": v, "files": f, "pixels": p, "fringe_pixels": fr}
                 for v, (f, p, fr) in sorted(self.suspects.items())

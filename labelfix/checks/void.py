@@ -93,7 +93,8 @@ def value_shapes(labels: np.ndarray, values: Iterable[int]) -> tuple[ValueShape,
 @dataclass
 class ValueTotals:
     """Per value, over many masks: pixels, files, pixels on boundaries, and files where it
-    borders two or more other values. ``files`` counts the masks added."""
+    borders two or more other values (of those where its shape was measured). ``files``
+    counts the masks added."""
 
     files: int = 0
     pixels: dict[int, int] = field(default_factory=dict)
@@ -101,6 +102,8 @@ class ValueTotals:
     thin: dict[int, int] = field(default_factory=dict)
     between: dict[int, int] = field(default_factory=dict)
     shaped: dict[int, int] = field(default_factory=dict)
+    #: per value, the masks where its shape was measured
+    measured: dict[int, int] = field(default_factory=dict)
 
     def add(
         self,
@@ -113,10 +116,15 @@ class ValueTotals:
         for v, c in zip(values, counts, strict=True):
             self.pixels[v] = self.pixels.get(v, 0) + int(c)
             self.images[v] = self.images.get(v, 0) + 1
+        self.add_shapes(shapes)
+
+    def add_shapes(self, shapes: Sequence[ValueShape]) -> None:
+        """Add the shapes of values measured in one mask."""
         for s in shapes:
             self.thin[s.value] = self.thin.get(s.value, 0) + s.thin
             self.shaped[s.value] = self.shaped.get(s.value, 0) + s.pixels
             self.between[s.value] = self.between.get(s.value, 0) + (s.neighbours >= 2)
+            self.measured[s.value] = self.measured.get(s.value, 0) + 1
 
     def thin_share(self, value: int) -> float | None:
         """The share of ``value``'s measured pixels that lie on boundaries (None: unmeasured)."""
@@ -177,7 +185,7 @@ def _range(values: Sequence[int]) -> str:
 
 def _shape_evidence(totals: ValueTotals, value: int) -> str:
     share = totals.thin_share(value)
-    files = totals.images.get(value, 0)
+    files = totals.measured.get(value, 0)
     between = totals.between.get(value, 0)
     return (
         f"{_pct(share or 0.0)} of the pixels of {value} lie within {THIN_RADIUS} px of another "
@@ -240,7 +248,7 @@ def _guess_top(totals: ValueTotals, top: int, others: list[int]) -> VoidGuess:
             (seen, shape),
         )
     between = totals.between.get(top, 0)
-    if share is not None and share >= THIN_SHARE and 2 * between >= totals.images.get(top, 0):
+    if share is not None and share >= THIN_SHARE and 2 * between >= totals.measured.get(top, 0):
         return VoidGuess(
             (void,),
             "high",
@@ -313,17 +321,29 @@ def _guess_without_top(totals: ValueTotals, classes: list[int]) -> VoidGuess:
     )
 
 
-def totals_of(
-    masks: Iterable[tuple[Sequence[int], Sequence[int], np.ndarray | None]],
-) -> ValueTotals:
-    """:class:`ValueTotals` of ``(values, counts, labels)`` per mask; the candidates' shapes
-    are measured on ``labels`` (None: values only)."""
-    totals = ValueTotals()
-    for values, counts, labels in masks:
-        wanted = [v for v in values if v in CANDIDATES or v < 0]
-        shapes = value_shapes(labels, wanted) if labels is not None and wanted else ()
-        totals.add(values, counts, shapes)
-    return totals
+#: Masks read again per candidate value to see where it lies (``stats`` without ``--ignore``).
+SHAPE_SAMPLE = 12
+
+
+def is_candidate(value: int) -> bool:
+    """Whether a value is tried as void: 255, 65535, 0, or negative."""
+    return value in CANDIDATES or value < 0
+
+
+def guess_from_counts(
+    pixels: Mapping[int, int],
+    images: Mapping[int, int],
+    files: int,
+    samples: Iterable[np.ndarray] = (),
+) -> VoidGuess:
+    """:func:`guess_void` from a dataset's totals per value (``pixels``, ``images`` holding
+    it, of ``files`` masks) and the label arrays of a few masks holding the candidates, where
+    their shapes are measured."""
+    totals = ValueTotals(files=files, pixels=dict(pixels), images=dict(images))
+    wanted = [v for v in pixels if is_candidate(v)]
+    for labels in samples:
+        totals.add_shapes(value_shapes(labels, wanted))
+    return guess_void(totals)
 
 
 def describe_values(pixels: Mapping[int, int]) -> str:
