@@ -884,3 +884,18 @@ def test_images_with_an_exif_orientation_are_refused_kept_or_rotated(tmp_path: P
     assert (manifest["exif"], manifest["images_rotated"]) == ("rotate", 1)
     verified = runner.invoke(main, ["verify", str(tmp_path / "out-a")])
     assert verified.exit_code == 0, verified.output
+
+
+def test_reading_records_that_are_not_there_names_the_directory(tmp_path, monkeypatch):
+    """Found trying labelfix as a new user: load("records", "train") with no records/ here
+    reported ./train.labelfix.json, not the missing directory."""
+    from labelfix.errors import LabelfixError
+    from labelfix.records.manifest import read_manifest
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(LabelfixError) as info:
+        read_manifest("records", "train")
+    assert str(info.value) == (
+        f"records: no such directory of records ({tmp_path / 'records'}; relative paths start "
+        f"from the working directory, {tmp_path}); write it with labelfix to-tfrecord"
+    )

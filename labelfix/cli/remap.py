@@ -8,7 +8,7 @@ import os
 import click
 
 from labelfix.cli import options
-from labelfix.cli._common import fail, handle_errors, no_masks, progress, table
+from labelfix.cli._common import fail, handle_errors, no_masks, plural, progress, table
 from labelfix.rewrite.jobs import FileResult
 from labelfix.rewrite.plan import FORMATS, RemapUsageError, plan_remap
 from labelfix.rewrite.run import Interrupted, RemapResult, run_remap
@@ -225,7 +225,7 @@ def render(result: RemapResult) -> str:
     failed = len(result.failed_files)
     verb = "would change" if result.dry_run else "changed"
     lines.append(
-        f"Read {result.read} of {result.files} files: {result.changed} {verb}, "
+        f"Read {result.read} of {plural(result.files, 'file')}: {result.changed} {verb}, "
         f"{result.unchanged} unchanged, {failed} failed"
         + (f", {len(result.skipped)} skipped" if result.skipped else "")
         + "."

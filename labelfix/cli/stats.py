@@ -15,7 +15,15 @@ from labelfix.checks.scan import FileReport, report_to_dict
 from labelfix.checks.stats import DatasetStats, scan_dataset, unused_ignore_message
 from labelfix.checks.void import SHAPE_SAMPLE, VoidGuess, guess_from_counts, is_candidate
 from labelfix.cli import options
-from labelfix.cli._common import count_masks, fail, handle_errors, no_masks, progress, table
+from labelfix.cli._common import (
+    count_masks,
+    fail,
+    handle_errors,
+    no_masks,
+    plural,
+    progress,
+    table,
+)
 from labelfix.io.door import Door, Outlet, Rules
 from labelfix.io.masks import KINDS
 from labelfix.parallel import keep_freed_memory
@@ -291,12 +299,12 @@ def render(result: DatasetStats, *, void: VoidGuess | None = None) -> str:
 
 
 def _summary(result: DatasetStats) -> list[str]:
-    parts = [f"{result.label_files} label masks"]
+    parts = [plural(result.label_files, "label mask")]
     if result.not_labels:
-        parts.append(f"{len(result.not_labels)} not label masks")
+        parts.append(plural(len(result.not_labels), "not label mask"))
     if result.unreadable:
         parts.append(f"{len(result.unreadable)} unreadable")
-    out = [f"Scanned {result.files} files: " + ", ".join(parts)]
+    out = [f"Scanned {plural(result.files, 'file')}: " + ", ".join(parts)]
     if result.sizes:
         sizes = sorted(result.sizes.items(), key=lambda kv: -kv[1])
         out.append(

@@ -9,7 +9,7 @@ import json
 import click
 
 from labelfix.cli import options
-from labelfix.cli._common import fail, handle_errors, progress
+from labelfix.cli._common import fail, handle_errors, plural, progress
 from labelfix.io.pairing import DatasetProblems, read_id_list
 from labelfix.records.spec import (
     COMPRESSIONS,
@@ -215,7 +215,7 @@ def render(result, readers: dict[str, str]) -> str:
     names = shards[0].file if len(shards) == 1 else f"{shards[0].file} .. {shards[-1].file}"
     size = sum(s.bytes for s in shards)
     lines = [
-        f"Wrote {result.num_records} records ({size / 1e6:.1f} MB) to {result.output} in "
+        f"Wrote {plural(result.num_records, 'record')} ({size / 1e6:.1f} MB) to {result.output} in "
         f"{len(shards)} shard(s): {names}",
     ]
     storage = f"Masks: {result.mask_encoding} {result.mask_dtype}"

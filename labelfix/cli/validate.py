@@ -8,7 +8,7 @@ import click
 
 from labelfix.checks.validate import validate as run_validate
 from labelfix.cli import options
-from labelfix.cli._common import count_masks, fail, handle_errors, no_masks, progress
+from labelfix.cli._common import count_masks, fail, handle_errors, no_masks, plural, progress
 
 #: Per kind of warning, how many files are named before the rest are counted.
 WARNINGS_SHOWN = 3
@@ -87,8 +87,8 @@ def validate(
                 )
         verdict = "OK" if result.ok else "FAILED"
         click.echo(
-            f"{verdict}: {result.stats.files} files, {len(result.bad_files)} with problems, "
-            f"{len(result.warnings)} warning(s)"
+            f"{verdict}: {plural(result.stats.files, 'file')}, {len(result.bad_files)} with "
+            f"problems, {len(result.warnings)} warning(s)"
         )
     if not result.ok:
         raise SystemExit(1)
