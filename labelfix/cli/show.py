@@ -115,7 +115,7 @@ def show(
     labelfix show masks/ --images images/ --worst 12 -n 21 --ignore 255 -o worst.png
     labelfix show masks/ --colormap voc --files 2007_000033 --each pictures/
     """
-    from labelfix.viz.selection import plan_show, render_plan
+    from labelfix.viz.selection import DIFFERENT_PALETTES, plan_show, render_plan
 
     if output is None and each is None:
         raise click.UsageError("say where the pictures go: -o sheet.png and/or --each DIR")
@@ -155,6 +155,12 @@ def show(
         )
         if plan.found == 0:
             fail(no_masks(paths, glob))
+        if plan.colours.source == DIFFERENT_PALETTES:
+            click.echo(
+                "labelfix: note: the masks' palettes give a class different colours: drawn in "
+                "generated colours, one per class id",
+                err=True,
+            )
         if worst is None and not files and limit is not None and plan.found > limit:
             click.echo(
                 f"labelfix: note: showing the first {limit} of {plan.found} masks "

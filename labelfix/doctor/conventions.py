@@ -246,8 +246,8 @@ def _palette(facts: Sequence[MaskFacts]) -> Conclusion | None:
         "palette",
         "palette PNGs with "
         + ("another palette" if distinct == 1 else f"{distinct} different palettes")
-        + f" (first colours {', '.join(map(str, colours))}): read as class ids; show draws "
-        "each mask with its own",
+        + f" (first colours {', '.join(map(str, colours))}): read as class ids"
+        + ("" if distinct == 1 else "; show draws them in generated colours, one per class"),
         "high",
         (f"{len(palettes)} palette mask(s)",),
     )

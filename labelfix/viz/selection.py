@@ -13,6 +13,7 @@ its image and yields its thumbnail, so a run of many masks never holds more than
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import heapq
 import io
@@ -144,6 +145,16 @@ class ShowPlan:
     found: int = 0
 
 
+#: The colours' source when the masks' palettes disagree.
+DIFFERENT_PALETTES = "generated (the masks' palettes differ)"
+
+
+def _colours_of(palette: bytes, values: Iterable[int]) -> tuple[bytes, ...]:
+    """The palette's colours of the class ids shown (what the picture would use of it)."""
+    padded = bytes(palette) + bytes(max(0, 768 - len(palette)))
+    return tuple(padded[3 * v : 3 * v + 3] for v in sorted(values) if 0 <= v < 256)
+
+
 def plan_for(
     surveys: Sequence[MaskSurvey],
     *,
@@ -153,15 +164,22 @@ def plan_for(
     errors: Sequence[tuple[str, str]] = (),
     found: int | None = None,
 ) -> ShowPlan:
-    """The plan showing ``surveys``: colours from the colormap (``read``), else the first
-    palette among the masks, else generated (:func:`~labelfix.viz.colours.class_colours`)."""
-    palette = next((s.palette for s in surveys if s.palette is not None), None)
+    """The plan showing ``surveys``: colours from the colormap (``read``), else the masks'
+    palette, else generated (:func:`~labelfix.viz.colours.class_colours`). Masks whose
+    palettes give a class shown different colours are drawn in generated colours (one per
+    class id on the whole picture), and the colours' ``source`` says why."""
+    values = {v for s in surveys for v in s.classes}
+    palettes = {s.palette for s in surveys if s.palette is not None}
+    palette = next(iter(palettes), None)
+    differ = len({_colours_of(p, values) for p in palettes}) > 1
     colours = class_colours(
-        values={v for s in surveys for v in s.classes},
-        palette=palette,
+        values=values,
+        palette=None if differ else palette,
         colormap=read.colormap if read is not None else None,
         class_names=class_names,
     )
+    if differ and read is None:
+        colours = dataclasses.replace(colours, source=DIFFERENT_PALETTES)
     return ShowPlan(
         surveys=tuple(surveys),
         colours=colours,

@@ -265,8 +265,8 @@ def legend_entries(
     colours: ClassColours,
     options: ShowOptions = ShowOptions(),
 ) -> tuple[LegendEntry, ...]:
-    """The classes drawn in ``shown`` (ascending id, with their pixel totals), then void and
-    problem. Only classes with a pixel drawn in their colour are listed."""
+    """The classes drawn in ``shown`` (ascending id, with their pixel totals), then void (with
+    ``--ignore``) and problem. Only classes with a pixel drawn in their colour are listed."""
     totals: dict[int, int] = {}
     void = problem = 0
     for item in shown:
@@ -280,8 +280,9 @@ def legend_entries(
         name = colours.name(v)
         label = name if name == f"class {v}" else f"{v} {name}"
         entries.append(LegendEntry("class", label, colours.colour(v), v, totals[v]))
-    ignore = ", ".join(map(str, options.ignore)) if options.ignore else "no --ignore"
-    entries.append(LegendEntry("void", f"void ({ignore})", HATCH[0], None, void))
+    if options.ignore:  # without --ignore no pixel is void: no void entry
+        ignore = ", ".join(map(str, options.ignore))
+        entries.append(LegendEntry("void", f"void ({ignore})", HATCH[0], None, void))
     problem_label = f"problem: {options.problem_text}"
     entries.append(LegendEntry("problem", problem_label, colours.highlight, None, problem))
     return tuple(entries)
