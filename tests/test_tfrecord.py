@@ -899,3 +899,19 @@ def test_reading_records_that_are_not_there_names_the_directory(tmp_path, monkey
         f"records: no such directory of records ({tmp_path / 'records'}; relative paths start "
         f"from the working directory, {tmp_path}); write it with labelfix to-tfrecord"
     )
+
+
+def test_the_summary_does_not_call_palette_masks_stored_as_grey_kept_byte_for_byte(
+    voc_dir, tmp_path
+):
+    """Found trying labelfix as a new user: to-tfrecord said "kept byte for byte" for palette
+    PNGs it stored as grey PNGs (their compressed rows kept, the palette dropped)."""
+    images, masks, _ = voc_dir
+    args = ["to-tfrecord", "--images", str(images), "--masks", str(masks), "-o"]
+    result = CliRunner().invoke(main, [*args, str(tmp_path / "tfr"), "-n", "21", "--ignore", "255"])
+    assert result.exit_code == 0, result.output
+    assert "byte for byte" not in result.stdout
+    assert (
+        "; 4 mask(s) stored from their own compressed pixel data, not re-encoded (a palette PNG "
+        "as a grey PNG of its indices)"
+    ) in result.stdout

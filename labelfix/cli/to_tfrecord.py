@@ -224,7 +224,10 @@ def render(result, readers: dict[str, str]) -> str:
             f", void stored as {result.ignore} (labelfix.data reads it as {result.ignore_as})"
         )
     if result.passthrough:
-        storage += f"; {result.passthrough} mask(s) kept byte for byte"
+        storage += (
+            f"; {result.passthrough} mask(s) stored from their own compressed pixel data, not "
+            "re-encoded (a palette PNG as a grey PNG of its indices)"
+        )
     lines.append(storage)
     if result.rotated_images:
         lines.append(

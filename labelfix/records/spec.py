@@ -209,7 +209,8 @@ class WriteSpec:
             deeplab = model_garden = "no: raw masks (only labelfix.data decodes them)"
         elif dtype != "uint8":
             deeplab = model_garden = (
-                f"no: 16-bit PNG masks ({self.num_classes} classes), read as uint8 they wrap"
+                f"no: 16-bit PNG masks ({self.num_classes} classes); decoded as uint8, "
+                "TensorFlow keeps each id's high byte (id 300 reads as 1)"
             )
         else:
             void = [] if stored in (None, 255) else [f"ignore_label={stored}"]
