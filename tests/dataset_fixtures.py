@@ -144,3 +144,30 @@ def voc_palette_masks(folder: Path, *, n: int = 2) -> Path:
         mask[2:6, 2:6] = 15
         save_palette_png(folder / f"{k:04d}.png", mask)
     return folder
+
+
+def colour_masks(root: Path, *, n: int = 2, seed: int = 0) -> Path:
+    """images/*.jpg beside labels/*.png drawn in Pascal VOC's colours (RGB, not a palette):
+    background, person, and the cream void border."""
+    from labelfix.labels.presets import voc_palette
+
+    rng = np.random.default_rng(seed)
+    colours = np.frombuffer(voc_palette(), np.uint8).reshape(-1, 3)
+    for k in range(n):
+        _, mask = shapes_sample(rng, height=32, width=40, num_classes=21, border=2)
+        _jpeg(root / "images" / f"{k:04d}.jpg", _picture(rng, 32, 40))
+        save_png(root / "labels" / f"{k:04d}.png", colours[mask])
+    return root
+
+
+def mmseg(root: Path, *, seed: int = 0) -> Path:
+    """mmsegmentation: img_dir/{train,val}/*.jpg and ann_dir/{train,val}/*_gt.png (0..3)."""
+    rng = np.random.default_rng(seed)
+    for split, count in (("train", 2), ("val", 1)):
+        for k in range(count):
+            mask = np.zeros((24, 32), np.uint8)
+            mask[4:20, 3:15] = 1 + k
+            mask[6:12, 18:30] = 3
+            _jpeg(root / "img_dir" / split / f"{k:04d}.jpg", _picture(rng, 24, 32))
+            save_png(root / "ann_dir" / split / f"{k:04d}_gt.png", mask)
+    return root

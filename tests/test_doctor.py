@@ -264,3 +264,24 @@ def test_guess_void_on_regions(values, expected):
         assert not guess.decided and guess.confidence == "low"
     else:
         assert guess.decided and guess.confidence == expected and guess.readings[0].binary
+
+
+def test_colour_masks_in_voc_colours_suggest_the_colormap(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    fixtures.colour_masks(Path("colour"))
+    report = doctor_json(Path("colour"))
+    colours = conclusion(report, "colours")
+    assert colours["text"].startswith("colour masks: every colour is one of the voc colormap's")
+    assert report["ignore"] == [255]
+    assert report["commands"][0][-2:] == ["--colormap", "voc"]
+    run_commands(report)
+
+
+def test_mmseg_img_dir_ann_dir_and_gt_suffix(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    fixtures.mmseg(Path("mm"))
+    report = doctor_json(Path("mm"))
+    assert (report["convention"], report["ignore"], report["num_classes"]) == ("mmseg", [], 4)
+    assert [(s["name"], s["pairs"]) for s in report["splits"]] == [("train", 2), ("val", 1)]
+    assert report["pairs"]["examples"][0]["mask"].endswith("0000_gt.png")
+    run_commands(report)
