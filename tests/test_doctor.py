@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -284,4 +285,21 @@ def test_mmseg_img_dir_ann_dir_and_gt_suffix(tmp_path, monkeypatch):
     assert (report["convention"], report["ignore"], report["num_classes"]) == ("mmseg", [], 4)
     assert [(s["name"], s["pairs"]) for s in report["splits"]] == [("train", 2), ("val", 1)]
     assert report["pairs"]["examples"][0]["mask"].endswith("0000_gt.png")
+    run_commands(report)
+
+
+def test_folders_of_any_names_are_found_by_what_they_hold(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    root = fixtures.mmseg(Path("mm"))
+    (root / "img_dir" / "train").rename(Path("photos"))
+    (root / "ann_dir" / "train").rename(Path("segs"))
+    shutil.rmtree(root)
+    names = ["background", "fish", "boat", "buoy", "net"]  # "net": a class no mask holds
+    Path("names.txt").write_text("\n".join(names) + "\n")
+    report = doctor_json(Path("."))
+    layout = conclusion(report, "layout")
+    assert (report["convention"], layout["confidence"]) == ("content", "low")
+    assert "told by what the folders hold" in layout["evidence"][0]
+    assert report["num_classes"] == 5 and report["class_names"] == names
+    assert report["commands"][0][-2:] == ["--class-names", "names.txt"]
     run_commands(report)

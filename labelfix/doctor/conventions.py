@@ -9,6 +9,7 @@ confirm or settle what the values leave open.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections import Counter
 from collections.abc import Sequence
@@ -101,6 +102,7 @@ def conclude(
         conclusions.append(instances)
     repair = _lossy(readable, conclusions, problems)
     names, names_file = _names(layout, guess, names, conclusions, problems)
+    guess = _with_names(guess, names)
     conclusions.append(_classes(guess, totals, names, len(labels), layout))
     exif = _images(readable, conclusions, problems)
     _unreadable(facts, problems)
@@ -383,6 +385,20 @@ def _names(
     evidence = (f"{path}: {len(names)} names, first {', '.join(names[:4])}",)
     conclusions.append(Conclusion("names", f"class names from {path}", "high", evidence))
     return names, path if plain else None
+
+
+def _with_names(guess: VoidGuess, names: tuple[str, ...] | None) -> VoidGuess:
+    """The readings with as many classes as the names file names, when it names more than the
+    ids seen (a class no sampled mask holds)."""
+    if names is None:
+        return guess
+    readings = tuple(
+        dataclasses.replace(r, num_classes=len(names))
+        if r.preset is None and not r.binary and r.num_classes and len(names) > r.num_classes
+        else r
+        for r in guess.readings
+    )
+    return dataclasses.replace(guess, readings=readings)
 
 
 def _lines(path: str) -> list[str]:

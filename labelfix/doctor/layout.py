@@ -65,6 +65,11 @@ NAMES_FILES = ("class_names.txt", "classes.txt", "names.txt", "labels.txt", "obj
 MAX_DEPTH = 4
 
 
+def _join(*parts: str) -> str:
+    """``os.path.join``, normalised: ``photos``, not ``./photos``, under a root given as ``.``."""
+    return os.path.normpath(os.path.join(*parts))
+
+
 def split_name(folder: str) -> str | None:
     """The split a folder name stands for, or None."""
     return SPLITS.get(folder.lower())
@@ -114,7 +119,7 @@ def _walk(root: str) -> dict[str, tuple[list[str], int, int]]:
         pictures = sum(f.endswith(IMAGE_EXTENSIONS) for f in lowered) - sum(
             f.endswith(".png") for f in lowered
         )
-        found[folder] = (list(dirs), pictures, masks)
+        found[os.path.normpath(folder)] = (list(dirs), pictures, masks)
     return found
 
 
@@ -128,7 +133,7 @@ def _sibling(tree: dict, parent: str, names: tuple[str, ...]) -> str | None:
     subdirs = {d.lower(): d for d in tree.get(parent, ([], 0, 0))[0]}
     for name in names:
         if name in subdirs:
-            return os.path.join(parent, subdirs[name])
+            return _join(parent, subdirs[name])
     return None
 
 
@@ -148,7 +153,7 @@ def find_layout(root: str) -> Layout:
     candidates, others = [], []
     for folder, (dirs, _, _) in tree.items():
         for d in dirs:
-            path = os.path.join(folder, d)
+            path = _join(folder, d)
             if d.lower() in NOT_LABELS:
                 others.append(f"{path}: {NOT_LABELS[d.lower()]}; not used")
                 continue
@@ -165,7 +170,8 @@ def find_layout(root: str) -> Layout:
         raise NoMaskSet(
             f"{root}: no folder of masks (PNG or .npy) beside a folder of images was found "
             f"{MAX_DEPTH} levels deep (looked for SegmentationClass, gtFine, annotations, "
-            "ann_dir, masks, labels, gt ... beside JPEGImages, leftImg8bit, images, img_dir)"
+            "ann_dir, masks, labels, gt ... beside JPEGImages, leftImg8bit, images, img_dir); "
+            "give the folder that holds both"
         )
     grouped = _split_above(candidates)
     best = min(grouped, key=lambda g: (g[0].rank, -sum(c.files for c in g)))
@@ -227,19 +233,29 @@ def _layout_of(root: str, tree: dict, group: list[_Candidate], others: list[str]
     annotations = os.path.basename(first.masks).lower() == "annotations"
     if first.convention == "folders" and annotations and _looks_ade20k(tree, parent, names):
         convention = "ade20k"
-    evidence.insert(
-        0,
-        f"masks in {first.masks}, images in {first.images} (folder names of the "
-        f"{_CONVENTION_NAMES[convention]} layout)",
+    how = (
+        "told by what the folders hold: pictures beside PNG/.npy masks"
+        if convention == "content"
+        else f"folder names of the {_CONVENTION_NAMES[convention]} layout"
     )
+    evidence.insert(0, f"masks in {first.masks}, images in {first.images} ({how})")
+    norm = os.path.normpath  # "photos", not "./photos", for a root given as "."
     return Layout(
         convention=convention,
-        images=first.images,
-        masks=first.masks,
-        splits=splits,
+        images=norm(first.images),
+        masks=norm(first.masks),
+        splits=tuple(
+            SplitFolders(
+                s.name,
+                norm(s.images),
+                norm(s.masks),
+                norm(s.list_file) if s.list_file else None,
+            )
+            for s in splits
+        ),
         evidence=tuple(evidence),
         others=tuple(others),
-        names_file=names,
+        names_file=norm(names) if names else None,
     )
 
 
@@ -264,7 +280,7 @@ def _looks_ade20k(tree: dict, parent: str, names: str | None) -> bool:
         return True
     if names is not None and os.path.basename(names).lower().startswith("objectinfo150"):
         return True
-    subdirs = {d.lower() for d in tree.get(os.path.join(parent, "annotations"), ([], 0, 0))[0]}
+    subdirs = {d.lower() for d in tree.get(_join(parent, "annotations"), ([], 0, 0))[0]}
     return {"training", "validation"} <= subdirs
 
 
@@ -275,11 +291,9 @@ def _splits_below(tree: dict, c: _Candidate) -> tuple[SplitFolders, ...]:
     found = []
     for d in mask_dirs:
         name = split_name(d)
-        if name and d.lower() in image_dirs and _files_below(tree, os.path.join(c.masks, d), 2):
+        if name and d.lower() in image_dirs and _files_below(tree, _join(c.masks, d), 2):
             found.append(
-                SplitFolders(
-                    name, os.path.join(c.images, image_dirs[d.lower()]), os.path.join(c.masks, d)
-                )
+                SplitFolders(name, _join(c.images, image_dirs[d.lower()]), _join(c.masks, d))
             )
     return tuple(found)
 
@@ -287,7 +301,7 @@ def _splits_below(tree: dict, c: _Candidate) -> tuple[SplitFolders, ...]:
 def _voc_lists(c: _Candidate) -> tuple[SplitFolders, ...]:
     """VOC's ``ImageSets/Segmentation/{train,val}.txt`` beside the masks folder (``trainval``
     only when there is no train and val; lists of other names as they are)."""
-    folder = os.path.join(os.path.dirname(c.masks), "ImageSets", "Segmentation")
+    folder = _join(os.path.dirname(c.masks), "ImageSets", "Segmentation")
     if not os.path.isdir(folder):
         return ()
     lists = sorted(f for f in os.listdir(folder) if f.endswith(".txt") and not f.startswith("."))
@@ -298,7 +312,7 @@ def _voc_lists(c: _Candidate) -> tuple[SplitFolders, ...]:
         if stem == "trainval" and {"train", "val"} <= stems:
             continue
         name = split_name(stem) or stem
-        found.append(SplitFolders(name, c.images, c.masks, os.path.join(folder, f)))
+        found.append(SplitFolders(name, c.images, c.masks, _join(folder, f)))
     return tuple(found)
 
 
@@ -311,10 +325,10 @@ def _names_file(root: str, parent: str, masks: str) -> str | None:
             continue
         for name in NAMES_FILES:
             if name in present:
-                return os.path.join(folder, present[name])
+                return _join(folder, present[name])
         for lowered, f in sorted(present.items()):
             if lowered.endswith(".names"):
-                return os.path.join(folder, f)
+                return _join(folder, f)
     return None
 
 
@@ -323,7 +337,7 @@ def _by_content(tree: dict) -> list[_Candidate]:
     the other of mask files: a last resort when no folder has a known name."""
     found = []
     for folder, (dirs, _, _) in tree.items():
-        paths = [os.path.join(folder, d) for d in dirs[:12]]
+        paths = [_join(folder, d) for d in dirs[:12]]
         for masks in paths:
             files = _files_below(tree, masks, 2)
             if not files or _files_below(tree, masks, 1):
