@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The main job on the bundled example data (examples/data): inspect, draw and validate the masks,
+# The main job on the bundled example data (examples/data): ask doctor what convention it
+# follows, inspect, draw and validate the masks,
 # write TFRecords ready for an ignore-aware loss, verify them, train a small model (about half a
 # minute on a CPU), evaluate it on the val split and predict masks for the val images; then the
 # binary case: the same masks as foreground/background, trained as one sigmoid channel.
@@ -10,6 +11,9 @@ data="$here/data"
 out=${1:-example-output}
 rm -rf "$out"
 mkdir -p "$out"
+
+echo "== labelfix doctor (what convention the dataset follows, and the commands to run)"
+labelfix doctor "$data" --output "$out/records" --model "$out/model"
 
 echo "== labelfix stats"
 labelfix stats "$data/masks" --ignore 255 --num-classes 6

@@ -67,7 +67,16 @@ def __getattr__(name: str):
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'labelfix' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    try:
+        value = getattr(importlib.import_module(module), name)
+    except ModuleNotFoundError as err:  # a minimal install: say what to install, as labelfix.data
+        if (err.name or "").split(".")[0] not in ("keras", "tensorflow"):
+            raise
+        from labelfix.errors import MissingExtra
+
+        raise MissingExtra(
+            f"labelfix.{name} needs Keras 3 and TensorFlow: pip install 'labelfix[tf]'"
+        ) from None
     globals()[name] = value
     return value
 

@@ -48,3 +48,33 @@ print(type(model.loss).__name__, model.loss.ignore, [type(m).__name__ for m in m
     out = subprocess.run([sys.executable, "-c", load], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1].startswith("MaskedSparseCategoricalCrossentropy 255")
+
+
+def test_training_names_on_a_minimal_install_say_what_to_install():
+    """Found trying labelfix as a new user: on a minimal install `labelfix.MeanIoU` (and the
+    losses and build_model) raised a bare ModuleNotFoundError: keras, where labelfix.data
+    names the extra to install."""
+    code = (
+        "import sys\n"
+        "class NotInstalled:  # keras and tensorflow cannot be found\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('keras', 'tensorflow'):\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, NotInstalled())\n"
+        "import labelfix\n"
+        "from labelfix.errors import MissingExtra\n"
+        "for name in ('MeanIoU', 'MaskedSparseCategoricalCrossentropy', 'build_model'):\n"
+        "    try:\n"
+        "        getattr(labelfix, name)\n"
+        "    except MissingExtra as err:\n"
+        "        print(err)\n"
+        "labelfix.preset('voc')  # the rest still works\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines() == [
+        "labelfix.MeanIoU needs Keras 3 and TensorFlow: pip install 'labelfix[tf]'",
+        "labelfix.MaskedSparseCategoricalCrossentropy needs Keras 3 and TensorFlow: pip install "
+        "'labelfix[tf]'",
+        "labelfix.build_model needs Keras 3 and TensorFlow: pip install 'labelfix[tf]'",
+    ]

@@ -14,9 +14,9 @@ from PIL import Image
 
 from labelfix.checks.stats import scan_dataset
 from labelfix.cli import main
+from labelfix.io.pairing import DatasetProblems
 from labelfix.labels.labelmap import LabelMap
 from labelfix.records.example import feature_key, parse_example
-from labelfix.records.pairing import DatasetProblems
 from labelfix.records.shards import shard_name
 from labelfix.records.verify import verify_dataset
 from labelfix.records.write import write_dataset

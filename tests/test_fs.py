@@ -120,8 +120,8 @@ def test_replace_uploads_under_a_temporary_name_then_moves(tmp_path: Path, memor
 
 def test_to_tfrecord_reads_and_writes_remote_paths(tmp_path: Path, memory_root: str):
     pytest.importorskip("tensorflow")
+    from labelfix.io.pairing import DatasetProblems
     from labelfix.labels.labelmap import LabelMap
-    from labelfix.records.pairing import DatasetProblems
     from labelfix.records.shards import shard_info
     from labelfix.records.write import write_dataset
 

@@ -42,6 +42,7 @@ READERS = [
     ("show", ["show", "{gt}", "-o", "{tmp}/sheet.png"]),
     ("to-tfrecord", ["to-tfrecord", "--images", "{img}", "--masks", "{gt}", "-o", "{tmp}/tfr",
                      "--preset", "cityscapes"]),
+    ("doctor", ["doctor", "{tmp}"]),
 ]  # fmt: skip
 
 

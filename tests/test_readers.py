@@ -123,9 +123,14 @@ def test_what_the_default_readers_cannot_read_is_said_and_true(tmp_path):
         label_map=LabelMap(ignore=(255,), out=-1),
     )  # fmt: skip
     readers = json.loads(Path(result.manifest).read_text())["readers"]
-    assert readers["deeplab"] == "no: 16-bit PNG masks (300 classes), read as uint8 they wrap"
+    assert readers["deeplab"] == (
+        "no: 16-bit PNG masks (300 classes); decoded as uint8, TensorFlow keeps each id's high "
+        "byte (id 300 reads as 1)"
+    )
     [record] = read_records(tmp_path / "wide" / result.shards[0].file)
-    assert deeplab_parse(record)[1].numpy()[0, 0] != 294  # the wrong value DeepLab would train on
+    # the wrong value DeepLab would train on: the high byte, as the Readers line says (it used
+    # to say the ids "wrap", as a uint8 cast would: 294 would be 38)
+    assert deeplab_parse(record)[1].numpy()[0, 0] == 294 >> 8 == 1
     [(_, mask)] = list(load(str(tmp_path / "wide"), "train"))
     assert mask.numpy()[0, 0] == 294
 

@@ -23,10 +23,9 @@ from labelfix.errors import LabelfixError
 from labelfix.io import door as door_module
 from labelfix.io import fs
 from labelfix.io.atomic import deferred_signals
-from labelfix.io.images import AmbiguousImage, find_image, find_images
+from labelfix.io.pairing import AmbiguousImage, DatasetProblems, find_image, find_images
 from labelfix.labels.labelmap import LabelMap
 from labelfix.records.manifest import read_manifest
-from labelfix.records.pairing import DatasetProblems
 from labelfix.records.verify import verify_dataset
 from labelfix.records.write import split_warnings, write_dataset
 

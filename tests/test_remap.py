@@ -68,12 +68,14 @@ def test_short_form_writes_signed_npy_to_a_sibling_and_says_so(masks):
     assert f"Wrote 4 file(s) to {out}/." in result.stdout
     assert "Read 4 of 4 files: 3 changed, 1 unchanged, 0 failed." in result.stdout
     assert "the mapping produces -1, which a PNG cannot store" in result.stdout
-    assert "Stored as: npy int16 (1), npy int8 (3)." in result.stdout
+    assert "Stored as: npy int16 (1), npy int8 (2), png 8-bit (1)." in result.stdout
     assert snapshot(masks) == before  # never over the input
     written = sorted(str(p.relative_to(out)) for p in out.rglob("*.npy"))
-    assert written == ["a/0001.npy", "a/0002.npy", "b/0003.npy", "b/0004.npy"]
-    assert not list(out.rglob("*.png"))  # one format for the whole run
-    for name, src in [("a/0001", VOC), ("a/0002", np.full((8, 10), 3)), ("b/0004", NPY)]:
+    assert written == ["a/0001.npy", "b/0003.npy", "b/0004.npy"]
+    # a/0002 holds no 255, so no -1: it stays a PNG (it is unchanged, a copy)
+    assert [str(p.relative_to(out)) for p in out.rglob("*.png")] == ["a/0002.png"]
+    assert read_mask(out / "a/0002.png").labels.tolist() == np.full((8, 10), 3).tolist()
+    for name, src in [("a/0001", VOC), ("b/0004", NPY)]:
         got = np.load(out / f"{name}.npy")
         assert got.dtype == np.int8 and got.shape == src.shape
         np.testing.assert_array_equal(got, minus_one(src))
@@ -637,3 +639,50 @@ def test_names_of_250_characters_are_written(tmp_path):
     result = run("--ignore", "255", "--out", "0", str(tmp_path / "in"), "-o", str(tmp_path / "o"))
     assert result.exit_code == 0, result.output
     assert read_mask(tmp_path / "o" / name).labels.tolist() == [[0, 0], [0, 0]]
+
+
+def test_out_minus_one_turns_only_masks_holding_the_ignore_value_into_npy(tmp_path):
+    """Found trying labelfix as a new user: `remap --ignore 255 --out -1` converted PNGs that
+    hold no 255 to .npy too (their output holds no -1, which is all a PNG cannot store)."""
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    with_void = np.zeros((4, 5), np.uint8)
+    with_void[1, 1] = 255
+    Image.fromarray(with_void).save(masks / "a.png")
+    Image.fromarray(np.ones((4, 5), np.uint8)).save(masks / "b.png")
+    args = ["remap", "--ignore", "255", "--out", "-1", str(masks)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "masks-remapped"
+    assert sorted(p.name for p in out.glob("[!.]*")) == ["a.npy", "b.png"]
+    assert np.load(out / "a.npy").tolist()[1][:2] == [0, -1]
+    assert (out / "b.png").read_bytes() == (masks / "b.png").read_bytes()  # unchanged: a copy
+    assert "Stored as: npy int8 (1), png 8-bit (1)." in result.stdout
+    assert "Masks holding no such value stay PNG." in result.stdout
+    again = CliRunner().invoke(main, args)  # a rerun replaces both of its outputs
+    assert again.exit_code == 0, again.output
+    assert "replaced 2 existing file(s)" in again.stderr
+
+
+def test_cityscapes_preset_on_instance_ids_warns_that_instances_become_void(tmp_path):
+    """Found trying labelfix as a new user: `remap --preset cityscapes` on instanceIds mapped
+    every instance to 255 without a warning."""
+    masks = tmp_path / "gtFine"
+    masks.mkdir()
+    instances = np.full((4, 6), 7, np.uint16)  # road (stuff keeps its labelId)
+    instances[1:3, 1:3] = 26001  # car, instance 1
+    instances[1:3, 4:6] = 26002
+    Image.fromarray(instances).save(masks / "a_gtFine_instanceIds.png")
+    result = CliRunner().invoke(main, ["remap", "--preset", "cityscapes", str(masks)])
+    assert result.exit_code == 0, result.output
+    assert (
+        "labelfix: warning: 2 value(s) of 1000 and more (26001, 26002; 8 px in up to 1 file(s)) "
+        "look like Cityscapes instanceIds (labelId * 1000 + instance), which the cityscapes "
+        "preset does not know: they became void 255. Remap the *_gtFine_labelIds.png masks, not "
+        "*_gtFine_instanceIds.png (--glob '*_labelIds.png')"
+    ) in result.stderr
+    label_ids = tmp_path / "labels"
+    label_ids.mkdir()
+    Image.fromarray(np.full((4, 6), 26, np.uint8)).save(label_ids / "a_gtFine_labelIds.png")
+    quiet = CliRunner().invoke(main, ["remap", "--preset", "cityscapes", str(label_ids)])
+    assert quiet.exit_code == 0 and "instanceIds" not in quiet.stderr

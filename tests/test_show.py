@@ -131,7 +131,7 @@ def test_legend_of_thousands_of_classes_lists_the_largest_then_how_many_more(tmp
         options=options,
     )
     kinds = [e.kind for e in entries]
-    assert kinds == ["class"] * 64 + ["more", "void", "problem"]
+    assert kinds == ["class"] * 64 + ["more", "problem"]  # no --ignore: no void entry
     classes = [e.value for e in entries[:64]]
     # the two largest, then the smallest ids among the 1-px classes (ties by id)
     assert classes == [*range(10, 50), *range(60, 82), 500, 999]
@@ -257,7 +257,7 @@ def test_cli_each_files_and_images(worst_masks, tmp_path):
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in each.glob("[!.]*")) == ["a.png", "d.npy.png"]
-    assert "labelfix: warning: d.npy: no image (d.* not under" in result.stderr
+    assert f"labelfix: warning: d.npy: no image under {images} (looked for d.*;" in result.stderr
     with Image.open(each / "a.png") as im:
         first = np.asarray(im)[PAD + 1, PAD + 1]  # thumbnail pixel (0, 0), inside its frame
     expected = np.rint(0.5 * np.asarray(generated_colour(1)) + 0.5 * 200)
@@ -375,3 +375,52 @@ def test_images_are_drawn_as_stored_and_an_exif_orientation_is_named(tmp_path):
     with Image.open(each / "a.png") as im:
         drawn = np.asarray(im)
     assert drawn[PAD + 1, PAD + 1].tolist() == [255, 255, 255]  # the stored left half: white
+
+
+def test_legend_has_no_void_entry_without_ignore():
+    """Found trying labelfix as a new user: the legend said "void (no --ignore)" when no
+    ignore was given (nothing is void then)."""
+    from labelfix.viz.sheet import prepare_mask
+
+    colours = class_colours(values=[0, 1])
+    prepared = prepare_mask(np.array([[0, 1], [1, 255]], np.uint8), options=ShowOptions())
+    kinds = [e.kind for e in legend_entries([prepared], colours=colours, options=ShowOptions())]
+    assert kinds == ["class", "class", "class", "problem"]
+    with_void = ShowOptions(ignore=(255,))
+    prepared = prepare_mask(np.array([[0, 1], [1, 255]], np.uint8), options=with_void)
+    labels = [e.label for e in legend_entries([prepared], colours=colours, options=with_void)]
+    assert "void (255)" in labels
+
+
+def test_masks_with_different_palettes_are_not_drawn_in_the_first_ones(tmp_path):
+    """Found trying labelfix as a new user: show used the first file's palette for masks with
+    different palettes."""
+    from PIL import Image as PILImage
+
+    from labelfix.viz.selection import DIFFERENT_PALETTES
+
+    mask = np.array([[0, 1], [1, 1]], np.uint8)
+    masks = tmp_path / "masks"
+    save_palette_png(masks / "a.png", mask)
+    other = PILImage.fromarray(mask)
+    other.putpalette([0, 0, 0, 10, 200, 30] + [0] * 762)
+    other.save(masks / "b.png")
+    plan = plan_show([masks], options=ShowOptions(), jobs=1)
+    assert plan.colours.source == DIFFERENT_PALETTES
+    assert plan.colours.colour(1) == generated_colour(1)
+    result = CliRunner().invoke(main, ["show", str(masks), "-o", str(tmp_path / "s.png")])
+    assert result.exit_code == 0, result.output
+    assert "labelfix: note: the masks' palettes give a class different colours" in result.stderr
+    (masks / "b.png").unlink()
+    save_palette_png(masks / "b.png", mask)  # the same palette: it colours the sheet
+    plan = plan_show([masks], options=ShowOptions(), jobs=1)
+    assert plan.colours.source == "palette" and plan.colours.colour(1) == (128, 0, 0)
+
+
+def test_the_highlight_is_far_from_every_voc_class_colour():
+    """Found trying labelfix as a new user: the magenta highlight was close to VOC class 13's
+    purple (192, 0, 128)."""
+    colours = class_colours(values=range(21), palette=voc_palette())
+    assert colours.highlight == (0, 255, 255)
+    palette = np.frombuffer(voc_palette(), np.uint8).reshape(-1, 3)[:21].astype(float)
+    assert np.sqrt(((palette - colours.highlight) ** 2).sum(axis=1)).min() > 150

@@ -204,3 +204,72 @@ def test_file_names_that_are_not_utf8_in_per_image_rows_and_html(tmp_path):
     assert result.exit_code == 0, result.output
     lines = (tmp_path / "r.jsonl").read_text(encoding="ascii").splitlines()
     assert sorted(json.loads(line)["path"] for line in lines) == sorted([odd, str(root / "ok.png")])
+
+
+def _voc_style(root, count: int = 3):
+    """Masks of a few classes whose objects are outlined with 255, as VOC draws void."""
+    from labelfix.synthetic import shapes_sample
+
+    rng = np.random.default_rng(3)
+    for k in range(count):
+        _, mask = shapes_sample(rng, height=40, width=48, num_classes=6, border=2)
+        save_png(root / f"{k}.png", mask)
+    return root
+
+
+def test_without_ignore_stats_says_255_is_probably_void_and_leaves_it_out_of_the_weights(
+    tmp_path,
+):
+    """Found trying labelfix as a new user: `labelfix stats masks/` (the first example of
+    --help) listed VOC's 255 as a class and suggested a class weight for it."""
+    root = _voc_style(tmp_path / "masks")
+    result = CliRunner().invoke(main, ["stats", str(root), "-j", "1"])
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    row = next(line for line in out.splitlines() if line.strip().startswith("255 "))
+    assert row.endswith("void? (no --ignore)")
+    assert (
+        "Void: no --ignore given. 255 is void (VOC style): it lies on region boundaries [high]."
+    ) in out
+    assert "100% of the pixels of 255 lie within 3 px of another value" in out
+    assert "  So: give --ignore 255." in out
+    weights = out.split("Suggested class weights")[1]
+    assert weights.startswith(
+        " (median-frequency balancing; 255 left out as probable void, --ignore 255 makes it so):"
+    )
+    assert [line.split()[0] for line in weights.splitlines()[2:]] == ["0", "1", "2", "3", "5"]
+    document = json.loads(CliRunner().invoke(main, ["stats", str(root), "--json"]).stdout)
+    assert document["probable_void"]["ignore"] == [255]
+    assert document["probable_void"]["confidence"] == "high"
+    assert 255 not in [w["class"] for w in document["class_weights"]]
+    given = CliRunner().invoke(main, ["stats", str(root), "--ignore", "255"]).stdout
+    assert "void?" not in given and "no --ignore given" not in given
+
+
+def test_without_ignore_binary_255_is_the_foreground_not_void(tmp_path):
+    mask = np.zeros((40, 40), np.uint8)
+    mask[5:35, 5:30] = 255
+    save_png(tmp_path / "a.png", mask)
+    out = CliRunner().invoke(main, ["stats", str(tmp_path)]).stdout
+    assert "binary 0/255 masks: 255 is the foreground, a class, not void [high]" in out
+    assert "So: no --ignore; --map 255:1 -n 2 for remap and to-tfrecord." in out
+    assert "void?" not in out
+
+
+def test_class_weights_of_absent_classes_are_marked(tmp_path):
+    """Found trying labelfix as a new user: the class-weight tables showed 1.0000, unmarked,
+    for classes absent from the data."""
+    save_png(tmp_path / "a.png", np.array([[0, 0, 1], [1, 1, 1]], np.uint8))
+    out = CliRunner().invoke(main, ["stats", str(tmp_path), "-n", "3"]).stdout
+    rows = out.split("Suggested class weights")[1].splitlines()[2:]
+    assert rows[2].split() == ["2", "1.0000", "no", "pixel:", "1.0,", "not", "measured"]
+    assert rows[0].split() == ["0", "1.5000"]
+    document = json.loads(
+        CliRunner().invoke(main, ["stats", str(tmp_path), "-n", "3", "--json"]).stdout
+    )
+    assert document["class_weights"][2] == {"class": 2, "weight": 1.0, "absent": True}
+    assert "absent" not in document["class_weights"][0]
+    from labelfix.viz.report import _weights
+
+    html = _weights(scan_dataset([tmp_path], num_classes=3, jobs=1))
+    assert "<td>no pixel: 1.0, not measured</td>" in html

@@ -17,11 +17,11 @@ from PIL import Image, ImageOps
 from labelfix._version import __version__
 from labelfix.cli import main
 from labelfix.io.images import image_header, quick_header
+from labelfix.io.pairing import DatasetProblems, read_id_list
 from labelfix.io.png import grey_png
 from labelfix.labels.labelmap import LabelMap
 from labelfix.labels.presets import preset, voc_palette
 from labelfix.records.example import FEATURES, feature_key, parse_example, serialize_example
-from labelfix.records.pairing import DatasetProblems, read_id_list
 from labelfix.records.shards import shard_name
 from labelfix.records.spec import parse_size
 from labelfix.records.write import write_dataset
@@ -476,7 +476,7 @@ def test_unpaired_files_are_listed_unless_skipped(voc_dir, tmp_path: Path):
         [
             f"{images / 'extra.jpg'}: no mask for this image under {masks}",
             f"{masks / '2007_000000.png'}: no image for this mask under {images} "
-            "(looked for 2007_000000.*)",
+            "(looked for 2007_000000.*; also with _leftImg8bit, _img, _image)",
         ]
     )
     result = write(images, masks, tmp_path / "o", skip_unpaired=True)
@@ -906,3 +906,34 @@ def test_file_names_that_are_not_utf8_are_stored_as_their_bytes(tmp_path: Path):
     assert names == [(b"ok.jpg", b"ok"), (b"\xff.jpg", b"\xff")]
     manifest = json.loads((out / "train.labelfix.json").read_text(encoding="utf-8"))
     assert manifest["num_records"] == 2
+
+
+def test_reading_records_that_are_not_there_names_the_directory(tmp_path, monkeypatch):
+    """Found trying labelfix as a new user: load("records", "train") with no records/ here
+    reported ./train.labelfix.json, not the missing directory."""
+    from labelfix.errors import LabelfixError
+    from labelfix.records.manifest import read_manifest
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(LabelfixError) as info:
+        read_manifest("records", "train")
+    assert str(info.value) == (
+        f"records: no such directory of records ({tmp_path / 'records'}; relative paths start "
+        f"from the working directory, {tmp_path}); write it with labelfix to-tfrecord"
+    )
+
+
+def test_the_summary_does_not_call_palette_masks_stored_as_grey_kept_byte_for_byte(
+    voc_dir, tmp_path
+):
+    """Found trying labelfix as a new user: to-tfrecord said "kept byte for byte" for palette
+    PNGs it stored as grey PNGs (their compressed rows kept, the palette dropped)."""
+    images, masks, _ = voc_dir
+    args = ["to-tfrecord", "--images", str(images), "--masks", str(masks), "-o"]
+    result = CliRunner().invoke(main, [*args, str(tmp_path / "tfr"), "-n", "21", "--ignore", "255"])
+    assert result.exit_code == 0, result.output
+    assert "byte for byte" not in result.stdout
+    assert (
+        "; 4 mask(s) stored from their own compressed pixel data, not re-encoded (a palette PNG "
+        "as a grey PNG of its indices)"
+    ) in result.stdout

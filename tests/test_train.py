@@ -690,3 +690,20 @@ def test_progress_bar_on_a_terminal_shows_rate_and_eta(capsys):
     captured = capsys.readouterr()
     assert "\repoch 1/2 [" in captured.err and "steps/s ETA 0:0" in captured.err
     assert captured.out.startswith("epoch 1/2  loss 0.5000")
+
+
+def test_saved_model_loads_compiled_and_evaluates(run):
+    """Found trying labelfix as a new user: `labelfix train` saved model.keras uncompiled
+    (`model.compiled` False after load_model, `evaluate` raised "You must call compile()"),
+    although the README says it loads compiled with labelfix's loss and MeanIoU."""
+    import labelfix
+
+    model = keras.saving.load_model(run.out / "model.keras")
+    assert model.compiled
+    assert isinstance(model.loss, labelfix.MaskedSparseCategoricalCrossentropy)
+    assert model.loss.ignore == -1
+    x = np.random.default_rng(1).uniform(0, 255, size=(2, 16, 16, 3)).astype(np.float32)
+    y = np.random.default_rng(2).integers(-1, 4, size=(2, 16, 16)).astype(np.int32)
+    scores = model.evaluate(x, y, verbose=0, return_dict=True)
+    assert np.isfinite(scores["loss"])
+    assert 0.0 <= scores["mean_iou"] <= 1.0

@@ -38,7 +38,7 @@ def test_out_of_range_value_message_names_pixels_and_first_coordinate(tmp_path):
         f"{tmp_path / '0007.png'}: value 37 is not a class id (expected 0..20 or ignore 255): "
         "3 px, first at y=3 x=7"
     ) in result.stdout
-    assert result.stdout.splitlines()[-1] == "FAILED: 1 files, 1 with problems, 0 warning(s)"
+    assert result.stdout.splitlines()[-1] == "FAILED: 1 file, 1 with problems, 0 warning(s)"
 
 
 def test_without_ignore_255_is_not_a_class(tmp_path):
@@ -159,3 +159,21 @@ def test_images_with_an_exif_orientation_are_named_and_explain_a_size_mismatch(t
     text = CliRunner().invoke(main, ["validate", str(masks), "-n", "2", "--images", str(images)])
     assert "warning: " + turned["message"] in text.stdout
     assert text.stdout.splitlines()[-1] == "FAILED: 4 files, 1 with problems, 2 warning(s)"
+
+
+def test_one_file_is_one_file_not_1_files(tmp_path):
+    """Found trying labelfix as a new user: "1 records", "1 images", "1 files"."""
+    from labelfix.cli._common import plural
+
+    save_png(tmp_path / "masks" / "a.png", np.zeros((4, 6), np.uint8))
+    result = CliRunner().invoke(main, ["validate", str(tmp_path / "masks"), "-n", "2"])
+    assert result.stdout.splitlines()[-1] == "OK: 1 file, 0 with problems, 0 warning(s)"
+    stats = CliRunner().invoke(main, ["stats", str(tmp_path / "masks")]).stdout
+    assert stats.startswith("Scanned 1 file: 1 label mask\n")
+    remap = CliRunner().invoke(main, ["remap", "--map", "0:1", str(tmp_path / "masks")]).stdout
+    assert "Read 1 of 1 file: 1 changed, 0 unchanged, 0 failed." in remap
+    assert (plural(1, "record"), plural(2, "image"), plural(1000, "file")) == (
+        "1 record",
+        "2 images",
+        "1,000 files",
+    )

@@ -12,7 +12,6 @@ in worker processes and folded by :mod:`labelfix.checks.stats`.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -30,15 +29,14 @@ from labelfix.checks.rules import BadValue, find_bad_values
 from labelfix.errors import UnreadableMask
 from labelfix.io import fs
 from labelfix.io.images import (
-    AmbiguousImage,
     decode_problem,
     displayed_size,
     exif_orientation,
-    find_image,
     image_size,
     orientation_text,
 )
 from labelfix.io.masks import Mask
+from labelfix.io.pairing import CONVENTIONS, AmbiguousImage, Naming, find_image, looked_for
 from labelfix.labels.colormap import ColourPolicy, read_label_mask
 
 
@@ -147,8 +145,10 @@ def scan_file(
     images: str | None = None,
     colours: ColourPolicy | None = None,
     artifacts: bool = False,
+    naming: Naming = CONVENTIONS,
 ) -> FileReport:
-    """Read and reduce one mask file; never raises for a bad file (see ``FileReport.error``)."""
+    """Read and reduce one mask file; never raises for a bad file (see ``FileReport.error``).
+    With ``images``, its image is found by ``naming`` (:mod:`labelfix.io.pairing`)."""
     path, relpath = item
     try:
         mask = read_label_mask(path, colours=colours)
@@ -160,7 +160,7 @@ def scan_file(
     except MemoryError:
         return FileReport(path=path, relpath=relpath, error="out of memory while decoding")
     if images is not None:
-        problem, note = _image_problem(images, relpath, report)
+        problem, note = _image_problem(images, relpath, report, naming)
         if problem or note:
             report = FileReport(**{**_fields(report), "image_problem": problem, "image_note": note})
     return report
@@ -170,17 +170,19 @@ def _fields(report: FileReport) -> dict:
     return {name: getattr(report, name) for name in report.__dataclass_fields__}
 
 
-def _image_problem(images: str, relpath: str, report: FileReport) -> tuple[str | None, ...]:
+def _image_problem(
+    images: str, relpath: str, report: FileReport, naming: Naming
+) -> tuple[str | None, ...]:
     """``(problem, note)`` about the image of a mask: it is missing, unreadable or of another
     size (a problem), or has an EXIF orientation that TensorFlow ignores (a note, unless it
     explains a size mismatch: then the problem says so)."""
     try:
-        image = find_image(images, relpath)
+        image = find_image(images, relpath, naming=naming, mask=report.path)
     except AmbiguousImage as err:  # a problem of this mask; the other files keep going
         return f"{len(err.images)} images match it: {', '.join(err.images)}", None
     if image is None:
-        looked = os.path.splitext(relpath)[0]
-        return f"no image for this mask under {images} (looked for {looked}.*)", None
+        looked = looked_for(relpath, naming)
+        return f"no image for this mask under {images} (looked for {looked})", None
     try:
         data = fs.read_bytes(image)
         problem = decode_problem(data)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from labelfix.checks.scan import FileReport, scan_file
 from labelfix.io.inputs import watch_inputs
 from labelfix.io.masks import KINDS, iter_mask_files
+from labelfix.io.pairing import CONVENTIONS, Naming
 from labelfix.labels.colormap import ColourPolicy
 from labelfix.labels.weights import median_frequency_weights
 from labelfix.parallel import ordered_map
@@ -169,6 +170,14 @@ class DatasetStats:
         image_pixels = [self.values.get(c, empty).image_pixels for c in ids]
         return dict(zip(ids, median_frequency_weights(pixels, image_pixels), strict=True))
 
+    def weights_document(self, weights: dict[int, float]) -> list[dict]:
+        """``[{"class": 3, "weight": 1.0, "absent": true}, ...]``: absent classes (no pixel,
+        weight 1.0 unmeasured) marked."""
+        return [
+            {"class": c, "weight": w, **({} if self.values.get(c) else {"absent": True})}
+            for c, w in sorted(weights.items())
+        ]
+
     def to_dict(self) -> dict:
         """The whole report as plain JSON-ready data."""
         return {
@@ -209,9 +218,7 @@ class DatasetStats:
                 if self.num_classes is not None
                 else None
             ),
-            "class_weights": [
-                {"class": c, "weight": w} for c, w in sorted(self.class_weights().items())
-            ],
+            "class_weights": self.weights_document(self.class_weights()),
             "suspected_artifacts": [
                 {"value": v, "files": f, "pixels": p, "fringe_pixels": fr}
                 for v, (f, p, fr) in sorted(self.suspects.items())
@@ -250,8 +257,10 @@ def iter_reports(
     jobs: int | None = None,
     colours: ColourPolicy | None = None,
     artifacts: bool = False,
+    naming: Naming = CONVENTIONS,
 ):
-    """Yield a :class:`FileReport` per mask file under ``paths``, in sorted path order.
+    """Yield a :class:`FileReport` per mask file under ``paths``, in sorted path order (with
+    ``images``, each mask's image found by ``naming``).
 
     Raises :class:`~labelfix.io.inputs.InputsBusy` when an input directory is being rewritten
     in place or was left half-rewritten, before the first report, and when that changed while
@@ -266,6 +275,7 @@ def iter_reports(
         images=os.fspath(images) if images is not None else None,
         colours=colours,
         artifacts=artifacts,
+        naming=naming,
     )
     yield from ordered_map(func, iter_mask_files(paths, glob=glob), jobs=jobs)
     watch.confirm()

@@ -16,6 +16,7 @@ from labelfix.checks.rules import bad_value_message
 from labelfix.checks.scan import FileReport
 from labelfix.checks.stats import DatasetStats, scan_dataset, unused_ignore_message
 from labelfix.io.masks import KINDS
+from labelfix.io.pairing import CONVENTIONS, Naming, check_images_folder
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,7 @@ def validate(
     num_classes: int,
     ignore: Sequence[int] = (),
     images: str | os.PathLike | None = None,
+    naming: Naming = CONVENTIONS,
     glob: str | None = None,
     jobs: int | None = None,
     on_file: Callable[[FileReport, list[Problem]], None] | None = None,
@@ -152,9 +154,13 @@ def validate(
 ) -> ValidationResult:
     """Check every mask under ``paths``; ``result.ok`` is False when any file has an error.
 
+    With ``images``, each mask needs one image, found by ``naming`` (:mod:`labelfix.io.pairing`;
+    a folder of masks given as ``images`` is :class:`~labelfix.io.pairing.MasksAsImages`).
     ``read_options`` (``colours``, ``artifacts``) go to the scan.
     """
     paths = list(paths)
+    if images is not None:
+        check_images_folder(images, paths, naming=naming)
     problems: list[Problem] = []
 
     def check(report: FileReport) -> None:
@@ -169,6 +175,7 @@ def validate(
         ignore=ignore,
         num_classes=num_classes,
         images=images,
+        naming=naming,
         jobs=jobs,
         on_file=check,
         **read_options,

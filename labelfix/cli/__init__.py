@@ -52,6 +52,7 @@ from labelfix.cli._common import (  # noqa: E402
 
 # command name -> "module:function"; each module imports TensorFlow only inside its function.
 COMMANDS: dict[str, str] = {
+    "doctor": "labelfix.cli.doctor:doctor",
     "stats": "labelfix.cli.stats:stats",
     "show": "labelfix.cli.show:show",
     "validate": "labelfix.cli.validate:validate",
@@ -120,7 +121,8 @@ def main(ctx: click.Context, verbose: int, quiet: int, progress: bool | None) ->
     """Find and fix the label-mask problems that make segmentation training go wrong silently.
 
     \b
-    labelfix stats masks/
+    labelfix doctor dataset/
+    labelfix stats masks/ --ignore 255
     labelfix validate masks/ --num-classes 21 --ignore 255
     labelfix remap --ignore 255 --out -1 masks/
     """

@@ -325,6 +325,15 @@ def count_masks(paths, glob: str | None = None) -> int | None:
     return sum(1 for _ in iter_mask_files(list(paths), glob=glob))
 
 
+def plural(count: int, noun: str, plural_form: str | None = None) -> str:
+    """``1 file``, ``2 files``, ``1,024 records``.
+
+    >>> plural(1, "file"), plural(3, "image"), plural(2, "mask", "masks")
+    ('1 file', '3 images', '2 masks')
+    """
+    return f"{count:,} {noun if count == 1 else plural_form or noun + 's'}"
+
+
 def no_masks(paths, glob: str | None = None) -> str:
     """``no mask files (*.png, *.npy) under masks/``: the error of a run that found nothing."""
     pattern = glob or "*.png, *.npy"

@@ -13,6 +13,7 @@ from labelfix.cli._common import (
     decoder_messages,
     fail,
     handle_errors,
+    plural,
     progress,
     require_tensorflow,
     table,
@@ -124,7 +125,7 @@ def evaluate(model, data_dir, split, batch_size, output, no_verify, as_json):
         document["files"] = {k: str(v) for k, v in files.items() if k != "note" and v is not None}
         click.echo(json.dumps(document, indent=2))
         return
-    click.echo(f"{model} on {data_dir} (split {split}): {report.images} images")
+    click.echo(f"{model} on {data_dir} (split {split}): {plural(report.images, 'image')}")
     for line in report_lines(report):
         click.echo(line)
     written = [str(files[k]) for k in ("csv", "png", "json") if files[k] is not None]

@@ -391,3 +391,44 @@ class PipelineCommand(click.Command):
 
     def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
         return [*super().collect_usage_pieces(ctx), "[-- BEAM_OPTION...]"]
+
+
+# ----------------------------------------------------------------------------- pairing
+# Shared by validate, show and to-tfrecord: which image belongs to which mask
+# (labelfix.io.pairing), the same options with the same meaning everywhere.
+
+
+def images_option(help: str, *, required: bool = False, storage: bool = False):
+    """--images DIR: the folder of the pictures the masks pair with (a URL too with
+    ``storage``)."""
+    kind = (
+        StoragePath(exists=True, file_okay=False)
+        if storage
+        else click.Path(exists=True, file_okay=False)
+    )
+    return click.option("--images", required=required, type=kind, metavar="DIR", help=help)
+
+
+def pairing_options(func):
+    """Add --image-suffix and --mask-suffix; :func:`naming` puts them together."""
+    func = click.option(
+        "--mask-suffix",
+        default="",
+        metavar="TEXT",
+        help="Stem suffix of the masks, e.g. _gtFine_labelTrainIds (masks without it are not "
+        "paired). Default: same stem, or a known suffix (_gtFine_*, _gt, _mask, _label, _seg).",
+    )(func)
+    return click.option(
+        "--image-suffix",
+        default="",
+        metavar="TEXT",
+        help="Stem suffix of the images, e.g. _leftImg8bit (Cityscapes). Default: same stem, or "
+        "a known suffix (_leftImg8bit, _img, _image).",
+    )(func)
+
+
+def naming(image_suffix: str = "", mask_suffix: str = ""):
+    """The :class:`~labelfix.io.pairing.Naming` of --image-suffix / --mask-suffix."""
+    from labelfix.io.pairing import Naming
+
+    return Naming(image_suffix=image_suffix, mask_suffix=mask_suffix)

@@ -8,7 +8,7 @@ import os
 import click
 
 from labelfix.cli import options
-from labelfix.cli._common import fail, handle_errors, no_masks, progress, table
+from labelfix.cli._common import fail, handle_errors, no_masks, plural, progress, table
 from labelfix.rewrite.jobs import FileResult
 from labelfix.rewrite.plan import FORMATS, RemapUsageError, plan_remap
 from labelfix.rewrite.run import Interrupted, RemapResult, run_remap
@@ -165,6 +165,9 @@ def execute(paths, label_map, command, *, dry_run, jobs, as_json, **plan_options
             "mask(s) read; is it this dataset's void value?",
             err=True,
         )
+    instances = instance_ids_warning(result)
+    if instances:
+        click.echo(f"labelfix: warning: {instances}", err=True)
     if result.failed_files:
         click.echo(
             f"labelfix: error: {len(result.failed_files)} of {result.files} file(s) could not be "
@@ -172,6 +175,30 @@ def execute(paths, label_map, command, *, dry_run, jobs, as_json, **plan_options
             err=True,
         )
         raise SystemExit(1)
+
+
+#: Cityscapes instanceIds hold labelId * 1000 + instance for objects: values from 1000 on.
+INSTANCE_IDS = 1000
+
+
+def instance_ids_warning(result: RemapResult) -> str | None:
+    """What to say when the cityscapes preset met instance ids (``*_gtFine_instanceIds.png``:
+    ``labelId * 1000 + k``), which it maps to void: every object instance would be lost."""
+    if result.label_map.name != "cityscapes":
+        return None
+    found = [v for v in result.values if v.value >= INSTANCE_IDS]
+    if not found:
+        return None
+    pixels = sum(v.pixels for v in found)
+    files = max(v.files for v in found)
+    shown = ", ".join(str(v.value) for v in found[:4]) + (", ..." if len(found) > 4 else "")
+    verb = "would become" if result.dry_run else "became"
+    return (
+        f"{len(found)} value(s) of {INSTANCE_IDS} and more ({shown}; {pixels:,} px in up to "
+        f"{files} file(s)) look like Cityscapes instanceIds (labelId * 1000 + instance), which "
+        f"the cityscapes preset does not know: they {verb} void 255. Remap the "
+        "*_gtFine_labelIds.png masks, not *_gtFine_instanceIds.png (--glob '*_labelIds.png')"
+    )
 
 
 def interrupted_state(stop: Interrupted, command: str) -> str:
@@ -225,7 +252,7 @@ def render(result: RemapResult) -> str:
     failed = len(result.failed_files)
     verb = "would change" if result.dry_run else "changed"
     lines.append(
-        f"Read {result.read} of {result.files} files: {result.changed} {verb}, "
+        f"Read {result.read} of {plural(result.files, 'file')}: {result.changed} {verb}, "
         f"{result.unchanged} unchanged, {failed} failed"
         + (f", {len(result.skipped)} skipped" if result.skipped else "")
         + "."
@@ -259,6 +286,8 @@ def render(result: RemapResult) -> str:
         )
     if result.format_reason:
         lines.append(f"Note: {result.format_reason}.")
+        if any(kind.startswith("png") for kind, _ in result.stored):
+            lines.append("Masks holding no such value stay PNG.")
     if result.skipped_reason:
         lines.append(f"Skipped: {result.skipped_reason}.")
     if result.stale_temporaries:

@@ -10,6 +10,7 @@ from labelfix.cli import options
 from labelfix.cli._common import fail, handle_errors, no_masks, table
 from labelfix.io.door import Door, Rules
 from labelfix.io.inputs import watch_inputs
+from labelfix.io.pairing import check_images_folder
 from labelfix.viz.sheet import VOID_ALPHA, ShowOptions, contact_sheet, legend_entries, png_bytes
 
 #: Masks on one sheet when neither --limit, --worst nor --files says otherwise.
@@ -27,12 +28,8 @@ SHEET_LIMIT = 64
     metavar="DIR",
     help="Also, or instead, one PNG per mask under DIR (same relative paths).",
 )
-@click.option(
-    "--images",
-    type=click.Path(exists=True, file_okay=False),
-    metavar="DIR",
-    help="Draw each mask over its image (same relative path and stem, as validate --images).",
-)
+@options.images_option("Draw each mask over its image (paired as validate --images pairs them).")
+@options.pairing_options
 @click.option(
     "--alpha",
     type=click.FloatRange(0.0, 1.0),
@@ -89,6 +86,8 @@ def show(
     output,
     each,
     images,
+    image_suffix,
+    mask_suffix,
     alpha,
     ignore,
     num_classes,
@@ -116,7 +115,7 @@ def show(
     labelfix show masks/ --images images/ --worst 12 -n 21 --ignore 255 -o worst.png
     labelfix show masks/ --colormap voc --files 2007_000033 --each pictures/
     """
-    from labelfix.viz.selection import plan_show, render_plan
+    from labelfix.viz.selection import DIFFERENT_PALETTES, plan_show, render_plan
 
     if output is None and each is None:
         raise click.UsageError("say where the pictures go: -o sheet.png and/or --each DIR")
@@ -132,6 +131,9 @@ def show(
         max_size=max_size,
         zoom=zoom,
     )
+    naming = options.naming(image_suffix, mask_suffix)
+    if images is not None:
+        check_images_folder(images, paths, naming=naming)
     watch = watch_inputs([*paths, images])
     with Door(Rules.of("show", inputs=[*paths, images])) as door:
         sheet = door.file(output)[0] if output is not None else None
@@ -153,6 +155,12 @@ def show(
         )
         if plan.found == 0:
             fail(no_masks(paths, glob))
+        if plan.colours.source == DIFFERENT_PALETTES:
+            click.echo(
+                "labelfix: note: the masks' palettes give a class different colours: drawn in "
+                "generated colours, one per class id",
+                err=True,
+            )
         if worst is None and not files and limit is not None and plan.found > limit:
             click.echo(
                 f"labelfix: note: showing the first {limit} of {plan.found} masks "
@@ -160,7 +168,7 @@ def show(
                 err=True,
             )
         shown, errors, drawn = [], list(plan.errors), 0
-        for item in render_plan(plan, images=images, jobs=jobs):
+        for item in render_plan(plan, images=images, jobs=jobs, naming=naming):
             if isinstance(item, tuple):
                 errors.append(item)
                 continue

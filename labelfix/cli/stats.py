@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -12,8 +13,9 @@ import click
 
 from labelfix.checks.scan import FileReport, report_to_dict
 from labelfix.checks.stats import DatasetStats, scan_dataset, unused_ignore_message
+from labelfix.checks.void import SHAPE_SAMPLE, VoidGuess, guess_from_counts, is_candidate
 from labelfix.cli import options
-from labelfix.cli._common import count_masks, fail, handle_errors, no_masks, progress, table
+from labelfix.cli._common import count_masks, fail, handle_errors, no_masks, plural, progress, table
 from labelfix.io import fs
 from labelfix.io.door import Door, Outlet, Rules
 from labelfix.io.masks import KINDS
@@ -95,7 +97,8 @@ def stats(
             colours=colours,
             artifacts=artifacts,
         )
-        return _report(result, as_json, paths, glob)
+        void = _Holding(active=not ignore).guess(result, colours)
+        return _report(result, as_json, paths, glob, void=void)
     keep_freed_memory()  # this process reads the masks itself with -j 1 or a few files
     with Door(Rules.of("stats", inputs=paths)) as door, contextlib.ExitStack() as stack:
         outlets = {}
@@ -108,9 +111,11 @@ def stats(
             on_row = stack.enter_context(_row_writer(outlets[per_image], per_image))
         advance = stack.enter_context(progress("stats", total=count_masks(paths, glob)))
         reports: list[FileReport] = []
+        holding = _Holding(active=not ignore)
 
         def on_file(report: FileReport) -> None:
             advance(1)
+            holding.add(report)
             if on_row is not None:
                 on_row(report)
             if html_path is not None:
@@ -137,7 +142,7 @@ def stats(
                 artifacts=artifacts,
                 class_names=class_names,
             )
-    _report(result, as_json, paths, glob)
+    _report(result, as_json, paths, glob, void=holding.guess(result, colours))
 
 
 def _write_html(
@@ -151,14 +156,60 @@ def _write_html(
     click.echo(f"labelfix: wrote {path}", err=True)
 
 
-def _report(result: DatasetStats, as_json: bool, paths, glob) -> None:
-    """Print the report; exit 1 when a file is unreadable or there are none."""
+class _Holding:
+    """Without ``--ignore``: a few masks holding each void candidate (255, 0, -1, ...), read
+    again once the scan is done to see where the candidate lies (:mod:`labelfix.checks.void`)."""
+
+    def __init__(self, *, active: bool):
+        self.active = active
+        self.paths: dict[int, list[str]] = {}
+
+    def add(self, report: FileReport) -> None:
+        if not self.active or not report.is_label:
+            return
+        for value in report.values:
+            if is_candidate(value):
+                held = self.paths.setdefault(value, [])
+                if len(held) < SHAPE_SAMPLE:
+                    held.append(report.path)
+
+    def guess(self, result: DatasetStats, colours) -> VoidGuess | None:
+        """What the masks say about void, when no ``--ignore`` was given and a candidate is
+        there; None otherwise."""
+        if not self.active or not result.label_files:
+            return None
+        if not any(is_candidate(v) for v in result.values):
+            return None
+        from labelfix.errors import UnreadableMask
+        from labelfix.labels.colormap import read_label_mask
+
+        def samples():
+            for path in dict.fromkeys(p for held in self.paths.values() for p in held):
+                try:
+                    yield read_label_mask(path, colours=colours).labels
+                except UnreadableMask:  # changed since the scan: its totals still count
+                    continue
+
+        pixels = {v: s.pixels for v, s in result.values.items()}
+        images = {v: s.images for v, s in result.values.items()}
+        return guess_from_counts(pixels, images, result.label_files, samples())
+
+
+def _report(
+    result: DatasetStats, as_json: bool, paths, glob, *, void: VoidGuess | None = None
+) -> None:
+    """Print the report; exit 1 when a file is unreadable or there are none. ``void``: what
+    the masks say about void (no ``--ignore`` given)."""
     if result.files == 0:
         fail(no_masks(paths, glob))
     if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2))
+        document = result.to_dict()
+        if void is not None:
+            document["probable_void"] = _void_document(void)
+            document["class_weights"] = result.weights_document(_weights_of(result, void))
+        click.echo(json.dumps(document, indent=2))
     else:
-        click.echo(render(result))
+        click.echo(render(result, void=void))
     for value in result.unused_ignore:
         click.echo(f"labelfix: warning: {unused_ignore_message(value, result)}", err=True)
     for path, reason in result.unreadable:
@@ -221,16 +272,17 @@ def _pct(x: float) -> str:
     return f"{100 * x:.2f}%"
 
 
-def render(result: DatasetStats) -> str:
+def render(result: DatasetStats, *, void: VoidGuess | None = None) -> str:
     """The human report: aligned tables, data only (errors go to stderr). One section after
-    another, each blank-line separated and left out when it has nothing to say."""
+    another, each blank-line separated and left out when it has nothing to say. ``void``: what
+    the masks say about void when no ``--ignore`` was given."""
     sections = (
         _summary(result),
         _storage(result),
-        _values(result),
-        _void(result),
+        _values(result, void),
+        _void(result, void),
         _range(result),
-        _weights(result),
+        _weights(result, void),
         _artifacts(result),
     )
     out = [line for section in sections if section for line in (*section, "")][:-1]
@@ -240,12 +292,12 @@ def render(result: DatasetStats) -> str:
 
 
 def _summary(result: DatasetStats) -> list[str]:
-    parts = [f"{result.label_files} label masks"]
+    parts = [plural(result.label_files, "label mask")]
     if result.not_labels:
-        parts.append(f"{len(result.not_labels)} not label masks")
+        parts.append(plural(len(result.not_labels), "not label mask"))
     if result.unreadable:
         parts.append(f"{len(result.unreadable)} unreadable")
-    out = [f"Scanned {result.files} files: " + ", ".join(parts)]
+    out = [f"Scanned {plural(result.files, 'file')}: " + ", ".join(parts)]
     if result.sizes:
         sizes = sorted(result.sizes.items(), key=lambda kv: -kv[1])
         out.append(
@@ -266,11 +318,18 @@ def _storage(result: DatasetStats) -> list[str]:
     return ["Storage:", table(rows, ("kind", "files", "trap"), right={1})]
 
 
-def _values(result: DatasetStats) -> list[str]:
+def _values(result: DatasetStats, void: VoidGuess | None = None) -> list[str]:
     if not result.values:
         return []
+    probable = _probable(void)
     rows = [
-        (v, f"{s.pixels:,}", _pct(s.pixels / result.total_pixels), s.images, result.role(v))
+        (
+            v,
+            f"{s.pixels:,}",
+            _pct(s.pixels / result.total_pixels),
+            s.images,
+            "void? (no --ignore)" if v in probable else result.role(v),
+        )
         + ((_pct(s.fringe / s.pixels),) if result.artifacts else ())
         for v, s in sorted(result.values.items())
     ]
@@ -281,9 +340,53 @@ def _values(result: DatasetStats) -> list[str]:
     return ["Values:", table(rows, header, right=right)]
 
 
-def _void(result: DatasetStats) -> list[str]:
+def _probable(void: VoidGuess | None) -> tuple[int, ...]:
+    """The values the masks make void, when they decide it (not when a guess is low)."""
+    if void is None or not void.decided or void.confidence == "low":
+        return ()
+    return void.ignore
+
+
+def _void_document(void: VoidGuess) -> dict:
+    return {
+        "ignore": list(void.ignore) if void.decided else None,
+        "decided": void.decided,
+        "confidence": void.confidence,
+        "summary": void.summary,
+        "evidence": list(void.evidence),
+        "readings": [r.assumption for r in void.readings],
+    }
+
+
+def _void_advice(void: VoidGuess) -> str:
+    if not void.decided:
+        options = []
+        for r in void.readings:
+            if r.ignore:
+                options.append(f"--ignore {', '.join(map(str, r.ignore))} if {r.assumption}")
+            elif r.maps:
+                maps = " ".join(f"--map {a}:{b}" for a, b in r.maps)
+                options.append(f"{maps} (remap, to-tfrecord) if {r.assumption}")
+        return "; ".join(options)
+    reading = void.readings[0]
+    if reading.preset:
+        return f"give --preset {reading.preset} to remap and to-tfrecord"
+    if reading.ignore:
+        return f"give --ignore {' --ignore '.join(map(str, reading.ignore))}"
+    if reading.maps:
+        maps = " ".join(f"--map {a}:{b}" for a, b in reading.maps)
+        return f"no --ignore; {maps} -n {reading.num_classes} for remap and to-tfrecord"
+    return "no --ignore needed"
+
+
+def _void(result: DatasetStats, void: VoidGuess | None = None) -> list[str]:
     if not result.ignore:
-        return []
+        if void is None:
+            return []
+        out = [f"Void: no --ignore given. {void.summary} [{void.confidence}]."]
+        out.extend(f"  {e}" for e in void.evidence)
+        out.append(f"  So: {_void_advice(void)}.")
+        return out
     ign = ", ".join(map(str, result.ignore))
     return [
         f"Void (ignore {ign}): {result.void_pixels:,} px, {_pct(result.void_share)}"
@@ -305,15 +408,28 @@ def _range(result: DatasetStats) -> list[str]:
     return out
 
 
-def _weights(result: DatasetStats) -> list[str]:
-    weights = result.class_weights()
+def _weights_of(result: DatasetStats, void: VoidGuess | None) -> dict[int, float]:
+    """The class weights, the values the masks make void left out (no ``--ignore`` given)."""
+    probable = _probable(void)
+    if not probable:
+        return result.class_weights()
+    return dataclasses.replace(result, ignore=probable).class_weights()
+
+
+def _weights(result: DatasetStats, void: VoidGuess | None = None) -> list[str]:
+    weights = _weights_of(result, void)
     if not weights:
         return []
-    rows = [(c, f"{w:.4f}") for c, w in weights.items()]
-    return [
-        "Suggested class weights (median-frequency balancing):",
-        table(rows, ("class", "weight"), right={0, 1}),
+    rows = [
+        (c, f"{w:.4f}", "" if result.values.get(c) else "no pixel: 1.0, not measured")
+        for c, w in weights.items()
     ]
+    head = "Suggested class weights (median-frequency balancing"
+    probable = _probable(void)
+    if probable:
+        values = ", ".join(map(str, probable))
+        head += f"; {values} left out as probable void, --ignore {values} makes it so"
+    return [head + "):", table(rows, ("class", "weight", ""), right={0, 1})]
 
 
 def _artifacts(result: DatasetStats) -> list[str]:

@@ -9,8 +9,8 @@ import json
 import click
 
 from labelfix.cli import options
-from labelfix.cli._common import fail, handle_errors, progress
-from labelfix.records.pairing import DatasetProblems, read_id_list
+from labelfix.cli._common import fail, handle_errors, plural, progress
+from labelfix.io.pairing import DatasetProblems, read_id_list
 from labelfix.records.spec import (
     COMPRESSIONS,
     DEFAULT_MASK_ENCODING,
@@ -31,12 +31,11 @@ def _check_size(ctx, param, value):
 
 
 @click.command("to-tfrecord", cls=options.PipelineCommand)
-@click.option(
-    "--images",
+@options.images_option(
+    "Image directory; each mask's image has the same relative path and stem (Cityscapes and "
+    "other suffixes: see --image-suffix).",
     required=True,
-    type=options.StoragePath(exists=True, file_okay=False),
-    metavar="DIR",
-    help="Image directory; each mask's image has the same relative path and stem.",
+    storage=True,
 )
 @click.option(
     "--masks",
@@ -62,18 +61,7 @@ def _check_size(ctx, param, value):
 )
 @options.mapping_options
 @options.num_classes_option()
-@click.option(
-    "--image-suffix",
-    default="",
-    metavar="TEXT",
-    help="Stem suffix of the images, e.g. _leftImg8bit (Cityscapes).",
-)
-@click.option(
-    "--mask-suffix",
-    default="",
-    metavar="TEXT",
-    help="Stem suffix of the masks, e.g. _gtFine_labelIds (other masks are not read).",
-)
+@options.pairing_options
 @click.option(
     "--list",
     "id_list",
@@ -227,7 +215,7 @@ def render(result, readers: dict[str, str]) -> str:
     names = shards[0].file if len(shards) == 1 else f"{shards[0].file} .. {shards[-1].file}"
     size = sum(s.bytes for s in shards)
     lines = [
-        f"Wrote {result.num_records} records ({size / 1e6:.1f} MB) to {result.output} in "
+        f"Wrote {plural(result.num_records, 'record')} ({size / 1e6:.1f} MB) to {result.output} in "
         f"{len(shards)} shard(s): {names}",
     ]
     storage = f"Masks: {result.mask_encoding} {result.mask_dtype}"
@@ -236,7 +224,10 @@ def render(result, readers: dict[str, str]) -> str:
             f", void stored as {result.ignore} (labelfix.data reads it as {result.ignore_as})"
         )
     if result.passthrough:
-        storage += f"; {result.passthrough} mask(s) kept byte for byte"
+        storage += (
+            f"; {result.passthrough} mask(s) stored from their own compressed pixel data, not "
+            "re-encoded (a palette PNG as a grey PNG of its indices)"
+        )
     lines.append(storage)
     if result.rotated_images:
         lines.append(

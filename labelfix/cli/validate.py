@@ -8,7 +8,7 @@ import click
 
 from labelfix.checks.validate import validate as run_validate
 from labelfix.cli import options
-from labelfix.cli._common import count_masks, fail, handle_errors, no_masks, progress
+from labelfix.cli._common import count_masks, fail, handle_errors, no_masks, plural, progress
 
 #: Per kind of warning, how many files are named before the rest are counted.
 WARNINGS_SHOWN = 3
@@ -18,12 +18,11 @@ WARNINGS_SHOWN = 3
 @options.storage_paths_argument
 @options.num_classes_option(required=True)
 @options.ignore_option
-@click.option(
-    "--images",
-    type=click.Path(exists=True, file_okay=False),
-    metavar="DIR",
-    help="Image directory: each mask needs an image of the same relative path and stem and size.",
+@options.images_option(
+    "Image directory: each mask needs one image of its relative path, stem and size (Cityscapes"
+    " and other suffixes: see --image-suffix)."
 )
+@options.pairing_options
 @options.glob_option
 @options.colormap_options
 @options.artifacts_option
@@ -31,7 +30,18 @@ WARNINGS_SHOWN = 3
 @options.json_option
 @handle_errors
 def validate(
-    paths, num_classes, ignore, images, glob, colormap, unknown_colour, artifacts, jobs, as_json
+    paths,
+    num_classes,
+    ignore,
+    images,
+    image_suffix,
+    mask_suffix,
+    glob,
+    colormap,
+    unknown_colour,
+    artifacts,
+    jobs,
+    as_json,
 ):
     """Check that every mask holds only ids 0..N-1 or an ignore value.
 
@@ -39,7 +49,8 @@ def validate(
 
     \b
     labelfix validate masks/ --num-classes 21 --ignore 255
-    labelfix validate gtFine/ -n 19 --ignore 255 --images leftImg8bit/ --json
+    labelfix validate gtFine/ -n 19 --ignore 255 --images leftImg8bit/ \\
+        --glob '*_labelTrainIds.png' --json
     """
     options.warn_if_ignore_is_class(ignore, num_classes)
     with progress("validate", total=count_masks(paths, glob)) as advance:
@@ -48,6 +59,7 @@ def validate(
             num_classes=num_classes,
             ignore=ignore,
             images=images,
+            naming=options.naming(image_suffix, mask_suffix),
             glob=glob,
             jobs=jobs,
             on_file=lambda report, problems: advance(1),
@@ -75,8 +87,8 @@ def validate(
                 )
         verdict = "OK" if result.ok else "FAILED"
         click.echo(
-            f"{verdict}: {result.stats.files} files, {len(result.bad_files)} with problems, "
-            f"{len(result.warnings)} warning(s)"
+            f"{verdict}: {plural(result.stats.files, 'file')}, {len(result.bad_files)} with "
+            f"problems, {len(result.warnings)} warning(s)"
         )
     if not result.ok:
         raise SystemExit(1)

@@ -1,124 +1,18 @@
-"""Image files: finding the image that belongs to a mask, and reading an image's header.
+"""Image files: headers, complete decodes, EXIF orientation.
 
-The image of ``masks/train/0001.png`` is ``images/train/0001.<ext>``: same relative directory,
-same stem (less optional suffixes, as Cityscapes' ``_gtFine_labelIds`` / ``_leftImg8bit``).
-
->>> mask_stem("aachen/aachen_000000_000019_gtFine_labelIds.png", mask_suffix="_gtFine_labelIds")
-'aachen/aachen_000000_000019'
->>> find_image("images", "train/0001.png")          # doctest: +SKIP
-'images/train/0001.jpg'
-
-Two images with one stem (``0001.jpg`` and ``0001.png``) are an error (:class:`AmbiguousImage`),
-never a silent pick.
+Which image belongs to which mask is :mod:`labelfix.io.pairing`'s business.
 """
 
 from __future__ import annotations
 
 import io
 import os
-import stat
 import struct
-from collections.abc import Sequence
 
 from PIL import Image
 
-from labelfix.errors import LabelfixError
 from labelfix.io import fs
 from labelfix.io.png import PNG_SIGNATURE, png_header, scan_png, without_text_chunks
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-
-
-def mask_stem(relpath: str, *, mask_suffix: str = "") -> str:
-    """The pairing key of a mask: its relative path without extension and ``mask_suffix``."""
-    stem, _ = os.path.splitext(relpath)
-    if mask_suffix and stem.endswith(mask_suffix):
-        stem = stem[: -len(mask_suffix)]
-    return stem
-
-
-class AmbiguousImage(LabelfixError):
-    """Several images share the stem of one mask (``img/p1.jpg`` and ``img/p1.png``): which one
-    belongs to it is not for labelfix to guess. ``images`` lists them; ``mask`` names the mask
-    (its path when known, else its path relative to the masks directory)."""
-
-    def __init__(self, mask: str, images: Sequence[str]):
-        self.mask, self.images = mask, tuple(images)
-        super().__init__(f"{mask}: {len(self.images)} images match: {', '.join(self.images)}")
-
-    def __reduce__(self):  # raised in worker processes: it must survive pickling
-        return type(self), (self.mask, self.images)
-
-
-def find_images(
-    images_dir: str | os.PathLike,
-    mask_relpath: str,
-    *,
-    mask_suffix: str = "",
-    image_suffix: str = "",
-) -> list[str]:
-    """Every image with the stem of the mask at ``mask_relpath`` (one file each: a name that
-    differs only by case on a case-insensitive disk is the same file), in extension order.
-
-    What exists and is not a directory counts (a FIFO too: reading it is refused later, by
-    :func:`labelfix.io.fs.read_bytes`, with a message that says what it is).
-    """
-    stem = mask_stem(mask_relpath, mask_suffix=mask_suffix)
-    base = fs.join(os.fspath(images_dir), stem) + image_suffix
-    if fs.is_url(base):
-        return _remote_images(base)
-    found: list[str] = []
-    seen: set[tuple[int, int]] = set()
-    for ext in IMAGE_EXTENSIONS:
-        for candidate in (base + ext, base + ext.upper()):
-            try:
-                info = os.stat(candidate)
-            except (OSError, ValueError):
-                continue
-            if stat.S_ISDIR(info.st_mode) or (info.st_dev, info.st_ino) in seen:
-                continue
-            seen.add((info.st_dev, info.st_ino))
-            found.append(candidate)
-    return found
-
-
-def _remote_images(base: str) -> list[str]:
-    """:func:`find_images` for a URL: one listing of the directory (fsspec caches listings)."""
-    parent, name = fs.dirname(base), fs.basename(base)
-    try:
-        names = fs.listdir(parent)
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    rank = {ext: i for i, ext in enumerate(IMAGE_EXTENSIONS)}
-    rank.update({ext.upper(): i for i, ext in enumerate(IMAGE_EXTENSIONS)})
-    matches = sorted(
-        (n for n in names if os.path.splitext(n)[0] == name and os.path.splitext(n)[1] in rank),
-        key=lambda n: (rank[os.path.splitext(n)[1]], n),
-    )
-    return [fs.join(parent, n) for n in matches if not fs.isdir(fs.join(parent, n))]
-
-
-def find_image(
-    images_dir: str | os.PathLike,
-    mask_relpath: str,
-    *,
-    mask_suffix: str = "",
-    image_suffix: str = "",
-    mask: str | None = None,
-) -> str | None:
-    """Path of the image paired with the mask at ``mask_relpath``, or None when there is none.
-
-    :class:`AmbiguousImage` (a :class:`~labelfix.errors.LabelfixError`) when several images
-    have its stem (``p1.jpg`` and ``p1.png``), naming ``mask`` (default: ``mask_relpath``) and
-    every candidate: picking one silently could pair the mask with the wrong picture.
-    """
-    found = find_images(
-        images_dir, mask_relpath, mask_suffix=mask_suffix, image_suffix=image_suffix
-    )
-    if len(found) > 1:
-        raise AmbiguousImage(mask if mask is not None else mask_relpath, found)
-    return found[0] if found else None
-
 
 #: Image formats TensorFlow's ``tf.io.decode_image`` reads, by Pillow format name.
 _TF_IMAGE_FORMATS = {

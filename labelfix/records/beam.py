@@ -14,7 +14,7 @@ Example serialisation for TFRecords. Only the plumbing differs from the local mu
   the output; per-shard record counts and sha256 are read back from what was written. Only when
   every pair passed are the shards moved to their final names and the manifest written last;
   otherwise the run ends with the local runner's
-  :class:`~labelfix.records.pairing.DatasetProblems`
+  :class:`~labelfix.io.pairing.DatasetProblems`
   and the staging directory is deleted. Record order is whatever the runner produces.
 
 Pipeline options are Beam's own command-line flags (``["--runner=DataflowRunner", ...]``); the
@@ -43,8 +43,8 @@ from labelfix.io import fs
 from labelfix.io.door import Door, Rules, open_private
 from labelfix.io.inputs import watch_inputs
 from labelfix.io.masks import iter_mask_files
+from labelfix.io.pairing import Pair
 from labelfix.records.manifest import RecordTally, build_manifest
-from labelfix.records.pairing import Pair
 from labelfix.records.prepare import Prepared, RecordPlan, prepare_pair, record_bytes
 from labelfix.records.shards import (
     ShardInfo,
@@ -330,7 +330,7 @@ def write_dataset_beam(
     """
     spec = spec if spec is not None else WriteSpec(**options)
     watch = watch_inputs([spec.images, spec.masks])
-    pairs, skipped = plan_pairs(spec)
+    pairs, skipped, pairing_notes = plan_pairs(spec)
     num_shards = spec.num_shards or _estimated_shards(
         pairs, spec.images, spec.masks, spec.size_limit
     )
@@ -360,7 +360,12 @@ def write_dataset_beam(
         watch.confirm()
         publish(outlet, spec.split, staged, build_manifest(spec, tally))
     return WriteResult.of(
-        spec, infos, tally, skipped, stale_temporaries=door.stale, notes=door.notes
+        spec,
+        infos,
+        tally,
+        skipped,
+        stale_temporaries=door.stale,
+        notes=(*pairing_notes, *door.notes),
     )
 
 

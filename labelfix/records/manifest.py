@@ -10,6 +10,7 @@ is void, per-class counts, and every shard with its size and sha256.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 from dataclasses import dataclass, field
@@ -148,6 +149,15 @@ def read_manifest(path: str | os.PathLike, split: str = "train") -> dict:
         file = path
     elif os.path.isdir(path):
         file = manifest_path(path, split)
+    elif (
+        not os.path.exists(path) and not glob.has_magic(path) and not path.endswith(MANIFEST_SUFFIX)
+    ):
+        # a directory name that is not there: say so, not "./train.labelfix.json"
+        where = os.path.abspath(path)
+        raise LabelfixError(
+            f"{path}: no such directory of records ({where}; relative paths start from the "
+            f"working directory, {os.getcwd()}); write it with labelfix to-tfrecord"
+        )
     else:
         file = manifest_path(os.path.dirname(path) or ".", split)
     directory = os.path.dirname(os.path.abspath(file))

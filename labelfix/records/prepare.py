@@ -32,11 +32,11 @@ from labelfix.io.images import (
     exif_orientation,
     orientation_text,
 )
+from labelfix.io.pairing import Pair
 from labelfix.io.png import encode_png, passthrough_png, png_header
 from labelfix.labels.colormap import ColourPolicy, read_label_mask
 from labelfix.labels.labelmap import LabelMap, replace_values
 from labelfix.records.example import feature_key, serialize_example
-from labelfix.records.pairing import Pair
 from labelfix.records.spec import WriteSpec
 
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from labelfix.errors import LabelfixError, UsageError
+from labelfix.io.pairing import Naming
 from labelfix.labels.colormap import ColourPolicy
 from labelfix.labels.labelmap import LabelMap
 
@@ -87,7 +88,8 @@ class WriteSpec:
     map's canonical ignore ``out``. ``num_shards`` or ``shard_size`` (bytes or ``"100MB"``,
     default 100 MB) set the sharding; records follow the sorted mask order (or ``ids`` order),
     permuted by ``seed`` when ``shuffle``. ``image_suffix``/``mask_suffix`` are stripped from
-    stems when pairing (Cityscapes). With ``colours``, colour masks are converted to class ids.
+    stems when pairing (default: the conventions :mod:`labelfix.io.pairing` knows). With
+    ``colours``, colour masks are converted to class ids.
     ``exif`` says what becomes of an image with an EXIF orientation (:data:`EXIF_POLICIES`).
     ``images``, ``masks`` and ``output`` may be remote (``gs://...``).
     """
@@ -153,6 +155,11 @@ class WriteSpec:
         self.mask_storage()  # raises when the values cannot be stored
 
     @property
+    def naming(self) -> Naming:
+        """How mask and image names pair (:mod:`labelfix.io.pairing`)."""
+        return Naming(image_suffix=self.image_suffix, mask_suffix=self.mask_suffix)
+
+    @property
     def out(self) -> int | None:
         """The canonical ignore value every void pixel becomes (None: no void)."""
         return self.label_map.out_value
@@ -202,7 +209,8 @@ class WriteSpec:
             deeplab = model_garden = "no: raw masks (only labelfix.data decodes them)"
         elif dtype != "uint8":
             deeplab = model_garden = (
-                f"no: 16-bit PNG masks ({self.num_classes} classes), read as uint8 they wrap"
+                f"no: 16-bit PNG masks ({self.num_classes} classes); decoded as uint8, "
+                "TensorFlow keeps each id's high byte (id 300 reads as 1)"
             )
         else:
             void = [] if stored in (None, 255) else [f"ignore_label={stored}"]

@@ -2,7 +2,7 @@
 
 Read -> check -> encode -> write, as plain steps:
 
-* :func:`~labelfix.records.pairing.find_pairs` pairs every mask with its image;
+* :func:`~labelfix.io.pairing.find_pairs` pairs every mask with its image;
 * worker processes (numpy + Pillow only, never TensorFlow) turn each pair into a checked,
   encoded mask plus image header facts (:func:`~labelfix.records.prepare.prepare_pair`);
 * the parent reads the image bytes, serialises the ``tf.train.Example`` by hand and frames the
@@ -11,7 +11,7 @@ Read -> check -> encode -> write, as plain steps:
   (:func:`~labelfix.records.shards.publish`). While the workers
   start, the parent imports TensorFlow or works through the first pairs itself.
 
-One bad pair stops the run with :class:`~labelfix.records.pairing.DatasetProblems` listing every
+One bad pair stops the run with :class:`~labelfix.io.pairing.DatasetProblems` listing every
 problem, and no shard is left behind. Shard-named files in the output that no labelfix manifest
 lists (another tool's records) stop the run before anything is written: a ``train-*`` glob would
 read them with the new shards, and they are not labelfix's to remove. A local output directory
@@ -42,10 +42,10 @@ from labelfix.checks.rules import expected_text
 from labelfix.errors import LabelfixError
 from labelfix.io.door import Door, Rules
 from labelfix.io.inputs import watch_inputs
+from labelfix.io.pairing import DatasetProblems, Pair, find_pairs
 from labelfix.labels import IGNORE_AS
 from labelfix.parallel import BackgroundMap, default_jobs
 from labelfix.records.manifest import RecordTally, build_manifest, manifest_path
-from labelfix.records.pairing import DatasetProblems, Pair, find_pairs
 from labelfix.records.prepare import Prepared, RecordPlan, Rejected, prepare_pair, record_bytes
 from labelfix.records.shards import ShardInfo, ShardSet, refuse_foreign_shards
 from labelfix.records.spec import WriteSpec
@@ -203,22 +203,23 @@ def split_warnings(
     return tuple(warnings)
 
 
-def plan_pairs(spec: WriteSpec) -> tuple[list[Pair], list[str]]:
-    """The pairs of a run in record order, and the unpaired files skipped."""
-    pairs, skipped = find_pairs(
+def plan_pairs(spec: WriteSpec) -> tuple[list[Pair], list[str], tuple[str, ...]]:
+    """The pairs of a run in record order, the unpaired files skipped, and the notes of the
+    pairing (masks it left out, as Cityscapes' instance ids beside the label ids)."""
+    pairing = find_pairs(
         images=spec.images,
         masks=spec.masks,
-        image_suffix=spec.image_suffix,
-        mask_suffix=spec.mask_suffix,
+        naming=spec.naming,
         ids=spec.ids,
         skip_unpaired=spec.skip_unpaired,
     )
+    pairs, skipped = list(pairing.pairs), list(pairing.unpaired)
     if not pairs:
         raise LabelfixError(f"{spec.masks}: no (image, mask) pairs to write")
     if spec.shuffle:
         order = np.random.default_rng(spec.seed).permutation(len(pairs))
         pairs = [pairs[i] for i in order]
-    return pairs, skipped
+    return pairs, skipped, pairing.notes
 
 
 #: What every bad-value message says (:func:`labelfix.checks.rules.bad_value_message`).
@@ -267,19 +268,18 @@ def write_dataset(
     """
     spec = spec if spec is not None else WriteSpec(**options)
     watch = watch_inputs([spec.images, spec.masks])
-    pairs, skipped = plan_pairs(spec)
+    pairs, skipped, pairing_notes = plan_pairs(spec)
     if on_record is not None:
         on_record(0, total=len(pairs))
     with Door(Rules.of("to-tfrecord", inputs=[spec.images, spec.masks])) as door:
         outlet = door.outlet(spec.output)
+        notes = (*pairing_notes, *door.notes)
         if on_note is not None:
-            for note in door.notes:
+            for note in notes:
                 on_note(note)
         refuse_foreign_shards(outlet, spec.split)  # before anything is written
         infos, tally = _write_locked(spec, pairs, jobs, on_record, outlet, watch.confirm)
-    return WriteResult.of(
-        spec, infos, tally, skipped, stale_temporaries=door.stale, notes=door.notes
-    )
+    return WriteResult.of(spec, infos, tally, skipped, stale_temporaries=door.stale, notes=notes)
 
 
 def _write_locked(spec: WriteSpec, pairs: list[Pair], jobs, on_record, outlet, confirm):

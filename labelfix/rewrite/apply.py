@@ -93,6 +93,8 @@ def remap_file(job: FileJob, rewrite: Rewrite) -> FileResult:
         if problems:
             return failed(*problems, **stats)
     changed = changed or mask.kind == "colormap"  # a colour file becomes a label file
+    if job.keep_png and lo >= 0 and hi <= PNG_MAX:  # no value here that a PNG cannot hold
+        job = job.as_png()
     status = "changed" if changed else "unchanged"
     try:
         storage = choose_storage(mask, labels, job.format, lo, hi, rewrite)

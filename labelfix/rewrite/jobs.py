@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from dataclasses import dataclass
 
 
@@ -17,7 +19,12 @@ class Target:
 
 @dataclass(frozen=True)
 class FileJob:
-    """One file to remap. ``record_root``/``record_name`` place it in a manifest."""
+    """One file to remap. ``record_root``/``record_name`` place it in a manifest.
+
+    ``keep_png``: a PNG given the ``npy`` format only because the mapping *can* produce a value
+    no PNG holds (``--out -1``); when its own output holds none, it stays a PNG
+    (:meth:`as_png`).
+    """
 
     source: str
     relpath: str
@@ -25,6 +32,18 @@ class FileJob:
     format: str
     record_root: str
     record_name: str
+    keep_png: bool = False
+
+    def as_png(self) -> FileJob:
+        """This job writing a PNG of the same name, not a ``.npy``."""
+        stem = os.path.splitext(self.destination)[0]
+        return dataclasses.replace(
+            self,
+            destination=stem + ".png",
+            record_name=os.path.splitext(self.record_name)[0] + ".png",
+            format="png",
+            keep_png=False,
+        )
 
 
 @dataclass(frozen=True)

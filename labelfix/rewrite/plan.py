@@ -104,6 +104,10 @@ class RemapPlan:
                     format=fmt,
                     record_root=target.destination,
                     record_name=name,
+                    # npy only for the value a PNG cannot hold: a PNG without it stays a PNG
+                    keep_png=fmt == "npy"
+                    and self.format_reason is not None
+                    and path.lower().endswith(".png"),
                 )
 
 
@@ -331,6 +335,9 @@ def _survey(plan: RemapPlan) -> RemapPlan:
                 )
             outlets[job.record_root].check(job.destination)  # Refused: exit 2, nothing written
             existing += os.path.lexists(job.destination)
+            if job.keep_png:  # it may be written as a PNG instead
+                outlets[job.record_root].check(job.as_png().destination)
+                existing += os.path.lexists(job.as_png().destination)
         guard.check(job)
     if links:  # a file that is also reached through a link
         for job in plan._listed():

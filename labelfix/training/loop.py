@@ -65,6 +65,7 @@ from labelfix.training.pipelines import (
     shard_by_data,
     training_pipeline,
 )
+from labelfix.training.saving import compile_for_saving
 from labelfix.training.sources import read_errors, read_split, require_labelled_pixels
 from labelfix.training.steps import TrainingLoss, make_train_step
 from labelfix.training.summaries import Summaries
@@ -616,6 +617,8 @@ def _finish(
     model_path = history_path = None
     if outputs.directory is not None:
         model_path = outputs.directory / "model.keras"
+        compile_for_saving(model, num_classes=run.num_classes, ignore=run.ignore, loss=run.loss,
+                           binary=run.binary, class_weights=run.class_weights)  # fmt: skip
         with outputs.outlet.staged(str(model_path)) as staged:
             model.save(staged)
         history_path = write_history(

@@ -55,19 +55,18 @@ class PredictResult:
 
 
 def find_images(images: str | os.PathLike) -> list[tuple[str, str]]:
-    """``(relative path, path)`` of each image under a directory (sorted), or of one file."""
+    """``(relative path, path)`` of each image under a directory (sorted), or of one file,
+    listed by :func:`labelfix.io.pairing.list_images`; a folder of masks is refused
+    (:class:`~labelfix.io.pairing.MasksAsImages`)."""
+    from labelfix.io.pairing import check_images_folder, list_images
+
     root = os.fspath(images)
     if os.path.isfile(root):
         return [(os.path.basename(root), root)]
     if not os.path.isdir(root):
         raise LabelfixError(f"{root}: no such file or directory")
-    found = []
-    for directory, dirs, files in os.walk(root):
-        dirs.sort()
-        for name in sorted(files):
-            if name.lower().endswith(IMAGE_SUFFIXES) and not name.startswith("."):
-                path = os.path.join(directory, name)
-                found.append((os.path.relpath(path, root), path))
+    check_images_folder(root, [])
+    found = [(rel, path) for path, rel in list_images(root, extensions=IMAGE_SUFFIXES)]
     if not found:
         raise LabelfixError(f"{root}: no images ({', '.join(IMAGE_SUFFIXES)})")
     return found

@@ -365,13 +365,15 @@ def _weights(stats: DatasetStats) -> str:
     if not weights:
         return ""
     rows = "".join(
-        f'<tr><td class="num">{c}</td>{_num(w, f"{w:.4f}")}</tr>' for c, w in weights.items()
+        f'<tr><td class="num">{c}</td>{_num(w, f"{w:.4f}")}'
+        f"<td>{'' if stats.values.get(c) else 'no pixel: 1.0, not measured'}</td></tr>"
+        for c, w in weights.items()
     )
     return (
         '<section id="weights"><h2>Suggested class weights</h2>'
         '<p class="muted">Median-frequency balancing, as <code>labelfix train --class-weights '
-        "auto</code>.</p><table id='weights-table'><thead><tr><th>class</th><th>weight</th></tr>"
-        "</thead>"
+        "auto</code>.</p><table id='weights-table'><thead><tr><th>class</th><th>weight</th>"
+        "<th></th></tr></thead>"
         f"<tbody>{rows}</tbody></table></section>"
     )
 

@@ -13,6 +13,7 @@ its image and yields its thumbnail, so a run of many masks never holds more than
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import heapq
 import io
@@ -25,14 +26,9 @@ from PIL import Image
 
 from labelfix.errors import UnreadableMask, UsageError
 from labelfix.io import fs
-from labelfix.io.images import (
-    ORIENTATIONS,
-    displayed_size,
-    exif_orientation,
-    find_image,
-    mask_stem,
-)
+from labelfix.io.images import ORIENTATIONS, displayed_size, exif_orientation
 from labelfix.io.masks import Mask, iter_mask_files, value_counts
+from labelfix.io.pairing import CONVENTIONS, AmbiguousImage, Naming, find_image, looked_for
 from labelfix.io.png import PNG_SIGNATURE, scan_png, without_text_chunks
 from labelfix.labels.colormap import ColourPolicy, read_label_mask
 from labelfix.parallel import ordered_map
@@ -149,6 +145,16 @@ class ShowPlan:
     found: int = 0
 
 
+#: The colours' source when the masks' palettes disagree.
+DIFFERENT_PALETTES = "generated (the masks' palettes differ)"
+
+
+def _colours_of(palette: bytes, values: Iterable[int]) -> tuple[bytes, ...]:
+    """The palette's colours of the class ids shown (what the picture would use of it)."""
+    padded = bytes(palette) + bytes(max(0, 768 - len(palette)))
+    return tuple(padded[3 * v : 3 * v + 3] for v in sorted(values) if 0 <= v < 256)
+
+
 def plan_for(
     surveys: Sequence[MaskSurvey],
     *,
@@ -158,15 +164,22 @@ def plan_for(
     errors: Sequence[tuple[str, str]] = (),
     found: int | None = None,
 ) -> ShowPlan:
-    """The plan showing ``surveys``: colours from the colormap (``read``), else the first
-    palette among the masks, else generated (:func:`~labelfix.viz.colours.class_colours`)."""
-    palette = next((s.palette for s in surveys if s.palette is not None), None)
+    """The plan showing ``surveys``: colours from the colormap (``read``), else the masks'
+    palette, else generated (:func:`~labelfix.viz.colours.class_colours`). Masks whose
+    palettes give a class shown different colours are drawn in generated colours (one per
+    class id on the whole picture), and the colours' ``source`` says why."""
+    values = {v for s in surveys for v in s.classes}
+    palettes = {s.palette for s in surveys if s.palette is not None}
+    palette = next(iter(palettes), None)
+    differ = len({_colours_of(p, values) for p in palettes}) > 1
     colours = class_colours(
-        values={v for s in surveys for v in s.classes},
-        palette=palette,
+        values=values,
+        palette=None if differ else palette,
         colormap=read.colormap if read is not None else None,
         class_names=class_names,
     )
+    if differ and read is None:
+        colours = dataclasses.replace(colours, source=DIFFERENT_PALETTES)
     return ShowPlan(
         surveys=tuple(surveys),
         colours=colours,
@@ -216,15 +229,25 @@ def plan_show(
 
 
 def load_image(
-    images: str | os.PathLike, relpath: str, shape: tuple[int, int]
+    images: str | os.PathLike,
+    relpath: str,
+    shape: tuple[int, int],
+    *,
+    naming: Naming = CONVENTIONS,
+    mask: str | None = None,
 ) -> tuple[Image.Image | None, str | None]:
-    """The image of a mask (found as ``validate --images`` finds it) as RGB, as TensorFlow
-    reads it: the stored pixels, whatever its EXIF orientation. ``(image, note)``: the note
-    says why there is no image (none, unreadable, another size) or that EXIF turns it for
-    viewers (then the image is drawn all the same)."""
-    path = find_image(images, relpath)
+    """The image of a mask (found as ``validate --images`` finds it, by ``naming``; never the
+    file ``mask`` itself) as RGB, as TensorFlow reads it: the stored pixels, whatever its EXIF
+    orientation. ``(image, note)``: the note says why there is no image (none, several,
+    unreadable, another size) or that EXIF turns it for viewers (then the image is drawn all
+    the same)."""
+    try:
+        path = find_image(images, relpath, naming=naming, mask=mask)
+    except AmbiguousImage as err:
+        return None, f"{len(err.images)} images match it: {', '.join(err.images)}"
     if path is None:
-        return None, f"no image ({mask_stem(relpath)}.* not under {os.fspath(images)})"
+        looked = looked_for(relpath, naming)
+        return None, f"no image under {os.fspath(images)} (looked for {looked})"
     name = fs.basename(path)
     try:
         data = fs.read_bytes(path)
@@ -264,28 +287,37 @@ def prepare_file(
     options: ShowOptions,
     images: str | None = None,
     read: ColourPolicy | None = None,
+    naming: Naming = CONVENTIONS,
 ) -> PreparedMask | tuple[str, str]:
-    """Read one mask (and its image) and prepare its thumbnail; ``(path, reason)`` when the
-    mask cannot be read."""
+    """Read one mask (and its image, found by ``naming``) and prepare its thumbnail;
+    ``(path, reason)`` when the mask cannot be read."""
     path, relpath = item
     try:
         labels, mask = read_labels(path, colours=read)
     except UnreadableMask as err:
         return path, err.reason
-    image, note = (None, None) if images is None else load_image(images, relpath, labels.shape)
+    image, note = None, None
+    if images is not None:
+        image, note = load_image(images, relpath, labels.shape, naming=naming, mask=path)
     return _prepare(labels, options=options, image=image, name=relpath, kind=mask.kind, note=note)
 
 
 def render_plan(
-    plan: ShowPlan, *, images: str | os.PathLike | None = None, jobs: int | None = None
+    plan: ShowPlan,
+    *,
+    images: str | os.PathLike | None = None,
+    jobs: int | None = None,
+    naming: Naming = CONVENTIONS,
 ) -> Iterator[RenderedMask | tuple[str, str]]:
     """Yield each planned mask's thumbnail in plan order (``(path, reason)`` for a mask that
-    became unreadable since the survey). ``images``: overlay each mask on its image."""
+    became unreadable since the survey). ``images``: overlay each mask on its image, found by
+    ``naming``."""
     prepare = functools.partial(
         prepare_file,
         options=plan.options,
         images=os.fspath(images) if images is not None else None,
         read=plan.read,
+        naming=naming,
     )
     items = [(s.path, s.relpath) for s in plan.surveys]
     for prepared in ordered_map(prepare, items, jobs=jobs, preload=_PRELOAD):

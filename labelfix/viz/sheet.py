@@ -271,10 +271,10 @@ def legend_entries(
     colours: ClassColours,
     options: ShowOptions = ShowOptions(),
 ) -> tuple[LegendEntry, ...]:
-    """The classes drawn in ``shown`` (ascending id, with their pixel totals), then void and
-    problem. Only classes with a pixel drawn in their colour are listed; of more than
-    :data:`MAX_LEGEND_CLASSES`, those with the most pixels, then a ``more`` entry counting the
-    others."""
+    """The classes drawn in ``shown`` (ascending id, with their pixel totals), then void (with
+    ``--ignore``) and problem. Only classes with a pixel drawn in their colour are listed; of more
+    than :data:`MAX_LEGEND_CLASSES`, those with the most pixels, then a ``more`` entry counting
+    the others."""
     totals: dict[int, int] = {}
     void = problem = 0
     for item in shown:
@@ -298,8 +298,9 @@ def legend_entries(
         )
         label = f"and {left:,} more classes ({pixels:,} px)"
         entries.append(LegendEntry("more", label, BACKGROUND, None, pixels))
-    ignore = ", ".join(map(str, options.ignore)) if options.ignore else "no --ignore"
-    entries.append(LegendEntry("void", f"void ({ignore})", HATCH[0], None, void))
+    if options.ignore:  # without --ignore no pixel is void: no void entry
+        ignore = ", ".join(map(str, options.ignore))
+        entries.append(LegendEntry("void", f"void ({ignore})", HATCH[0], None, void))
     problem_label = f"problem: {options.problem_text}"
     entries.append(LegendEntry("problem", problem_label, colours.highlight, None, problem))
     return tuple(entries)
