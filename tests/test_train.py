@@ -35,7 +35,7 @@ from train_fixtures import (  # noqa: E402
     write_void_split,
 )
 
-from labelfix.errors import LabelfixError  # noqa: E402
+from labelfix.errors import LabelfixError, UsageError  # noqa: E402
 from labelfix.labels.weights import median_frequency_weights  # noqa: E402
 from labelfix.training.checkpoints import load_weights  # noqa: E402
 from labelfix.training.devices import resolve_precision  # noqa: E402
@@ -206,18 +206,18 @@ def test_precision_is_float32_on_cpu():
     assert not tf.config.list_physical_devices("GPU")
     assert resolve_precision("auto") == "float32"
     assert resolve_precision("mixed_bfloat16") == "mixed_bfloat16"
-    with pytest.raises(ValueError, match="precision"):
+    with pytest.raises(UsageError, match="precision"):
         resolve_precision("float16")
 
 
 def test_argument_errors(tmp_path):
-    with pytest.raises(ValueError, match="multiples of 16"):
+    with pytest.raises(UsageError, match="multiples of 16"):
         tiny_train(crop_size=(20, 20))
     with pytest.raises(LabelfixError, match="fewer examples than one batch"):
         tiny_train(batch_size=16, steps_per_epoch=None)
-    with pytest.raises(ValueError, match="data_dir or dataset"):
+    with pytest.raises(UsageError, match="give a data_dir or a dataset"):
         tiny_train(dataset=None)
-    with pytest.raises(ValueError, match="resume=True needs the output"):
+    with pytest.raises(UsageError, match="resume=True needs the output"):
         tiny_train(resume=True)
     with pytest.raises(LabelfixError, match="no checkpoint to resume from"):
         tiny_train(resume=True, output=tmp_path / "never-trained")
@@ -570,7 +570,7 @@ def test_mixed_precision_runs_on_cpu():
     convolution gradients, so train refuses that combination with a clear message). One run,
     float16: its loss-scale optimizer is the longer path (bfloat16 differs only in the dtype)."""
     for precision in ("mixed_bfloat16", "mixed_float16"):
-        with pytest.raises(ValueError, match="XLA's CPU backend"):
+        with pytest.raises(UsageError, match="XLA's CPU backend"):
             tiny_train(precision=precision)
     precision = "mixed_float16"
     result = tiny_train(precision=precision, jit_compile=False, steps_per_epoch=1)

@@ -23,6 +23,7 @@ from train_fixtures import (  # noqa: E402
     write_split,
 )
 
+from labelfix.errors import UsageError  # noqa: E402
 from labelfix.losses import masked_binary_crossentropy  # noqa: E402
 from labelfix.training import LOSSES  # noqa: E402
 from labelfix.training.inference import predicted_classes, scored_classes  # noqa: E402
@@ -93,9 +94,9 @@ def test_binary_class_weights_and_dice_by_hand():
 
 
 def test_unknown_loss_and_wrong_binary_weights_are_refused():
-    with pytest.raises(ValueError, match="loss must be one of ce, focal, dice, ce\\+dice"):
+    with pytest.raises(UsageError, match="loss must be one of ce, focal, dice, ce\\+dice"):
         TrainingLoss(kind="bce")
-    with pytest.raises(ValueError, match="2 class weights"):
+    with pytest.raises(UsageError, match="2 class weights"):
         TrainingLoss(kind="ce", binary=True, class_weights=(1.0, 2.0, 3.0))
 
 
@@ -161,7 +162,7 @@ def test_every_loss_trains_and_learns_binary_masks(loss):
 
 def test_binary_needs_two_classes_and_the_cli_says_so(tmp_path):
     images, masks = shapes(4, seed=0, size=16)
-    with pytest.raises(ValueError, match="num_classes must be 2, got 4"):
+    with pytest.raises(UsageError, match="num_classes must be 2, got 4"):
         train(
             num_classes=4,
             epochs=1,

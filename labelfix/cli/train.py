@@ -21,8 +21,9 @@ from labelfix.cli._common import (
     show_progress,
     verbosity,
 )
-from labelfix.errors import MissingExtra
+from labelfix.errors import MissingExtra, UsageError
 from labelfix.training import LOSSES, PRECISIONS
+from labelfix.training.config import TrainConfig, weights_problem
 
 
 def _check_crop_size(ctx, param, value):
@@ -67,8 +68,10 @@ def _check_class_weights(ctx, param, value):
         raise click.BadParameter(f"{value}: expected finite, non-negative weights, got {weights}")
     if not any(weights):
         raise click.BadParameter(f"{value}: every weight is 0: nothing would be trained")
-    if ctx is not None:
-        ctx.meta["class_weights_file"] = value
+    num_classes = ctx.params.get("num_classes") if ctx is not None else None
+    problem = weights_problem(weights, num_classes) if num_classes else None
+    if problem is not None:
+        raise click.BadParameter(f"{value}: {problem}")
     return weights
 
 
@@ -101,6 +104,27 @@ class _Bar:
                 sys.stderr.flush()
             click.echo(_epoch_line(event.stats, event.epochs), err=self.err)
             self.started = time.perf_counter()  # the next epoch's clock
+
+
+#: The config's names in its messages, and the options that set them.
+_OPTIONS = {
+    "binary=True": "--binary",
+    "resume=True": "--resume",
+    "num_classes": "--num-classes",
+    "batch_size": "--batch-size",
+    "crop_size": "--crop-size",
+    "class_weights": "--class-weights",
+    "label_smoothing": "--label-smoothing",
+}
+
+
+def option_names(message: str) -> str:
+    """A TrainConfig message in the command line's words.
+
+    >>> option_names("binary=True trains ...: num_classes must be 2, got 4")
+    '--binary trains ...: --num-classes must be 2, got 4'
+    """
+    return re.sub("|".join(map(re.escape, _OPTIONS)), lambda m: _OPTIONS[m[0]], message)
 
 
 def bar_line(event, elapsed: float) -> str:
@@ -271,15 +295,11 @@ def train(
     labelfix train records/ -n 21 -e 50 -b 16 --val-split val --resume
     labelfix train records/ -n 2 -e 30 -b 8 --binary --loss ce+dice
     """
-    if binary and num_classes != 2:
-        fail(
-            f"--binary trains masks of 2 classes (0 background, 1 foreground) as one sigmoid "
-            f"channel: --num-classes must be 2, got {num_classes}",
-            2,
-        )
-    if isinstance(class_weights, tuple) and len(class_weights) != num_classes:
-        source = click.get_current_context().meta.get("class_weights_file")
-        fail(f"{source}: {len(class_weights)} class weights, expected {num_classes}", 2)
+    params = click.get_current_context().params
+    try:
+        config = TrainConfig.from_options({**params, "verify_digests": not no_verify})
+    except UsageError as err:
+        raise UsageError(option_names(str(err))) from None
     require_tensorflow("train")
     if importlib.util.find_spec("keras") is None:
         raise MissingExtra("`labelfix train` needs Keras 3: pip install 'labelfix[tf]'")
@@ -288,36 +308,10 @@ def train(
     from labelfix.training.loop import train as run_train
     from labelfix.training.sources import tf_error_reason
 
+    bar = _Bar(enabled=show_progress(), epochs_to="stderr" if as_json else "stdout")
     try:
         with decoder_messages(enabled=verbosity() < 1):
-            result = run_train(
-                data_dir=data_dir,
-                num_classes=num_classes,
-                epochs=epochs,
-                batch_size=batch_size,
-                steps_per_epoch=steps_per_epoch,
-                split=split,
-                val_split=val_split,
-                output=output,
-                resume=resume,
-                weights=weights,
-                verify_digests=not no_verify,
-                class_weights=class_weights,
-                crop_size=crop_size,
-                loss=loss,
-                binary=binary,
-                learning_rate=learning_rate,
-                width=width,
-                backbone=backbone,
-                precision=precision,
-                seed=seed,
-                progress=_Bar(
-                    enabled=show_progress(),
-                    epochs_to="stderr" if as_json else "stdout",
-                ),
-            )
-    except ValueError as err:  # an option the data or devices do not allow
-        fail(str(err).splitlines()[0], 2)
+            result = run_train(config, progress=bar)
     except tf.errors.OpError as err:  # unreadable records and the like
         fail(tf_error_reason(err.message), 1)
     if as_json:

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from labelfix.errors import LabelfixError
-from labelfix.training.history import EpochStats, RunConfig, stats_from_dict
+from labelfix.training.config import RunConfig
+from labelfix.training.history import EpochStats, stats_from_dict
 
 __all__ = ["Checkpoints", "load_weights"]
 

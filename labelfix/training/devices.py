@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
+from labelfix.errors import UsageError
 from labelfix.training import PRECISIONS
 
 __all__ = ["PRECISIONS", "describe_devices", "make_strategy", "resolve_precision"]
@@ -25,7 +26,7 @@ def resolve_precision(precision: str = "auto") -> str:
     """``"auto"``: float32 without a GPU; ``mixed_bfloat16`` when every GPU has compute
     capability 8.0+ (Ampere and later, no loss scaling needed); ``mixed_float16`` otherwise."""
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        raise UsageError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision != "auto":
         return precision
     gpus = tf.config.list_physical_devices("GPU")

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from labelfix._version import __version__
+from labelfix.training.config import RunConfig
 
 __all__ = [
     "EpochStats",
     "Progress",
-    "RunConfig",
     "TrainResult",
     "class_names",
     "history_record",
@@ -63,33 +63,6 @@ class Progress:
     stats: EpochStats | None = None
     devices: tuple[str, ...] = ()
     precision: str = ""
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """One run's settings once resolved: what ``train``'s helpers share, what history.json and
-    the checkpoints keep (a resumed run must build the same model)."""
-
-    num_classes: int
-    ignore: int
-    epochs: int
-    batch_size: int
-    crop_size: tuple[int, int]
-    steps_per_epoch: int
-    class_weights: tuple[float, ...] | None
-    precision: str
-    devices: tuple[str, ...]
-    num_replicas: int
-    class_names: tuple[str, ...] = ()
-    width: int = 32
-    backbone: str | None = None
-    norm: str = "group"
-    loss: str = "ce"
-    binary: bool = False
-
-    #: Settings a checkpoint must agree with: they shape the model and the optimizer state, or
-    #: (the loss) what its epochs and history.json mean.
-    MODEL_KEYS = ("num_classes", "width", "backbone", "norm", "precision", "binary", "loss")
 
 
 @dataclass(frozen=True)

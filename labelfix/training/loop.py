@@ -41,18 +41,17 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from labelfix.errors import LabelfixError
+from labelfix.errors import LabelfixError, UsageError
 from labelfix.io.door import Door, Outlet, Rules
 from labelfix.io.inputs import watch_inputs
-from labelfix.labels import IGNORE_AS
 from labelfix.labels.weights import median_frequency_weights
 from labelfix.metrics import iou_per_class, mean_iou, pixel_accuracy
 from labelfix.training.checkpoints import Checkpoints, load_weights
+from labelfix.training.config import RunConfig, TrainConfig
 from labelfix.training.devices import describe_devices, make_strategy, resolve_precision
 from labelfix.training.history import (
     EpochStats,
     Progress,
-    RunConfig,
     TrainResult,
     class_names,
     write_history,
@@ -70,7 +69,7 @@ from labelfix.training.sources import read_errors, read_split, require_labelled_
 from labelfix.training.steps import TrainingLoss, make_train_step
 from labelfix.training.summaries import Summaries
 
-__all__ = ["EpochStats", "Progress", "TrainResult", "train"]
+__all__ = ["EpochStats", "Progress", "TrainConfig", "TrainResult", "train"]
 
 
 @dataclass(frozen=True)
@@ -112,75 +111,22 @@ class _Outputs:
 
 
 def train(
+    config: TrainConfig | None = None,
+    /,
     *,
-    num_classes: int,
-    epochs: int,
-    batch_size: int,
-    data_dir: str | os.PathLike | None = None,
-    split: str = "train",
-    val_split: str | None = None,
     dataset: tf.data.Dataset | None = None,
     val_dataset: tf.data.Dataset | None = None,
-    steps_per_epoch: int | None = None,
-    output: str | os.PathLike | None = None,
-    resume: bool = False,
-    weights: str | os.PathLike | None = None,
-    verify_digests: bool = True,
-    ignore: int = IGNORE_AS,
-    class_weights: str | Sequence[float] | None = None,
-    crop_size: Sequence[int] = (512, 512),
-    scale_range: Sequence[float] | None = (0.5, 2.0),
-    flip: bool = True,
-    learning_rate: float = 1e-3,
-    label_smoothing: float = 0.0,
-    loss: str = "ce",
-    binary: bool = False,
-    width: int = 32,
-    backbone: str | None = None,
-    norm: str = "group",
-    precision: str = "auto",
-    devices: Sequence[str] | None = None,
-    jit_compile: bool = True,
-    seed: int | None = 0,
     progress: Callable[[Progress], None] | None = None,
+    **options: Any,
 ) -> TrainResult:
     """Train a DeepLabV3+ (:func:`labelfix.training.model.build_model`) on segmentation masks.
 
     Args:
-        num_classes: classes 0..N-1; must match the dataset manifest when ``data_dir`` is given.
-        epochs, batch_size: ``epochs`` counts from the start of the run, resumed or not;
-            ``batch_size`` is the *global* batch, split over the replicas (a multiple of their
-            number).
-        data_dir: a ``labelfix to-tfrecord`` output; ``val_split`` names the validation split.
-            Shard sizes are checked against the manifest, and sha256 digests unless
-            ``verify_digests=False``.
-        dataset, val_dataset: instead of ``data_dir``, unbatched ``tf.data`` datasets of
-            ``(image float32 [H, W, 3], mask int [H, W][, name string])`` whose void value is
-            ``ignore``.
-        steps_per_epoch: default: examples // batch_size (from the dataset's cardinality or the
-            manifest, counting the records if neither knows).
-        output: a directory for ``model.keras``, ``history.json``, ``checkpoints/`` and
-            ``logs/`` (created); None saves nothing.
-        resume: continue from the newest checkpoint under ``output`` (weights, optimizer state,
-            epoch counter and history); the augmentation draws new random numbers.
-        weights: start from this local ``.keras`` or ``.weights.h5`` file (same architecture).
-        ignore: the void value the masks hold (``labelfix.data`` presents void as -1).
-        class_weights: None, ``"auto"`` (median frequency from the manifest's
-            ``class_pixel_counts``), or one weight per class (focal: its per-class alpha).
-        loss: one of :data:`~labelfix.training.LOSSES`: ``"ce"`` (cross-entropy), ``"focal"``,
-            ``"dice"`` (soft Dice, per-class sums over the global batch) or ``"ce+dice"``; see
-            :class:`~labelfix.training.steps.TrainingLoss`.
-        binary: masks of 2 classes (``num_classes=2``: 0 background, 1 foreground) trained as
-            one sigmoid channel; the model outputs ``[B, H, W, 1]`` logits, a pixel is
-            foreground where its logit is > 0, and the metrics are those of the 2 classes,
-            as for a 2-class softmax run.
-        crop_size: training crop ``(height, width)``, multiples of 16; images are scaled by
-            ``scale_range``, padded (mask with ``ignore``) and cropped to it.
-        precision: ``"auto"`` (float32 on CPU, mixed on GPU; see
-            :func:`~labelfix.training.devices.resolve_precision`), or one of ``"float32"``,
-            ``"mixed_bfloat16"``, ``"mixed_float16"``.
-        devices: devices for ``MirroredStrategy``; default every visible GPU (or the CPU).
-        seed: seeds Keras/TF/NumPy globally (model init) and the augmentation; None: random.
+        config: what to do (:class:`~labelfix.training.config.TrainConfig`); or give its
+            fields as keyword ``options`` (``train(num_classes=21, epochs=30, ...)``).
+        dataset, val_dataset: instead of the config's ``data_dir``, unbatched ``tf.data``
+            datasets of ``(image float32 [H, W, 3], mask int [H, W][, name string])`` whose
+            void value is the config's ``ignore``.
         progress: called with a :class:`Progress` at start, after every step and every epoch.
 
     Returns:
@@ -188,87 +134,88 @@ def train(
         (void excluded) per epoch.
 
     Raises:
+        UsageError: options no run can use (the config's checks), or that these data and
+            devices cannot (a batch that does not split over the replicas, low precision on
+            the CPU under XLA, an earlier run's output without ``resume``).
         LabelfixError: missing, changed or inconsistent data (a shard that differs from its
             manifest, a label that is neither void nor a class, a damaged record: each named),
             or nothing to resume from.
     """
+    config = config if config is not None else TrainConfig(**options)
     report = progress or (lambda event: None)
-    crop_size = _check_sizes(crop_size, epochs=epochs, batch_size=batch_size)
-    _check_loss(loss, binary=binary, num_classes=num_classes)
-    if resume and output is None:
-        raise ValueError("resume=True needs the output directory of the run to continue")
-    if resume and weights is not None:
-        raise ValueError("resume=True continues from the checkpoint: it takes no weights")
-    if not resume:
-        _refuse_earlier_run(output)
-    watch_inputs([data_dir])  # records being written, or rewritten, stop the run now
-    strategy = _strategy(devices, batch_size=batch_size, seed=seed)
-    source = _read(
-        dataset,
-        val_dataset,
-        data_dir,
-        split,
-        val_split,
-        num_classes=num_classes,
-        ignore=ignore,
-        digests=verify_digests,
+    if not config.resume:
+        _refuse_earlier_run(config.output)
+    watch_inputs([config.data_dir])  # records being written, or rewritten, stop the run now
+    strategy = _strategy(config.devices, batch_size=config.batch_size, seed=config.seed)
+    source = _read(dataset, val_dataset, config)
+    run = _run_config(config, source, strategy)
+    model, optimizer = _build(strategy, run, learning_rate=config.learning_rate)
+    if config.weights is not None:
+        load_weights(model, config.weights)
+    door = Door(Rules.of("train", inputs=[config.data_dir, config.weights]))
+    with door:
+        outlet = door.outlet(config.output) if config.output is not None else None
+        outputs = _outputs(outlet, model, optimizer, run, validation=source.val_dataset is not None)
+        return _train_epochs(config, outputs, model, optimizer, run, source, strategy, report)
+
+
+def _run_config(config: TrainConfig, source: _Source, strategy) -> RunConfig:
+    """What the run resolves ``config`` to, once it has seen the data and the devices."""
+    steps = config.steps_per_epoch or _steps_per_epoch(
+        source, batch_size=config.batch_size, split=config.split
     )
-    if steps_per_epoch is None:
-        steps_per_epoch = _steps_per_epoch(source, batch_size=batch_size, split=split)
-    run = RunConfig(
-        num_classes=num_classes,
-        ignore=ignore,
-        epochs=epochs,
-        batch_size=batch_size,
-        crop_size=crop_size,
-        steps_per_epoch=steps_per_epoch,
-        class_weights=_class_weights(class_weights, source.manifest, num_classes, data_dir),
-        precision=_check_precision(precision, jit_compile=jit_compile),
+    return RunConfig(
+        num_classes=config.num_classes,
+        ignore=config.ignore,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        crop_size=config.crop_size,
+        steps_per_epoch=steps,
+        class_weights=_class_weights(
+            config.class_weights, source.manifest, config.num_classes, config.data_dir
+        ),
+        precision=_check_precision(config.precision, jit_compile=config.jit_compile),
         devices=describe_devices(strategy),
         num_replicas=strategy.num_replicas_in_sync,
-        class_names=class_names((source.manifest or {}).get("class_names"), num_classes),
-        width=width,
-        backbone=backbone,
-        norm=norm,
-        loss=loss,
-        binary=binary,
+        class_names=class_names((source.manifest or {}).get("class_names"), config.num_classes),
+        width=config.width,
+        backbone=config.backbone,
+        norm=config.norm,
+        loss=config.loss,
+        binary=config.binary,
     )
-    model, optimizer = _build(strategy, run, learning_rate=learning_rate)
-    if weights is not None:
-        load_weights(model, weights)
-    door = Door(Rules.of("train", inputs=[data_dir, weights]))
-    with door:
-        outlet = door.outlet(output) if output is not None else None
-        outputs = _outputs(outlet, model, optimizer, run, validation=source.val_dataset is not None)
-        return _train_epochs(
-            outputs, model, optimizer, run, source, strategy, resume, epochs, report,
-            dict(crop_size=crop_size, scale_range=scale_range, flip=flip, seed=seed),
-            dict(label_smoothing=label_smoothing, jit_compile=jit_compile),
-        )  # fmt: skip
 
 
 def _train_epochs(
-    outputs, model, optimizer, run, source, strategy, resume, epochs, report, augmentation,
-    step_options,
-) -> TrainResult:  # fmt: skip
+    config: TrainConfig,
+    outputs: _Outputs,
+    model: keras.Model,
+    optimizer: keras.optimizers.Optimizer,
+    run: RunConfig,
+    source: _Source,
+    strategy: tf.distribute.Strategy,
+    report: Callable[[Progress], None],
+) -> TrainResult:
     """Restore (``resume``), then train epoch after epoch, recording each; the result."""
-    done, history = outputs.checkpoints.restore() if resume else (0, [])
-    seed = augmentation["seed"]
-    augmentation["seed"] = seed if seed is None or not done else seed + 7919 * done
+    done, history = outputs.checkpoints.restore() if config.resume else (0, [])
+    seed = config.seed if config.seed is None or not done else config.seed + 7919 * done
+    augmentation = dict(
+        crop_size=config.crop_size, scale_range=config.scale_range, flip=config.flip, seed=seed
+    )
     batches = _batches(strategy, source, run, **augmentation)
-    trainer = _trainer(model, optimizer, strategy, run, **step_options)
+    trainer = _trainer(model, optimizer, strategy, run, config.label_smoothing, config.jit_compile)
     report(
         Progress(
             "start",
             done,
-            epochs,
+            config.epochs,
             steps=run.steps_per_epoch,
             devices=run.devices,
             precision=run.precision,
         )
     )
     with read_errors(source.manifests), outputs.summaries or contextlib.nullcontext():
-        for epoch in range(done + 1, epochs + 1):
+        for epoch in range(done + 1, config.epochs + 1):
             history.append(_run_epoch(epoch, run, trainer, batches, report))
             _record_epoch(outputs, run, history)
     return _finish(outputs, model, run, history, resumed_from=done)
@@ -286,27 +233,9 @@ def _refuse_earlier_run(output: str | os.PathLike | None) -> None:
         if (directory / name).exists()
     ]
     if found:
-        raise ValueError(
+        raise UsageError(
             f"{directory} holds an earlier run ({', '.join(found)}): resume it (--resume) or "
             "choose a new output directory"
-        )
-
-
-def _check_sizes(crop_size: Sequence[int], *, epochs: int, batch_size: int) -> tuple[int, int]:
-    crop = tuple(int(c) for c in crop_size)
-    if len(crop) != 2 or any(c < 1 or c % MODEL_MULTIPLE for c in crop):
-        raise ValueError(f"crop_size must be two multiples of {MODEL_MULTIPLE}, got {crop}")
-    if epochs < 1 or batch_size < 1:
-        raise ValueError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
-    return crop[0], crop[1]
-
-
-def _check_loss(loss: str, *, binary: bool, num_classes: int) -> None:
-    TrainingLoss(kind=loss)  # an unknown loss: its ValueError, before anything is built
-    if binary and num_classes != 2:
-        raise ValueError(
-            f"binary=True trains masks of 2 classes (0 background, 1 foreground) as one sigmoid "
-            f"channel: num_classes must be 2, got {num_classes}"
         )
 
 
@@ -318,29 +247,23 @@ def _strategy(
     strategy = make_strategy(devices)
     replicas = strategy.num_replicas_in_sync
     if batch_size % replicas:
-        raise ValueError(f"batch_size {batch_size} is not a multiple of the {replicas} replicas")
+        raise UsageError(f"batch_size {batch_size} is not a multiple of the {replicas} replicas")
     if seed is not None:
         keras.utils.set_random_seed(seed)
     return strategy
 
 
 def _read(
-    dataset: tf.data.Dataset | None,
-    val_dataset: tf.data.Dataset | None,
-    data_dir: str | os.PathLike | None,
-    split: str,
-    val_split: str | None,
-    *,
-    num_classes: int,
-    ignore: int,
-    digests: bool,
+    dataset: tf.data.Dataset | None, val_dataset: tf.data.Dataset | None, config: TrainConfig
 ) -> _Source:
-    """The datasets given, or the splits of ``data_dir``: manifest checked against
+    """The datasets given, or the splits of the config's ``data_dir``: manifest checked against
     ``num_classes``, shards against the manifest, records named by shard and index."""
     if dataset is not None:
         return _Source(dataset, val_dataset, None)
+    data_dir, split, val_split = config.data_dir, config.split, config.val_split
+    num_classes, ignore, digests = config.num_classes, config.ignore, config.verify_digests
     if data_dir is None:
-        raise ValueError("pass data_dir or dataset")
+        raise UsageError("give a data_dir or a dataset")
     from labelfix.records.manifest import read_manifest
 
     manifest = read_manifest(data_dir, split)
@@ -381,8 +304,6 @@ def _class_weights(
                 "class_pixel_counts (write the data with `labelfix to-tfrecord`)"
             )
         weights = median_frequency_weights(counts, (manifest or {}).get("class_image_pixels"))
-    elif isinstance(spec, str):
-        raise ValueError(f"class_weights must be None, 'auto' or numbers, got {spec!r}")
     else:
         weights = tuple(float(w) for w in spec)
     if len(weights) != num_classes:
@@ -404,7 +325,7 @@ def _count_examples(dataset: tf.data.Dataset, manifest: Mapping[str, Any] | None
     if cardinality >= 0:
         return cardinality
     if cardinality == tf.data.INFINITE_CARDINALITY:
-        raise ValueError("an infinite dataset needs steps_per_epoch")
+        raise UsageError("an infinite dataset needs steps_per_epoch")
     for key in ("num_examples", "num_records", "count"):
         if manifest and isinstance(manifest.get(key), int):
             return manifest[key]
@@ -442,7 +363,7 @@ def _batches(
 def _check_precision(precision: str, *, jit_compile: bool) -> str:
     precision = resolve_precision(precision)
     if precision != "float32" and jit_compile and not tf.config.list_physical_devices("GPU"):
-        raise ValueError(
+        raise UsageError(
             f"{precision} on the CPU: XLA's CPU backend rejects low-precision convolution "
             "gradients; use precision='float32' (the CPU default) or jit_compile=False"
         )

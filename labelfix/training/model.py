@@ -19,9 +19,10 @@ from typing import Any
 import keras
 from keras import layers
 
-__all__ = ["NORMS", "build_model"]
+from labelfix.errors import UsageError
+from labelfix.training import NORMS
 
-NORMS = ("group", "batch")
+__all__ = ["NORMS", "build_model"]
 
 
 def build_model(
@@ -62,9 +63,9 @@ def build_model(
             float32 whatever they are.
     """
     if norm not in NORMS:
-        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+        raise UsageError(f"norm must be one of {NORMS}, got {norm!r}")
     if num_classes < 1:
-        raise ValueError(f"num_classes must be at least 1, got {num_classes}")
+        raise UsageError(f"num_classes must be at least 1, got {num_classes}")
     with _dtype_policy(dtype):
         inputs = keras.Input(shape=input_shape, name="image")
         if backbone is None:
@@ -136,10 +137,10 @@ def _application_features(inputs: Any, backbone: str) -> tuple[Any, Any, int]:
     """The last stride-16 and stride-4 feature maps of a ``keras.applications`` model."""
     factory = getattr(keras.applications, backbone, None)
     if not callable(factory):
-        raise ValueError(f"backbone {backbone!r} is not a keras.applications model")
+        raise UsageError(f"backbone {backbone!r} is not a keras.applications model")
     height, width = inputs.shape[1], inputs.shape[2]
     if height is None or width is None or height % 16 or width % 16:
-        raise ValueError(
+        raise UsageError(
             f"a backbone needs a static input_shape with H and W multiples of 16, "
             f"got {inputs.shape[1:]}"
         )
@@ -154,7 +155,7 @@ def _application_features(inputs: Any, backbone: str) -> tuple[Any, Any, int]:
         if stride in (4, 16):
             found[stride] = layer.output  # keep the deepest layer at each stride
     if 4 not in found or 16 not in found:
-        raise ValueError(f"backbone {backbone!r} has no stride-4 and stride-16 feature maps")
+        raise UsageError(f"backbone {backbone!r} has no stride-4 and stride-16 feature maps")
     return found[16], found[4], 16
 
 

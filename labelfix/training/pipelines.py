@@ -30,6 +30,7 @@ import tensorflow as tf
 
 from labelfix.checks.tensors import bad_labels_message
 from labelfix.labels import IGNORE_AS
+from labelfix.training import MODEL_MULTIPLE
 from labelfix.training.augment import augment, pad_to_size
 
 __all__ = [
@@ -43,9 +44,6 @@ __all__ = [
     "training_pipeline",
     "validation_pipeline",
 ]
-
-#: Spatial sizes fed to the model are multiples of this (the decoder's largest stride).
-MODEL_MULTIPLE = 16
 
 #: Marks the message of a rejected label inside TensorFlow's error text.
 _MARK = "[labelfix bad label] "

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from labelfix.errors import LabelfixError
+from labelfix.errors import LabelfixError, UsageError
 from labelfix.io.door import Door, Outlet, Rules
 
 __all__ = [
@@ -152,7 +152,7 @@ def predict(
     from labelfix.training.inference import scored_classes
 
     if fmt not in FORMATS:
-        raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
+        raise UsageError(f"fmt must be one of {FORMATS}, got {fmt!r}")
     inputs = [images]
     if isinstance(model, (str, os.PathLike)):
         inputs.append(model)

@@ -29,6 +29,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from labelfix.errors import UsageError
 from labelfix.labels import IGNORE_AS
 from labelfix.losses import (
     masked_binary_crossentropy,
@@ -83,9 +84,9 @@ class TrainingLoss:
 
     def __post_init__(self) -> None:
         if self.kind not in LOSSES:
-            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {self.kind!r}")
+            raise UsageError(f"loss must be one of {', '.join(LOSSES)}, got {self.kind!r}")
         if self.binary and self.class_weights is not None and len(self.class_weights) != 2:
-            raise ValueError(
+            raise UsageError(
                 f"a binary run takes 2 class weights (background, foreground), got "
                 f"{len(self.class_weights)}"
             )
