@@ -679,16 +679,17 @@ def test_cli_class_weights_file(tmp_path):
 
 
 def test_progress_bar_on_a_terminal_shows_rate_and_eta(capsys):
-    from labelfix.cli.train import _Bar
+    from labelfix.cli.train import TrainProgress
     from labelfix.training.history import EpochStats, Progress
 
-    bar = _Bar(enabled=True)
+    bar = TrainProgress(enabled=True)
     bar(Progress("start", 0, 2, steps=4, devices=("CPU:0",), precision="float32"))
     for step in range(1, 5):
         bar(Progress("step", 1, 2, step=step, steps=4, loss=0.5))
     bar(Progress("epoch", 1, 2, 4, 4, stats=EpochStats(1, 0.5, 0.8, 0.6)))
     captured = capsys.readouterr()
-    assert "\repoch 1/2 [" in captured.err and "steps/s ETA 0:0" in captured.err
+    assert "\repoch 1/2: 4/4 steps [" in captured.err
+    assert "/s ETA 0:00 loss 0.5000" in captured.err
     assert captured.out.startswith("epoch 1/2  loss 0.5000")
 
 

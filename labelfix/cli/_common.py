@@ -239,19 +239,28 @@ class Bar:
     """A one-line stderr progress bar: done/total, a bar, rate and ETA (a counter when the total
     is unknown). Redrawn at most ten times a second; ``close`` ends the line.
 
-    ``bar(n)`` counts ``n`` more units; ``bar(0, total=N)`` sets the total once it is known.
+    ``bar(n)`` counts ``n`` more units; ``bar(0, total=N)`` sets the total once it is known;
+    ``note`` (``"loss 0.4567"``) is shown after the ETA.
+
+    >>> bar = Bar("epoch 1/2", unit="steps", total=10)
+    >>> bar.done, bar.note = 5, "loss 0.5000"
+    >>> bar.line(bar.started + 2.0)
+    'epoch 1/2: 5/10 steps [############............] 2.5/s ETA 0:02 loss 0.5000'
     """
 
     def __init__(self, label: str, *, unit: str = "files", total: int | None = None, stream=None):
         self.label, self.unit, self.total = label, unit, total
         self.stream = stream if stream is not None else sys.stderr
         self.done = 0
+        self.note = ""
         self.started = time.monotonic()
         self.drawn = 0.0
 
-    def __call__(self, n: int = 1, *, total: int | None = None) -> None:
+    def __call__(self, n: int = 1, *, total: int | None = None, note: str | None = None) -> None:
         if total is not None:
             self.total = total
+        if note is not None:
+            self.note = note
         self.done += n
         now = time.monotonic()
         if now - self.drawn >= 0.1 or (self.total is not None and self.done >= self.total):
@@ -270,7 +279,7 @@ class Bar:
             text += f" {rate:,.1f}/s ETA {_clock(left)}"
         else:
             text += f" {self.unit}, {rate:,.1f}/s, {_clock(elapsed)}"
-        return text
+        return f"{text} {self.note}" if self.note else text
 
     def close(self) -> None:
         if self.done or self.total:

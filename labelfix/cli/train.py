@@ -7,13 +7,13 @@ import json
 import math
 import re
 import sys
-import time
 from pathlib import Path
 
 import click
 
 from labelfix.cli import options
 from labelfix.cli._common import (
+    Bar,
     decoder_messages,
     fail,
     handle_errors,
@@ -75,19 +75,18 @@ def _check_class_weights(ctx, param, value):
     return weights
 
 
-class _Bar:
-    """Progress of a run on stderr: the start line, then a self-rewriting bar per epoch (steps,
-    running loss, steps/s, ETA) on a terminal; one line per epoch always (to stdout, or to
-    stderr under ``--json``)."""
+class TrainProgress:
+    """Progress of a run: the start line on stderr, then, on a terminal, a :class:`Bar` per
+    epoch (steps, running loss, rate, ETA; "validating" while it validates); one line per
+    epoch always (to stdout, or to stderr under ``--json``)."""
 
     def __init__(self, *, enabled: bool | None = None, epochs_to: str = "stdout") -> None:
         self.enabled = sys.stderr.isatty() if enabled is None else enabled
         self.err = epochs_to == "stderr"
-        self.started = time.perf_counter()
+        self.bar: Bar | None = None
 
     def __call__(self, event) -> None:
         if event.kind == "start":
-            self.started = time.perf_counter()
             replicas = len(event.devices)
             resumed = f", resuming after epoch {event.epoch}" if event.epoch else ""
             click.echo(
@@ -96,14 +95,16 @@ class _Bar:
                 err=True,
             )
         elif event.kind in ("step", "validate") and self.enabled:
-            sys.stderr.write("\r" + bar_line(event, time.perf_counter() - self.started) + "\x1b[K")
-            sys.stderr.flush()
+            if self.bar is None:
+                self.bar = Bar(f"epoch {event.epoch}/{event.epochs}", unit="steps", total=None)
+            note = "validating" if event.kind == "validate" else f"loss {event.loss:.4f}"
+            self.bar(event.step - self.bar.done, total=event.steps, note=note)
         elif event.kind == "epoch":
-            if self.enabled:
+            if self.bar is not None:
                 sys.stderr.write("\r\x1b[K")
                 sys.stderr.flush()
+                self.bar = None  # the next epoch's clock
             click.echo(_epoch_line(event.stats, event.epochs), err=self.err)
-            self.started = time.perf_counter()  # the next epoch's clock
 
 
 #: The config's names in its messages, and the options that set them.
@@ -125,27 +126,6 @@ def option_names(message: str) -> str:
     '--binary trains ...: --num-classes must be 2, got 4'
     """
     return re.sub("|".join(map(re.escape, _OPTIONS)), lambda m: _OPTIONS[m[0]], message)
-
-
-def bar_line(event, elapsed: float) -> str:
-    """``epoch 3/30 [#########.....] 12/40 loss 0.4567 3.1 steps/s ETA 0:09``.
-
-    >>> from labelfix.training.history import Progress
-    >>> bar_line(Progress("step", 1, 2, step=5, steps=10, loss=0.5), 2.0)
-    'epoch 1/2 [###############...............] 5/10 loss 0.5000 2.5 steps/s ETA 0:02'
-    """
-    done = event.step / max(event.steps, 1)
-    filled = int(30 * done)
-    head = f"epoch {event.epoch}/{event.epochs} [{'#' * filled}{'.' * (30 - filled)}]"
-    if event.kind == "validate":
-        return f"{head} {event.step}/{event.steps} validating"
-    rate = event.step / elapsed if elapsed > 0 else 0.0
-    left = (event.steps - event.step) / rate if rate > 0 else 0.0
-    minutes, seconds = divmod(round(left), 60)
-    return (
-        f"{head} {event.step}/{event.steps} loss {event.loss:.4f} {rate:.1f} steps/s "
-        f"ETA {minutes}:{seconds:02d}"
-    )
 
 
 def _epoch_line(s, epochs: int) -> str:
@@ -308,7 +288,7 @@ def train(
     from labelfix.training.loop import train as run_train
     from labelfix.training.sources import tf_error_reason
 
-    bar = _Bar(enabled=show_progress(), epochs_to="stderr" if as_json else "stdout")
+    bar = TrainProgress(enabled=show_progress(), epochs_to="stderr" if as_json else "stdout")
     try:
         with decoder_messages(enabled=verbosity() < 1):
             result = run_train(config, progress=bar)

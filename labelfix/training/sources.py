@@ -39,10 +39,6 @@ __all__ = [
     "tf_error_reason",
 ]
 
-#: Shards read at once (records are interleaved across them), as ``labelfix.data.load``.
-CYCLE_LENGTH = 8
-
-
 @dataclass(frozen=True)
 class Split:
     """One split: its examples ``(image, mask, where)`` and its manifest."""
@@ -98,7 +94,7 @@ def read_split(
     (``CYCLE_LENGTH`` shards interleaved), with the record count as the cardinality."""
     import tensorflow as tf
 
-    from labelfix.data import make_decoder, shard_files
+    from labelfix.data import CYCLE_LENGTH, make_decoder, shard_files
     from labelfix.training.pipelines import check_size
 
     manifest = read_manifest(data_dir, split)
