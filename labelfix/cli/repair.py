@@ -7,7 +7,7 @@ import click
 from labelfix.checks.artifacts import FRINGE_THRESHOLD, MIN_SUPPORT
 from labelfix.cli import options
 from labelfix.cli._common import handle_errors
-from labelfix.cli.remap import execute, rewrite_options
+from labelfix.cli._rewrite import execute, rewrite_options
 from labelfix.io.masks import REPAIR_SUFFIXES
 from labelfix.labels.labelmap import LabelMap
 from labelfix.rewrite.repair import MAX_ABSORBED, STRATEGIES, RepairSpec
