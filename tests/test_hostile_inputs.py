@@ -263,6 +263,13 @@ def test_ignore_value_that_matches_no_pixel_is_a_warning(tmp_path: Path):
     result = run("validate", str(tmp_path / "m"), "-n", "21", "--ignore", "254", "--json")
     report = json.loads(result.stdout)
     assert [p["code"] for p in report["problems"]].count("unused-ignore") == 1
+    # remap words it the same (issue 22: the warning was worded three times)
+    result = run("remap", str(tmp_path / "m"), "--ignore", "254", "--out", "0", "-o",
+                 str(tmp_path / "o"))  # fmt: skip
+    assert (
+        "labelfix: warning: ignore value 254 matches no pixel of the 1 mask(s) "
+        "(values seen: 0, 5, 15, 255); is it this dataset's void value?"
+    ) in result.stderr
 
 
 # --------------------------------------------------------------------------- words
@@ -285,7 +292,7 @@ def test_ignore_suggestion_never_suggests_the_value_itself(tmp_path: Path):
 
     with pytest.raises(UsageError) as info:
         WriteSpec(images="i", masks="m", output="o", num_classes=300, label_map=LabelMap(out=255))
-    assert str(info.value).endswith("choose another canonical ignore with out, e.g. 65535 or -1")
+    assert str(info.value).endswith("choose another --out (e.g. -1 or 65535)")
 
 
 def test_remap_reports_an_unlistable_directory_and_keeps_going(tmp_path: Path, monkeypatch):

@@ -16,6 +16,7 @@ from PIL import Image, ImageOps
 
 from labelfix._version import __version__
 from labelfix.cli import main
+from labelfix.errors import UsageError
 from labelfix.io.images import image_header, quick_header
 from labelfix.io.pairing import DatasetProblems, read_id_list
 from labelfix.io.png import grey_png
@@ -552,7 +553,7 @@ def test_id_list_restricts_and_orders_pairs(voc_dir, tmp_path: Path):
 
 def test_ignore_value_that_is_a_class_is_refused(voc_dir, tmp_path: Path):
     images, masks, _ = voc_dir
-    with pytest.raises(Exception, match="ignore value 0 is also a class id"):
+    with pytest.raises(UsageError, match="void pixels would become 0, which is a class id"):
         write(images, masks, tmp_path / "o", label_map=LabelMap(ignore=(0,)))
 
 

@@ -13,7 +13,7 @@ tensors (:mod:`labelfix.checks.tensors`), so a bad value reads the same wherever
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -105,3 +105,19 @@ def bad_values_message(
     if len(bad) > 1 + MAX_LISTED:
         others.append(f"{len(bad) - 1 - MAX_LISTED} more values")
     return text + ("; also " + ", ".join(others) if others else "")
+
+
+def unused_ignore_message(value: int, *, masks: int, seen: Iterable[int]) -> str:
+    """The warning for an ``--ignore`` value no pixel of the ``masks`` read holds (``seen``:
+    the values they do hold): usually the wrong void value for the dataset.
+
+    >>> unused_ignore_message(255, masks=12, seen=range(6))
+    "ignore value 255 matches no pixel of the 12 mask(s) (values seen: 0, 1, 2, 3, 4, 5); is it \
+this dataset's void value?"
+    """
+    values = sorted(seen)
+    shown = f"{values[0]}..{values[-1]}" if len(values) > 8 else ", ".join(map(str, values))
+    return (
+        f"ignore value {value} matches no pixel of the {masks} mask(s) (values seen: "
+        f"{shown or 'none'}); is it this dataset's void value?"
+    )

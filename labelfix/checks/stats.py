@@ -16,6 +16,7 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+from labelfix.checks import rules
 from labelfix.checks.scan import FileReport, scan_file
 from labelfix.io.inputs import watch_inputs
 from labelfix.io.masks import KINDS, iter_mask_files
@@ -238,13 +239,9 @@ class DatasetStats:
 
 
 def unused_ignore_message(value: int, stats: DatasetStats) -> str:
-    """``ignore value 255 matches no pixel of the 12 masks (values seen: 0..5)``."""
-    seen = sorted(stats.values)
-    shown = f"{seen[0]}..{seen[-1]}" if len(seen) > 8 else ", ".join(map(str, seen))
-    return (
-        f"ignore value {value} matches no pixel of the {stats.label_files} mask(s) "
-        f"(values seen: {shown}); is it this dataset's void value?"
-    )
+    """``ignore value 255 matches no pixel of the 12 masks (values seen: 0..5)``: the rule's
+    words (:func:`labelfix.checks.rules.unused_ignore_message`) for a dataset's stats."""
+    return rules.unused_ignore_message(value, masks=stats.label_files, seen=stats.values)
 
 
 def iter_reports(

@@ -8,6 +8,7 @@ import os
 
 import click
 
+from labelfix.checks.rules import unused_ignore_message
 from labelfix.cli import options
 from labelfix.cli._common import fail, no_masks, plural, progress, table
 from labelfix.rewrite.jobs import FileResult
@@ -112,12 +113,10 @@ def execute(paths, label_map, command, *, dry_run, jobs, as_json, **plan_options
             "earlier run's output)",
             err=True,
         )
+    seen = [v.value for v in result.values]
     for value in result.unused_ignore:
-        click.echo(
-            f"labelfix: warning: ignore value {value} matches no pixel of the {result.read} "
-            "mask(s) read; is it this dataset's void value?",
-            err=True,
-        )
+        warning = unused_ignore_message(value, masks=result.read, seen=seen)
+        click.echo(f"labelfix: warning: {warning}", err=True)
     instances = instance_ids_warning(result)
     if instances:
         click.echo(f"labelfix: warning: {instances}", err=True)

@@ -407,3 +407,20 @@ def replace_values(
         lut[np.asarray(values, np.int64) - lo] = outputs
         return lut[(labels.astype(np.int64, copy=False) - lo)]
     return outputs.astype(dtype)[np.searchsorted(values, labels)]
+
+
+def void_class_problem(void: int | None, num_classes: int | None) -> str | None:
+    """What is wrong with ``void`` as the value void pixels become, when it is a class id
+    (``0..num_classes-1``): they would train as that class. None when it is not.
+
+    >>> void_class_problem(0, 21)
+    'void pixels would become 0, which is a class id (num_classes 21: 0..20), so they would \
+train as that class; choose another --out (e.g. -1 or 255)'
+    """
+    if void is None or num_classes is None or not 0 <= void < num_classes:
+        return None
+    return (
+        f"void pixels would become {void}, which is a class id (num_classes {num_classes}: "
+        f"0..{num_classes - 1}), so they would train as that class; choose another --out "
+        f"(e.g. -1 or {255 if num_classes <= 255 else 65535})"
+    )

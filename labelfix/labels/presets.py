@@ -18,7 +18,7 @@ import os
 from collections.abc import Sequence
 
 from labelfix.errors import MappingError
-from labelfix.labels.labelmap import LabelMap, read_map_file
+from labelfix.labels.labelmap import LabelMap, read_map_file, void_class_problem
 
 # ----------------------------------------------------------------------------- tables
 
@@ -349,13 +349,9 @@ def build_label_map(
         class_names=class_names,
         name=base.name,
     )
-    void, n = label_map.out_value, label_map.num_classes
-    if not allow_void_class and void is not None and n is not None and 0 <= void < n:
-        raise MappingError(
-            f"void pixels would become {void}, which is a class id (num_classes {n}: 0..{n - 1}),"
-            f" so they would train as that class; choose another --out (e.g. -1 or "
-            f"{255 if n <= 255 else 65535}), or pass --void-is-class to merge them on purpose"
-        )
+    problem = void_class_problem(label_map.out_value, label_map.num_classes)
+    if problem is not None and not allow_void_class:
+        raise MappingError(f"{problem}, or pass --void-is-class to merge them on purpose")
     return label_map
 
 

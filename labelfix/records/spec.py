@@ -12,7 +12,7 @@ Masks are stored with the canonical ignore value ``out`` of the label map, in on
 * ``raw``: little-endian signed integers (as DeepLab2 stores panoptic labels), the smallest width
   holding every value (``int8`` for ids up to 127 and ``out=-1``), so -1 lives in the record.
 
->>> from labelfix.labels.labelmap import LabelMap
+>>> from labelfix.labels.labelmap import LabelMap, void_class_problem
 >>> spec = WriteSpec(images="img", masks="gt", output="tfr", num_classes=21,
 ...                  label_map=LabelMap(ignore=(255,), out=-1))
 >>> spec.mask_storage()
@@ -32,7 +32,7 @@ import numpy as np
 from labelfix.errors import LabelfixError, UsageError
 from labelfix.io.pairing import Naming
 from labelfix.labels.colormap import ColourPolicy
-from labelfix.labels.labelmap import LabelMap
+from labelfix.labels.labelmap import LabelMap, void_class_problem
 
 MASK_ENCODINGS = ("png", "raw")
 COMPRESSIONS = ("none", "gzip")
@@ -145,13 +145,9 @@ class WriteSpec:
             raise UsageError(f"num_shards must be at least 1, got {self.num_shards}")
         if not re.fullmatch(r"[A-Za-z0-9_.][A-Za-z0-9_.-]*", self.split):
             raise UsageError(f"split must be a plain name like train or val, got {self.split!r}")
-        out = self.label_map.out_value
-        if out is not None and 0 <= out < n:
-            other = "".join(f"{v} or " for v in (255, 65535) if v >= n)
-            raise UsageError(
-                f"the ignore value {out} is also a class id (num_classes {n}, ids 0..{n - 1}); "
-                f"choose another canonical ignore with out, e.g. {other}-1"
-            )
+        problem = void_class_problem(self.label_map.out_value, n)
+        if problem is not None:
+            raise UsageError(problem)
         self.mask_storage()  # raises when the values cannot be stored
 
     @property

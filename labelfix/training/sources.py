@@ -39,6 +39,7 @@ __all__ = [
     "tf_error_reason",
 ]
 
+
 @dataclass(frozen=True)
 class Split:
     """One split: its examples ``(image, mask, where)`` and its manifest."""
