@@ -278,7 +278,7 @@ def stop_workers() -> None:
 
     Waiting for them could last forever: Ctrl-C while a pool was starting its workers, or while
     the caller held a result, left them waiting for work nobody would send, and the process
-    waiting for them at exit (1 try in 8 of a hostile-user pass). A worker ended mid-file leaves
+    waiting for them at exit. A worker ended mid-file leaves
     the file as it was or whole (every write goes through a temporary name, which the next run
     removes).
     """

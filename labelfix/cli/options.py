@@ -170,9 +170,8 @@ def mapping_options(func):
 
 def warn_if_ignore_is_class(ignore, num_classes) -> None:
     """One stderr line per ``--ignore`` value that is also a class id (``0..num_classes-1``):
-    legal (ADE20K's 0 with 151 ids), but usually a wrong ``-n`` or a wrong void value.
-
-    A hostile-user pass found ``validate -n 6 --ignore 0`` silently treating class 0 as void.
+    legal (ADE20K's 0 with 151 ids), but usually a wrong ``-n`` or a wrong void value, and
+    without a word class 0 would silently count as void (``validate -n 6 --ignore 0``).
     """
     if num_classes is None:
         return

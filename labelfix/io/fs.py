@@ -3,7 +3,7 @@
 A path with a scheme (``gs://bucket/masks``, ``s3://bucket/masks``, ``memory://masks``) goes to
 `fsspec <https://filesystem-spec.readthedocs.io>`_, imported only when such a path is seen
 (``pip install 'labelfix[remote]'``, plus ``gcsfs`` for ``gs://`` or ``s3fs`` for ``s3://``).
-Every other path is a local path and goes straight to ``os``, exactly as before this module.
+Every other path is a local path and goes straight to ``os``.
 Paths keep the caller's spelling: ``walk("gs://b/masks")`` yields ``gs://b/masks/a``, never a
 stripped ``b/masks/a``.
 

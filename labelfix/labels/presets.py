@@ -333,7 +333,7 @@ def build_label_map(
     for v in ignore:  # an explicit --ignore wins over a preset's rule for that value
         rules.pop(v, None)
     # Explicit rules go on top; one that contradicts an explicit --ignore is a MappingError
-    # from LabelMap (it used to be dropped silently).
+    # from LabelMap, never dropped silently.
     rules.update(_explicit_rules(maps, map_file))
     all_ignore = tuple(dict.fromkeys((*base.ignore, *ignore)))
     if num_classes is not None and base.num_classes is not None and num_classes != base.num_classes:

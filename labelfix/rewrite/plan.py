@@ -170,32 +170,45 @@ def default_destination(source: str, *, suffix: str = DEFAULT_SUFFIX) -> str:
     return path + suffix
 
 
+@dataclass(frozen=True)
+class RemapOptions:
+    """Where and how a rewrite writes (the options remap and repair share): ``output`` or
+    ``in_place`` (else a sibling ``NAME{suffix}`` directory), ``fmt`` (``png``/``npy``; None:
+    as the input, ``.npy`` for negative values), ``keep_palette``, ``glob`` or ``suffixes`` (the
+    files listed), ``force`` (a non-idempotent mapping again), ``repair`` (a
+    :class:`~labelfix.rewrite.repair.RepairSpec`), ``colours`` (colour masks read as ids),
+    ``discard_record`` (damaged run records set aside instead of stopping)."""
+
+    output: str | os.PathLike | None = None
+    in_place: bool = False
+    fmt: str | None = None
+    keep_palette: bool = True
+    glob: str | None = None
+    force: bool = False
+    repair: RepairSpec | None = None
+    colours: ColourPolicy | None = None
+    suffix: str = DEFAULT_SUFFIX
+    suffixes: tuple[str, ...] = MASK_SUFFIXES
+    discard_record: bool = False
+
+
 def plan_remap(
     paths: Sequence[str | os.PathLike],
     label_map: LabelMap,
-    *,
-    output: str | os.PathLike | None = None,
-    in_place: bool = False,
-    fmt: str | None = None,
-    keep_palette: bool = True,
-    glob: str | None = None,
-    force: bool = False,
-    repair: RepairSpec | None = None,
-    colours: ColourPolicy | None = None,
-    suffix: str = DEFAULT_SUFFIX,
-    suffixes: tuple[str, ...] = MASK_SUFFIXES,
-    discard_record: bool = False,
+    options: RemapOptions | None = None,
+    /,
+    **fields,
 ) -> RemapPlan:
-    """List the files under ``paths`` and decide where and how each one is written.
-
-    With ``repair``, every mapped mask is also repaired (lossy artifacts, see
-    :mod:`labelfix.rewrite.repair`); with ``colours``, colour masks are read as class ids;
-    ``discard_record`` sets damaged run records aside instead of stopping (RecordDamaged).
+    """List the files under ``paths`` and decide where and how each one is written, as
+    ``options`` (a :class:`RemapOptions`, or its fields as keywords) say.
 
     Raises RemapUsageError for requests that cannot be carried out (output over an input,
     two inputs writing one output, a format change in place, PNG for negative values) and
     AlreadyRemapped when a non-idempotent mapping was already applied to the files.
     """
+    options = options if options is not None else RemapOptions(**fields)
+    output, in_place, suffix = options.output, options.in_place, options.suffix
+    fmt = options.fmt
     if in_place and output is not None:
         raise RemapUsageError("--in-place and --output exclude each other: choose one")
     run_format, reason = output_format(label_map, fmt=fmt)
@@ -222,13 +235,13 @@ def plan_remap(
         in_place=in_place,
         format=run_format,
         format_reason=reason,
-        keep_palette=keep_palette,
-        repair=repair,
-        colours=colours,
-        force=force,
-        glob=glob,
-        suffixes=suffixes,
-        discard_record=discard_record,
+        keep_palette=options.keep_palette,
+        repair=options.repair,
+        colours=options.colours,
+        force=options.force,
+        glob=options.glob,
+        suffixes=options.suffixes,
+        discard_record=options.discard_record,
     )
     plan = dataclasses.replace(
         plan, rules=Rules.of(plan.command, inputs=sources, in_place=in_place)

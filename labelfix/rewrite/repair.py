@@ -68,19 +68,15 @@ class RepairResult:
 
 def repair(
     labels: np.ndarray,
+    spec: RepairSpec | None = None,
+    /,
     *,
-    num_classes: int,
-    ignore: Sequence[int] = (),
-    out: int | None = None,
-    strategy: str = "nearest",
-    threshold: float = FRINGE_THRESHOLD,
-    min_support: int = MIN_SUPPORT,
-    max_rounds: int = 64,
     jpeg: bool = False,
-    all_masks: bool = False,
-    max_absorbed: float = MAX_ABSORBED,
+    max_rounds: int = 64,
+    **options,
 ) -> RepairResult:
-    """Give every stray pixel the majority class of its 3x3 neighbourhood, or make it void.
+    """Give every stray pixel the majority class of its 3x3 neighbourhood, or make it void, as
+    ``spec`` (a :class:`RepairSpec`, or its fields as keyword ``options``) says.
 
     ``nearest`` grows valid labels into stray regions one ring per round (class ids and ignore
     values vote, stray pixels do not; ties go to the smallest value); stray pixels no valid
@@ -93,8 +89,10 @@ def repair(
     regions making up more than ``max_absorbed`` of the mask; ValueError when stray pixels have
     no class next to them and there is no ignore value.
     """
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    spec = spec if spec is not None else RepairSpec(**options)
+    num_classes, ignore, out, strategy = spec.num_classes, spec.ignore, spec.out, spec.strategy
+    threshold, min_support, all_masks = spec.threshold, spec.min_support, spec.all_masks
+    max_absorbed = spec.max_absorbed
     void = out if out is not None else (ignore[0] if ignore else None)
     support = equal_neighbours(labels)
     problem = absorbed_problem(
@@ -257,25 +255,17 @@ class RepairSpec:
     max_absorbed: float = MAX_ABSORBED
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "ignore", tuple(self.ignore))
         if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}")
+            raise ValueError(
+                f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}"
+            )
         if self.strategy == "ignore" and self.out is None and not self.ignore:
             raise ValueError("--strategy ignore needs an ignore value (--ignore or --out)")
 
     def apply(self, labels: np.ndarray, *, jpeg: bool = False) -> RepairResult:
         """:func:`repair` ``labels`` (``jpeg``: read from a JPEG file)."""
-        return repair(
-            labels,
-            num_classes=self.num_classes,
-            ignore=self.ignore,
-            out=self.out,
-            strategy=self.strategy,
-            threshold=self.threshold,
-            min_support=self.min_support,
-            jpeg=jpeg,
-            all_masks=self.all_masks,
-            max_absorbed=self.max_absorbed,
-        )
+        return repair(labels, self, jpeg=jpeg)
 
     def to_dict(self) -> dict:
         return {

@@ -385,8 +385,8 @@ def remap(
 ) -> RemapResult:
     """Plan and run a remap: :func:`~labelfix.rewrite.plan.plan_remap` then :func:`run_remap`.
 
-    ``plan_options`` (``output``, ``in_place``, ``fmt``, ``keep_palette``, ``glob``, ``force``,
-    ``repair``, ``colours``, ``suffix``, ``suffixes``, ``discard_record``) go to the plan.
+    ``plan_options`` (the fields of :class:`~labelfix.rewrite.plan.RemapOptions`) go to the
+    plan.
     """
     plan = plan_remap(paths, label_map, **plan_options)
     return run_remap(

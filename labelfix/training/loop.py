@@ -222,8 +222,8 @@ def _train_epochs(
 
 
 def _refuse_earlier_run(output: str | os.PathLike | None) -> None:
-    """A fresh run never replaces an earlier run's ``model.keras`` or mixes its checkpoints
-    with that run's (a hostile-user pass found both happening silently)."""
+    """A fresh run never replaces an earlier run's ``model.keras`` nor mixes its checkpoints
+    with that run's."""
     if output is None:
         return
     directory = Path(output)
