@@ -220,18 +220,20 @@ def test_stats_on_the_cluster_equal_local_stats(
 
 @pytest.mark.parametrize("runner", ["dask", "beam"])
 def test_cli_stats_on_the_cluster_same_report_and_failure(
-    cluster: str, messy_masks: Path, fresh_tmp: Path, runner: str
+    cluster: str, messy_masks: Path, fresh_tmp: Path, runner: str, monkeypatch
 ):
     """messy_masks holds unreadable files: the same report, the same error lines, exit 1, and
-    nothing left in the system's temporary directory."""
-    args = ["stats", str(messy_masks), "--ignore", "255", "-n", "21", "--json"]
+    nothing left in the system's temporary directory. The path is relative: the workers work
+    in another directory, yet read the files and report them as named."""
+    monkeypatch.chdir(messy_masks.parent)
+    args = ["stats", messy_masks.name, "--ignore", "255", "-n", "21", "--json"]
     local = CliRunner().invoke(main, [*args, "-j", "1"])
     extra = ["--scheduler", cluster] if runner == "dask" else beam_dask(cluster)
     found = CliRunner().invoke(main, [*args, "--runner", runner, "--", *extra])
     assert found.exit_code == local.exit_code == 1, found.output
     assert json.loads(found.stdout) == json.loads(local.stdout)
     assert found.stderr == local.stderr
-    assert "labelfix: error: " in found.stderr
+    assert f"labelfix: error: {messy_masks.name}/empty.png: " in found.stderr
     assert sorted(os.listdir(fresh_tmp)) == []
 
 
@@ -281,10 +283,12 @@ def test_records_on_the_cluster_are_the_local_records(
 
 @pytest.mark.parametrize("runner", ["dask", "beam"])
 def test_cli_to_tfrecord_bad_mask_ends_with_the_local_message(
-    cluster: str, pairs, tmp_path: Path, fresh_tmp: Path, runner: str
+    cluster: str, pairs, tmp_path: Path, fresh_tmp: Path, runner: str, monkeypatch
 ):
-    images, masks = pairs
-    args = ["to-tfrecord", "--images", str(images), "--masks", str(masks), "-n", "21"]
+    """Relative paths in, relative paths in the messages, as with the local runner."""
+    masks = pairs[1]
+    monkeypatch.chdir(tmp_path)
+    args = ["to-tfrecord", "--images", "data/images", "--masks", "data/masks", "-n", "21"]
     args += ["--ignore", "255", "--num-shards", "2"]
     extra = [
         "--runner",
@@ -293,7 +297,7 @@ def test_cli_to_tfrecord_bad_mask_ends_with_the_local_message(
         *(["--scheduler", cluster] if runner == "dask" else beam_dask(cluster)),
     ]
     out = tmp_path / "tfr"
-    ok = CliRunner().invoke(main, [*args, "-o", str(out), *extra])
+    ok = CliRunner().invoke(main, [*args, "-o", "tfr", *extra])
     assert ok.exit_code == 0, ok.output
     assert "Wrote 12 records" in ok.stdout and "in 2 shard(s)" in ok.stdout
     before = {p.name: p.read_bytes() for p in out.iterdir()}
@@ -301,11 +305,12 @@ def test_cli_to_tfrecord_bad_mask_ends_with_the_local_message(
         bad = mask(4)
         bad[0, 7] = value
         save_palette_png(masks / name, bad)
-    local = CliRunner().invoke(main, [*args, "-o", str(tmp_path / "local"), "-j", "1"])
-    found = CliRunner().invoke(main, [*args, "-o", str(out), *extra])
+    local = CliRunner().invoke(main, [*args, "-o", "local", "-j", "1"])
+    found = CliRunner().invoke(main, [*args, "-o", "tfr", *extra])
     assert found.exit_code == local.exit_code == 1
     assert found.stderr == local.stderr
-    assert "value 37 is not a class id" in found.stderr and "value 40" in found.stderr
+    assert "data/masks/2007_000003.png: value 37 is not a class id" in found.stderr
+    assert "value 40" in found.stderr
     assert "2 of 12 pair(s) cannot be written" in found.stderr
     # the earlier dataset is untouched, no staging directory is left, nor temporary files
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before

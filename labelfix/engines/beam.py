@@ -34,24 +34,37 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from labelfix.checks.stats import DatasetStats
-from labelfix.engines.common import Engine, scan_dataset_on, write_dataset_on
+from labelfix.engines.common import Engine, absolute, scan_dataset_on, write_dataset_on
 from labelfix.errors import LabelfixError, MissingExtra, UsageError
 from labelfix.io import fs
 from labelfix.io.door import Door, open_private
 from labelfix.records.spec import WriteSpec
 from labelfix.records.write import WriteResult
 
+
+class _ImportNoise(logging.Filter):
+    """Beam's warning on import that BigQuery's client is missing (labelfix does not use it)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("apitools not found")
+
+
+_noise = _ImportNoise()
+logging.getLogger().addFilter(_noise)
 try:
     import apache_beam as beam
     from apache_beam.options import pipeline_options as beam_options
     from apache_beam.runners.runner import PipelineState
 except ImportError:  # pragma: no cover - exercised through the CLI's message
     raise MissingExtra("--runner beam needs Apache Beam: pip install 'labelfix[beam]'") from None
+finally:
+    logging.getLogger().removeFilter(_noise)
 
 __all__ = [
     "BeamEngine",
@@ -206,7 +219,7 @@ class BeamEngine(Engine):
     @contextlib.contextmanager
     def session(self, door: Door) -> Iterator[BeamEngine]:
         with (
-            door.scratch(self.temp_location) as scratch,
+            door.scratch(self.temp_location and absolute(self.temp_location)) as scratch,
             door.scratch() as local,
             _temporary_files_in(local),
         ):

@@ -102,6 +102,20 @@ def engine_for(runner: str, args: Sequence[str] = ()) -> Engine:
     raise UsageError(f"unknown runner {runner!r} (expected one of: local, {', '.join(ENGINES)})")
 
 
+# ----------------------------------------------------------------------------- paths
+
+
+def absolute(path: str) -> str:
+    """A local path as an absolute one (a worker's working directory is its own); URLs as
+    they are."""
+    return path if fs.is_url(path) else os.path.abspath(path)
+
+
+def _resolved(base: str, path: str) -> str:
+    """``path`` as the launching process, working in ``base``, means it."""
+    return path if fs.is_url(path) or os.path.isabs(path) else os.path.join(base, path)
+
+
 # ----------------------------------------------------------------------------- batches
 
 #: About this many batches per run: enough to keep many workers busy and balanced, ...
@@ -138,8 +152,10 @@ def batches(items: Sequence, size: int | None = None) -> list[list]:
 @dataclass(frozen=True)
 class ScanBatch:
     """A batch of ``[path, relpath]`` masks -> their partial DatasetStats, as JSON (a worker's
-    job; the options are :func:`~labelfix.checks.scan.scan_file`'s)."""
+    job; the options are :func:`~labelfix.checks.scan.scan_file`'s). Relative paths are read
+    from ``base`` (the launching process's working directory) and reported as given."""
 
+    base: str
     ignore: tuple[int, ...]
     num_classes: int | None
     images: str | None = None
@@ -151,14 +167,14 @@ class ScanBatch:
         stats = DatasetStats(ignore=self.ignore, num_classes=self.num_classes)
         for path, relpath in items:
             report = scan_file(
-                (path, relpath),
+                (_resolved(self.base, path), relpath),
                 ignore=self.ignore,
                 num_classes=self.num_classes,
                 images=self.images,
                 colours=self.colours,
                 artifacts=self.artifacts,
             )
-            stats.add(report)
+            stats.add(dataclasses.replace(report, path=path))
         return stats.to_json()
 
 
@@ -188,9 +204,10 @@ def scan_dataset_on(
     stats = DatasetStats(ignore=ignore, num_classes=num_classes)
     if listed:
         scan = ScanBatch(
+            base=os.getcwd(),
             ignore=ignore,
             num_classes=num_classes,
-            images=os.fspath(images) if images is not None else None,
+            images=absolute(os.fspath(images)) if images is not None else None,
             colours=colours,
             artifacts=artifacts,
         )
@@ -209,10 +226,12 @@ class EncodeBatch:
     """A batch of ``[mask, image, source_id, filename]`` pairs -> their records, framed in
     order into ``staging/piece-NNNNN`` (a worker's job). Returns JSON: the piece's path (None
     when it holds no record), each record's length, the class tally, and the problems of the
-    pairs that cannot be written (once there is one, no more records are framed)."""
+    pairs that cannot be written (once there is one, no more records are framed). Relative
+    paths are read from ``base`` and named as given."""
 
     plan: RecordPlan
     staging: str
+    base: str
 
     def __call__(self, batch: list) -> dict:
         index, items = batch
@@ -224,10 +243,16 @@ class EncodeBatch:
         with contextlib.ExitStack() as stack:
             piece = None
             for mask, image, source_id, filename in items:
-                pair = Pair(mask=mask, image=image, source_id=source_id, filename=filename)
+                pair = Pair(
+                    mask=_resolved(self.base, mask),
+                    image=_resolved(self.base, image),
+                    source_id=source_id,
+                    filename=filename,
+                )
                 result = prepare_pair(pair, self.plan)
                 if isinstance(result, Rejected):
-                    problems.extend(result.problems)
+                    given = {pair.mask: mask, pair.image: image}
+                    problems.extend(_as_given(line, given) for line in result.problems)
                     bad += 1
                     continue
                 if problems:
@@ -245,6 +270,14 @@ class EncodeBatch:
             "problems": problems,
             "bad_files": bad,
         }
+
+
+def _as_given(line: str, paths: dict[str, str]) -> str:
+    """A problem line with the paths a worker read named as the user gave them."""
+    for read, given in paths.items():
+        if read != given:
+            line = line.replace(read, given)
+    return line
 
 
 def shard_layout(
@@ -359,7 +392,8 @@ def write_dataset_on(engine: Engine, spec: WriteSpec | None = None, **options) -
         outlet = door.outlet(spec.output)
         refuse_foreign_shards(outlet, spec.split)  # before anything is written
         with outlet.staging() as staging, engine.session(door):
-            encode = EncodeBatch(RecordPlan.from_spec(spec), staging)
+            staging = absolute(staging)
+            encode = EncodeBatch(RecordPlan.from_spec(spec), staging, os.getcwd())
             pieces = engine.map(encode, batches(items), what="preparing the pairs")
             problems = [line for piece in pieces for line in piece["problems"]]
             if problems:
