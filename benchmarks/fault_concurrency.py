@@ -34,7 +34,7 @@ from fault_runs import (
 )
 
 from labelfix.io.atomic import TMP_PATTERN
-from labelfix.io.door import read_in_place
+from labelfix.io.marks import read_in_place
 from labelfix.records.manifest import manifest_path
 from labelfix.records.shards import shard_pattern
 
