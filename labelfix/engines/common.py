@@ -45,6 +45,7 @@ from labelfix.io.door import Door, Rules, open_private
 from labelfix.io.inputs import watch_inputs
 from labelfix.io.masks import iter_mask_files
 from labelfix.labels.colormap import ColourPolicy
+from labelfix.parallel import keep_freed_memory
 from labelfix.records.framing import write_record
 from labelfix.records.manifest import RecordTally, build_manifest
 from labelfix.records.pairing import Pair
@@ -111,6 +112,19 @@ def absolute(path: str) -> str:
     return path if fs.is_url(path) else os.path.abspath(path)
 
 
+def _in_worker() -> None:
+    """Once per worker process: keep freed memory for the next file
+    (:func:`~labelfix.parallel.keep_freed_memory`; dask's workers start with glibc told to hand
+    back every freed block, which made each mask 2-3x slower to decode)."""
+    global _WORKER_READY
+    if not _WORKER_READY:
+        keep_freed_memory()
+        _WORKER_READY = True
+
+
+_WORKER_READY = False
+
+
 def _resolved(base: str, path: str) -> str:
     """``path`` as the launching process, working in ``base``, means it."""
     return path if fs.is_url(path) or os.path.isabs(path) else os.path.join(base, path)
@@ -163,6 +177,7 @@ class ScanBatch:
     artifacts: bool = False
 
     def __call__(self, batch: list) -> dict:
+        _in_worker()
         _, items = batch
         stats = DatasetStats(ignore=self.ignore, num_classes=self.num_classes)
         for path, relpath in items:
@@ -234,6 +249,7 @@ class EncodeBatch:
     base: str
 
     def __call__(self, batch: list) -> dict:
+        _in_worker()
         index, items = batch
         tally = RecordTally(self.plan.num_classes)
         problems: list[str] = []
