@@ -15,11 +15,13 @@ same files, in this one process:
   cluster;
 * ``beam DirectRunner``: the same on Beam's in-process test runner (``--direct``).
 
-Each cluster first runs a small job untimed (its workers import labelfix); each row is the best
-of ``--repeat`` runs. ``scaling`` is the 1-worker time over the N-worker time; ``vs local`` the
-row's time over the local runner's with as many processes. With 2 cores, the launching process,
-the scheduler and the workers share them: 2 workers cannot reach 2x, and the load average
-printed before and after says how much else ran. Usage:
+Each cluster first runs a small job untimed (its workers import labelfix). Every cluster stays up
+for the whole run and the rows are timed round robin, once per round, so that a busy moment of a
+shared machine hits every row alike; each row shows the best of ``--repeat`` rounds and the
+median. ``scaling`` is the 1-process time over the N-process time of the same runner; ``vs
+local`` the row's time over the local runner's with as many processes. With 2 cores, the
+launching process, the scheduler and the workers share them: 2 workers cannot reach 2x, and the
+load average printed before and after says how much else ran. Usage:
 
     python benchmarks/bench_beam.py                      # 1,000 pairs, a few minutes on 2 cores
     python benchmarks/bench_beam.py --pairs 2000 --repeat 3 --direct
@@ -32,6 +34,7 @@ import contextlib
 import logging
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -43,15 +46,6 @@ from bench_tfrecord import IGNORE, NUM_CLASSES, make_voc_like
 from labelfix.checks.stats import scan_dataset
 from labelfix.labels.labelmap import LabelMap
 from labelfix.records.write import write_dataset
-
-
-def best_of(repeat: int, func) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        func()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 @contextlib.contextmanager
@@ -106,57 +100,74 @@ def main() -> None:
             num_classes=NUM_CLASSES,
             label_map=LabelMap(ignore=(IGNORE,)),
         )
-        times: dict[tuple[str, str], float] = {}
-        before = load()
-
-        def timed(job: str, name: str, func) -> None:
-            times[job, name] = best_of(args.repeat, func)
-
+        runs: dict[tuple[str, str], object] = {}
         for jobs in args.workers:
-            timed("stats", f"local, {jobs}", lambda j=jobs: scan_dataset(
-                [masks], jobs=j, **stats_options))  # fmt: skip
-            timed("to-tfrecord", f"local, {jobs}", lambda j=jobs: write_dataset(
-                jobs=j, **write_options))  # fmt: skip
-        for n in args.workers:
-            scratch = os.path.join(root, f"cluster-{n}")
-            os.makedirs(scratch)
-            with cluster(n, scratch) as address:
-                beam = ["--runner=DaskRunner", f"--dask_client_address={address}"]
+            runs["stats", f"local, {jobs}"] = lambda j=jobs: scan_dataset(
+                [masks], jobs=j, **stats_options
+            )
+            runs["to-tfrecord", f"local, {jobs}"] = lambda j=jobs: write_dataset(
+                jobs=j, **write_options
+            )
+        with contextlib.ExitStack() as stack:
+            for n in args.workers:  # every cluster up for the whole run: rounds interleave
+                scratch = os.path.join(root, f"cluster-{n}")
+                os.makedirs(scratch)
+                address = stack.enter_context(cluster(n, scratch))
                 scan_dataset_dask([masks], scheduler=address, glob="2007_00000*.png")  # warm-up
-                timed("stats", f"dask, {n}", lambda a=address: scan_dataset_dask(
-                    [masks], scheduler=a, **stats_options))  # fmt: skip
-                timed("to-tfrecord", f"dask, {n}", lambda a=address: write_dataset_dask(
-                    scheduler=a, **write_options))  # fmt: skip
-                timed("stats", f"beam DaskRunner, {n}", lambda b=beam: scan_dataset_beam(
-                    [masks], pipeline_args=b, **stats_options))  # fmt: skip
-                timed("to-tfrecord", f"beam DaskRunner, {n}", lambda b=beam: write_dataset_beam(
-                    pipeline_args=b, **write_options))  # fmt: skip
-        if args.direct:
-            direct = ["--runner=DirectRunner", "--direct_num_workers=1"]
-            timed("stats", "beam DirectRunner, 1", lambda: scan_dataset_beam(
-                [masks], pipeline_args=direct, **stats_options))  # fmt: skip
-            timed("to-tfrecord", "beam DirectRunner, 1", lambda: write_dataset_beam(
-                pipeline_args=direct, **write_options))  # fmt: skip
-        after = load()
+                beam = ["--runner=DaskRunner", f"--dask_client_address={address}"]
+                runs["stats", f"dask, {n}"] = lambda a=address: scan_dataset_dask(
+                    [masks], scheduler=a, **stats_options
+                )
+                runs["to-tfrecord", f"dask, {n}"] = lambda a=address: write_dataset_dask(
+                    scheduler=a, **write_options
+                )
+                runs["stats", f"beam DaskRunner, {n}"] = lambda b=beam: scan_dataset_beam(
+                    [masks], pipeline_args=b, **stats_options
+                )
+                runs["to-tfrecord", f"beam DaskRunner, {n}"] = lambda b=beam: write_dataset_beam(
+                    pipeline_args=b, **write_options
+                )
+            if args.direct:
+                direct = ["--runner=DirectRunner", "--direct_num_workers=1"]
+                runs["stats", "beam DirectRunner, 1"] = lambda: scan_dataset_beam(
+                    [masks], pipeline_args=direct, **stats_options
+                )
+                runs["to-tfrecord", "beam DirectRunner, 1"] = lambda: write_dataset_beam(
+                    pipeline_args=direct, **write_options
+                )
+            before = load()
+            rounds: dict[tuple[str, str], list[float]] = {key: [] for key in runs}
+            for _ in range(args.repeat):  # round robin: a busy moment hits every row alike
+                for key, func in runs.items():
+                    start = time.perf_counter()
+                    func()
+                    rounds[key].append(time.perf_counter() - start)
+            after = load()
+        times = {key: min(found) for key, found in sorted(rounds.items())}
+        medians = {key: statistics.median(found) for key, found in rounds.items()}
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
     print(
-        f"{args.pairs} VOC-size pairs, {os.cpu_count()} cores, best of {args.repeat}; "
-        f"load average (1/5/15 min) {before} before, {after} after"
+        f"{args.pairs} VOC-size pairs, {os.cpu_count()} cores, best of {args.repeat} rounds "
+        f"(median beside it); load average (1/5/15 min) {before} before, {after} after"
     )
-    print(f"{'job':<12} {'runner':<20} {'procs':>5} {'seconds':>8} {'pairs/s':>8} "
+    print(f"{'job':<12} {'runner':<18} {'procs':>5} {'seconds':>8} {'median':>7} {'pairs/s':>8} "
           f"{'vs local':>9} {'scaling':>8}")  # fmt: skip
     first = min(args.workers)
-    for (job, label), seconds in times.items():
+    order = ("local", "dask", "beam DaskRunner", "beam DirectRunner")
+    for (job, label), seconds in sorted(
+        times.items(),
+        key=lambda kv: (kv[0][0] != "stats", order.index(kv[0][1].rpartition(", ")[0]), kv[0][1]),
+    ):
         name, _, n = label.rpartition(", ")
         local = times.get((job, f"local, {n}"))
-        versus = f"{seconds / local:.2f}x" if local and not name.startswith("local") else ""
+        versus = f"{seconds / local:.2f}x" if local and name != "local" else ""
         one = times.get((job, f"{name}, {first}"))
         scaling = f"{one / seconds:.2f}x" if one and n != str(first) else ""
         print(
-            f"{job:<12} {name:<20} {n:>5} {seconds:8.2f} {args.pairs / seconds:8.0f} "
-            f"{versus:>9} {scaling:>8}"
+            f"{job:<12} {name:<18} {n:>5} {seconds:8.2f} {medians[job, label]:7.2f} "
+            f"{args.pairs / seconds:8.0f} {versus:>9} {scaling:>8}"
         )
 
 
