@@ -2,15 +2,14 @@
 a ``dask.distributed`` cluster, Dataflow, Flink, Spark.
 
 Each step of :mod:`labelfix.engines.common` is one small pipeline made of the transforms every
-runner translates, the DaskRunner's short list included (``Create``, ``ParDo``/``Map``,
-``GroupByKey``; ``Reshuffle`` where the runner has it): the items are staged as one JSON file
-each in a scratch directory and the pipeline is created over their numbers, so the job graph
-stays small however many masks there are; a worker reads its item, runs the library's function
-on it, and one last step writes every result, in item order, to a file the launching process
-reads back. Nothing is read with Beam's sources or written with its sinks: the DaskRunner
-translates neither (``ReadFromText`` left it with no input: ``'NoneType' object has no attribute
-'map'``), it computes only a pipeline's last step, and it does not split a multi-output ``ParDo``
-into its outputs, so each pipeline is one chain.
+runner translates, the DaskRunner's short list included: ``Create`` over the numbers of the
+items, ``Reshuffle`` (spreads them where the runner can), ``Map``. The items are staged as one
+JSON file each in a scratch directory, so the job graph stays small however many masks there
+are; a worker reads its item, runs the library's function on it and writes the result beside
+it, where the launching process reads it back. Nothing is read with Beam's sources or written
+with its sinks: the DaskRunner translates neither (``ReadFromText`` left it with no input:
+``'NoneType' object has no attribute 'map'``), and it computes only a pipeline's last step, so
+each pipeline is one chain.
 
 Pipeline options are Beam's own flags (``["--runner=DataflowRunner", ...]``; default: the
 DirectRunner). The module of the runner named by ``--runner`` is imported before they are read,
@@ -40,7 +39,13 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from labelfix.checks.stats import DatasetStats
-from labelfix.engines.common import Engine, absolute, scan_dataset_on, write_dataset_on
+from labelfix.engines.common import (
+    Engine,
+    absolute,
+    one_line,
+    scan_dataset_on,
+    write_dataset_on,
+)
 from labelfix.errors import LabelfixError, MissingExtra, UsageError
 from labelfix.io import fs
 from labelfix.io.door import Door, open_private
@@ -184,18 +189,14 @@ def _temporary_files_in(directory: str) -> Iterator[None]:
             os.environ["TMPDIR"] = saved_env
 
 
-def _run_item(index: int, func: Callable, prefix: str) -> tuple[int, object]:
-    """A worker's step: read item ``index`` from the scratch directory, run ``func`` on it."""
+def _run_item(index: int, func: Callable, prefix: str) -> int:
+    """A worker's step: read item ``index`` from the scratch directory, run ``func`` on it,
+    write the result beside it."""
     item = json.loads(fs.read_bytes(f"{prefix}{index:06d}.json"))
-    return 0, (index, func(item))
-
-
-def _save_results(keyed: tuple[int, Iterable], path: str) -> int:
-    """The last step: every ``(index, result)``, in item order, as one JSON file."""
-    results = sorted(keyed[1], key=lambda pair: pair[0])
-    with open_private(path) as fh:
-        fh.write(json.dumps(results).encode("utf-8"))
-    return len(results)
+    result = json.dumps(func(item)).encode("utf-8")
+    with open_private(f"{prefix}{index:06d}.result.json") as fh:
+        fh.write(result)
+    return index
 
 
 class BeamEngine(Engine):
@@ -239,26 +240,24 @@ class BeamEngine(Engine):
         for index, item in enumerate(items):
             with open_private(f"{prefix}{index:06d}.json") as fh:
                 fh.write(json.dumps(item).encode("utf-8"))
-        results_path = f"{prefix}results.json"
         pipeline = beam.Pipeline(options=self.options)
         _ = (
             pipeline
             | "Items" >> beam.Create(range(len(items)))
             | "Spread" >> beam.Reshuffle()
             | "Run" >> beam.Map(_run_item, func, prefix)
-            | "Gather" >> beam.GroupByKey()
-            | "Save" >> beam.Map(_save_results, results_path)
         )
         self._run(pipeline, what)
-        try:
-            results = json.loads(fs.read_bytes(results_path))
-        except (OSError, ValueError) as err:
-            raise self.failed(what, err) from err
-        if [index for index, _ in results] != list(range(len(items))):
-            raise LabelfixError(
-                f"{what} failed on {self.name}: {len(results)} results for {len(items)} items"
-            )
-        return [result for _, result in results]
+        results = []
+        for index in range(len(items)):
+            try:
+                results.append(json.loads(fs.read_bytes(f"{prefix}{index:06d}.result.json")))
+            except (OSError, ValueError) as err:
+                raise LabelfixError(
+                    f"{what} failed on {self.name}: no result for item {index} of "
+                    f"{len(items)} ({one_line(err)})"
+                ) from err
+        return results
 
     def _run(self, pipeline, what: str) -> None:
         """Run ``pipeline`` to the end; any failure of the runner becomes one line."""
