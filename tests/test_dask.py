@@ -109,7 +109,8 @@ def dask_cluster(work: Path, *, workers: int = 2):
             )  # fmt: skip
         address = json.loads(scheduler_file.read_text())["address"]
         with distributed.Client(address, timeout=30, set_as_default=False) as client:
-            client.wait_for_workers(workers, timeout=60)
+            if workers:
+                client.wait_for_workers(workers, timeout=60)
         yield address
     finally:
         _stop(processes)
@@ -366,6 +367,19 @@ def test_an_unreachable_scheduler_is_one_line_and_exit_1(clean_masks: Path, runn
     errors = [line for line in result.stderr.splitlines() if line.startswith("labelfix: error")]
     assert len(errors) == 1 and errors[0].startswith(expected), result.stderr
     assert "Traceback" not in result.output
+
+
+def test_a_scheduler_without_workers_is_one_line_not_a_wait_forever(
+    tmp_path: Path, clean_masks: Path
+):
+    with dask_cluster(tmp_path, workers=0) as address:
+        args = ["stats", str(clean_masks), "--runner", "dask", "--"]
+        result = CliRunner().invoke(main, [*args, "--scheduler", address, "--timeout", "0.5"])
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"labelfix: error: the dask cluster at {address} has no workers (waited 0.5 s): start "
+        f"some with `dask worker {address}`\n"
+    )
 
 
 def test_runner_options_are_checked_before_anything_runs(clean_masks: Path, monkeypatch):

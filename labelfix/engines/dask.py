@@ -144,6 +144,13 @@ class DaskEngine(Engine):
                 )
             except (OSError, TimeoutError, ValueError) as err:
                 raise LabelfixError(f"cannot start or reach {self.name}: {one_line(err)}") from err
+            try:  # tasks given to a scheduler without workers would wait forever
+                client.wait_for_workers(1, timeout=self.options.timeout)
+            except (OSError, TimeoutError) as err:
+                raise LabelfixError(
+                    f"{self.name} has no workers (waited {self.options.timeout:g} s): start "
+                    f"some with `dask worker {self.options.scheduler}`"
+                ) from err
             self._client = client
             try:
                 yield self
