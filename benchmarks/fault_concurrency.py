@@ -56,10 +56,12 @@ MANIFEST = Path(manifest_path("", SPLIT)).name
 
 
 def tfrecord_args(data: Path, masks: Path, out: Path, shards: int, runner: str) -> list[str]:
+    """A to-tfrecord run. The Beam runner writes the local runner's shards byte for byte; its
+    runs shuffle the records, so that which run's output a manifest lists can be told."""
     return [
         "to-tfrecord", "--images", str(data / "img"), "--masks", str(masks),
         "--output", str(out), "--preset", "cityscapes", "--num-shards", str(shards),
-        "--runner", runner,
+        "--runner", runner, *(["--shuffle"] if runner == "beam" else []),
     ]  # fmt: skip
 
 

@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         modules = ["labelfix.cli", "labelfix.rewrite.run", "labelfix.records.write"]
         if "beam-and-local" in only or opts.beam_readers:
             logging.getLogger().setLevel(logging.ERROR)  # Beam's import warnings
-            modules.append("labelfix.records.beam")
+            modules.append("labelfix.engines.beam")
         for module in modules:
             importlib.import_module(module)
     started = time.monotonic()

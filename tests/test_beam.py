@@ -1,9 +1,13 @@
-"""``--runner beam`` on the DirectRunner: the same reports and records as the local runner."""
+"""``--runner beam`` on the DirectRunner: the same reports and records as the local runner; Beam's
+options reach their runner; nothing is left in the system's temporary directory. (Beam's
+DaskRunner on a real cluster: test_dask.py.)"""
 
 from __future__ import annotations
 
 import io
 import json
+import os
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -26,7 +30,12 @@ tf = pytest.importorskip("tensorflow")
 
 from test_tfrecord import make_pairs, save_mask, voc_mask  # noqa: E402
 
-from labelfix.records.beam import scan_dataset_beam, write_dataset_beam  # noqa: E402
+from labelfix.engines.beam import (  # noqa: E402
+    BeamEngine,
+    runner_args,
+    scan_dataset_beam,
+    write_dataset_beam,
+)
 
 #: Beam's own flags for a test run: one in-process worker, nothing left to chance.
 DIRECT = ("--runner=DirectRunner", "--direct_num_workers=1")
@@ -85,27 +94,6 @@ def test_beam_stats_equal_local_stats(messy_masks: Path, clean_masks: Path, arti
     assert beam.unreadable and beam.out_of_range  # the lists whose order had to be restored
 
 
-def test_stats_combine_restores_listing_order_whatever_the_arrival_order(
-    messy_masks: Path, clean_masks: Path
-):
-    """The DirectRunner happens to keep the order; Dataflow does not. Fold shuffled input."""
-    from labelfix.checks.stats import iter_reports
-    from labelfix.records.beam import _stats_from_json, _StatsFn
-
-    options = dict(ignore=(255,), num_classes=21)
-    reports = list(enumerate(iter_reports([messy_masks, clean_masks], jobs=1, **options)))
-    local = scan_dataset([messy_masks, clean_masks], jobs=1, **options).to_dict()
-    combine = _StatsFn((255,), 21)
-    rng = np.random.default_rng(0)
-    for _ in range(5):
-        order = rng.permutation(len(reports))
-        parts = [combine.create_accumulator() for _ in range(3)]
-        for k, i in enumerate(order):
-            combine.add_input(parts[k % 3], reports[i])
-        merged = combine.merge_accumulators(reversed(parts))
-        assert _stats_from_json(combine.extract_output(merged)).to_dict() == local
-
-
 def test_beam_stats_read_remote_paths(clean_masks: Path):
     pytest.importorskip("fsspec")
     from test_fs import upload
@@ -131,15 +119,105 @@ def test_cli_stats_beam_json_equals_local(messy_masks: Path):
     assert beam.stderr == local.stderr
 
 
-def test_cli_pipeline_options_need_the_beam_runner(clean_masks: Path, tmp_path: Path):
+def test_cli_runner_options_need_a_runner_that_takes_them(clean_masks: Path, tmp_path: Path):
     result = CliRunner().invoke(main, ["stats", str(clean_masks), "--", "--runner=DirectRunner"])
     assert result.exit_code == 2
-    assert "pipeline options after -- (--runner=DirectRunner) need --runner beam" in result.output
+    assert (
+        "runner options after -- (--runner=DirectRunner) need --runner beam or --runner dask"
+        in result.output
+    )
     result = CliRunner().invoke(
         main, ["stats", str(clean_masks), "--runner", "beam", "--per-image", "x.csv"]
     )
     assert result.exit_code == 2 and "--per-image needs --runner local" in result.output
-    assert "[-- BEAM_OPTION...]" in CliRunner().invoke(main, ["to-tfrecord", "--help"]).output
+    assert "[-- RUNNER_OPTION...]" in CliRunner().invoke(main, ["to-tfrecord", "--help"]).output
+
+
+def test_runner_options_reach_the_runner_whose_module_defines_them(caplog):
+    """Issue 26: ``--dask_client_address`` was discarded ("Discarding unparseable args"): the
+    DaskRunner's options exist only once its module is imported."""
+    address = "tcp://127.0.0.1:8786"
+    args = runner_args(["--runner=DaskRunner", f"--dask_client_address={address}"])
+    assert args == ["--runner=apache_beam.runners.dask.dask_runner.DaskRunner",
+                    f"--dask_client_address={address}"]  # fmt: skip
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.runners.dask.dask_runner import DaskOptions
+
+    with caplog.at_level("WARNING"):
+        options = PipelineOptions(args).get_all_options()
+    assert options["address"] == address
+    assert PipelineOptions(args).view_as(DaskOptions).get_all_options()["address"] == address
+    assert "Discarding" not in caplog.text
+    assert runner_args(["--runner", "direct", "--direct_num_workers=2"]) == [
+        "--runner=apache_beam.runners.direct.direct_runner.DirectRunner",
+        "--direct_num_workers=2",
+    ]
+
+
+def test_unknown_runner_options_are_one_line_usage_errors(clean_masks: Path):
+    cases = {
+        ("--runner=DaskRunner", "--dask_client_adress=tcp://x:1"): (
+            "unknown Beam pipeline option --dask_client_adress=tcp://x:1 (not an option of Beam "
+            "or of DaskRunner)"
+        ),
+        ("--runner=NoSuchRunner",): "--runner=NoSuchRunner: not a Beam runner (known: ",
+        ("--direct_num_workers=two",): (
+            "Beam pipeline options: argument --direct_num_workers: invalid int value: 'two'"
+        ),
+    }
+    for extra, message in cases.items():
+        result = CliRunner().invoke(
+            main, ["stats", str(clean_masks), "--runner", "beam", "--", *extra]
+        )
+        assert result.exit_code == 2, (extra, result.output)
+        errors = [line for line in result.stderr.splitlines() if "error" in line]
+        assert errors == [f"labelfix: error: {message}"] or errors[0].startswith(
+            f"labelfix: error: {message}"
+        ), (extra, result.stderr)
+
+
+def test_a_failing_pipeline_is_one_line_naming_the_runner():
+    import functools
+    import operator
+
+    from labelfix.errors import LabelfixError
+    from labelfix.io.door import Door, Rules
+
+    engine = BeamEngine(DIRECT)
+    with Door(Rules.of("stats")) as door, engine.session(door):
+        assert engine.map(functools.partial(operator.truediv, 6), [1, 2], what="dividing") == [
+            6.0,
+            3.0,
+        ]
+        with pytest.raises(LabelfixError) as err:
+            engine.map(functools.partial(operator.truediv, 6), [1, 0], what="dividing")
+    message = str(err.value)
+    assert message.startswith("dividing failed on Beam's DirectRunner: ZeroDivisionError: ")
+    assert "\n" not in message
+
+
+def test_beam_runs_leave_nothing_in_the_temporary_directory(
+    pairs, messy_masks: Path, tmp_path: Path, monkeypatch
+):
+    """Issue 26: every Beam run left an empty ``beam-temp*`` directory (the DirectRunner's try
+    at starting its Prism job server), plus ``tmp*`` and ``beam-requirements-cache`` ones, in
+    the system's temporary directory."""
+    system_tmp = tmp_path / "system-tmp"
+    system_tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(system_tmp))
+    monkeypatch.setattr(tempfile, "tempdir", str(system_tmp))
+    images, masks = pairs
+    stats = CliRunner().invoke(
+        main, ["stats", str(messy_masks), "--runner", "beam", "--", "--runner=DirectRunner"]
+    )
+    assert stats.exit_code == 1 and "Scanned 9 files" in stats.stdout
+    args = ["to-tfrecord", "--images", str(images), "--masks", str(masks), "-n", "21"]
+    written = CliRunner().invoke(
+        main, [*args, "--ignore", "255", "-o", str(tmp_path / "tfr"), "--runner", "beam"]
+    )
+    assert written.exit_code == 0, written.output
+    assert os.listdir(system_tmp) == []
+    assert tempfile.gettempdir() == str(system_tmp)  # put back after the runs
 
 
 # ----------------------------------------------------------------------------- to-tfrecord
@@ -154,32 +232,33 @@ def test_beam_records_decode_to_the_local_masks(pairs, tmp_path: Path, compressi
     assert names(tmp_path / "beam") == names(tmp_path / "local")  # no staging directory left
     assert masks_by_id(beam) == masks_by_id(local)
     assert sum(s.records for s in beam.shards) == 12
+    assert beam.shards == local.shards  # byte for byte: the same records in the same order
     manifests = [
         json.loads((tmp_path / d / "train.labelfix.json").read_text()) for d in ("local", "beam")
     ]
-    for m in manifests:
-        m.pop("shards")
     assert manifests[0] == manifests[1]
-    # counts, sizes and checksums in the manifest are those of the files Beam wrote
     assert verify_dataset(tmp_path / "beam", jobs=1).problems == ()
-    assert beam.to_dict() | {"output": "", "manifest": "", "shards": []} == local.to_dict() | {
+    assert beam.to_dict() | {"output": "", "manifest": ""} == local.to_dict() | {
         "output": "",
         "manifest": "",
-        "shards": [],
     }
 
 
-def test_beam_writes_empty_shards_and_estimates_the_count(pairs, tmp_path: Path):
+def test_beam_cuts_the_shards_as_the_local_runner(pairs, tmp_path: Path):
+    """More shards than records (empty ones keep the -of-N names true), and --shard-size: the
+    local runner's cut, not an estimate from the file sizes."""
     images, masks = pairs
     beam = write_beam(images, masks, tmp_path / "many", num_shards=15, split="val")
+    local = write_local(images, masks, tmp_path / "many-local", num_shards=15, split="val")
     assert [s.file for s in beam.shards] == [shard_name("val", i, 15) for i in range(15)]
-    assert sorted(s.records for s in beam.shards)[:3] == [0, 0, 0]
+    assert [s.records for s in beam.shards] == [1, 1, 1, 1, 0, 1, 1, 1, 1, 0, 1, 1, 1, 1, 0]
+    assert beam.shards == local.shards
     one_pair = (images / "2007_000000.jpg").stat().st_size + (
         masks / "2007_000000.png"
     ).stat().st_size
     beam = write_beam(images, masks, tmp_path / "sized", shard_size=one_pair * 4)
-    assert 3 <= len(beam.shards) <= 4
-    assert beam.shards[0].file.endswith(f"-of-{len(beam.shards):05d}.tfrecord")
+    local = write_local(images, masks, tmp_path / "sized-local", shard_size=one_pair * 4)
+    assert len(beam.shards) > 2 and beam.shards == local.shards
 
 
 def test_beam_bad_mask_fails_with_the_local_report(pairs, tmp_path: Path):

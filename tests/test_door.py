@@ -46,6 +46,7 @@ ALLOWED_WRITES = {
     ("training/loop.py", "outputs.checkpoints.save("): "Checkpoints.save, below",
     ("training/checkpoints.py", "self.manager.save(checkpoint_number=epoch)"): "Outlet.directory",
     ("records/shards.py", "gzip.GzipFile(fileobj=raw"): "compresses into an Outlet.create file",
+    ("engines/common.py", "gzip.GzipFile(fileobj=sink"): "compresses into an open_private file",
     ("training/checkpoints.py", "tf.train.CheckpointManager"): "in an Outlet.directory",
     ("training/summaries.py", "tf.summary.create_file_writer"): "in an Outlet.directory",
     ("training/evaluate.py", 'fig.savefig(buffer, format="png")'): "into memory",
@@ -246,8 +247,8 @@ def test_a_beam_run_holds_the_lock_for_the_life_of_its_pipeline(tmp_path: Path, 
     import subprocess
     import sys
 
+    from labelfix.engines import beam
     from labelfix.labels.labelmap import LabelMap
-    from labelfix.records import beam
 
     for i in range(3):
         save_png(tmp_path / "img" / f"{i}.png", np.full((8, 10, 3), i, np.uint8))
@@ -270,13 +271,14 @@ def test_a_beam_run_holds_the_lock_for_the_life_of_its_pipeline(tmp_path: Path, 
         "255",
     ]
     refused = []
-    real = beam._run_write
+    real = beam.BeamEngine.map
 
-    def local_run_meanwhile(*args, **kwargs):
-        refused.append(subprocess.run(local, capture_output=True, text=True, timeout=120))
-        return real(*args, **kwargs)
+    def local_run_meanwhile(self, *args, **kwargs):
+        if not refused:  # while the first pipeline is about to run
+            refused.append(subprocess.run(local, capture_output=True, text=True, timeout=120))
+        return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(beam, "_run_write", local_run_meanwhile)
+    monkeypatch.setattr(beam.BeamEngine, "map", local_run_meanwhile)
     result = beam.write_dataset_beam(images=tmp_path / "img", masks=tmp_path / "gt", output=out,
                                      num_classes=21, label_map=LabelMap(ignore=(255,)),
                                      num_shards=1)  # fmt: skip

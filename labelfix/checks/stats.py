@@ -135,6 +135,59 @@ class DatasetStats:
             entry[2] += fr
         self.specks += other.specks
 
+    def to_json(self) -> dict:
+        """Every field as JSON data, in order (partial results cross process and machine
+        boundaries this way); :meth:`from_json` reverses it exactly."""
+        return {
+            "ignore": list(self.ignore),
+            "num_classes": self.num_classes,
+            "files": self.files,
+            "label_files": self.label_files,
+            "total_pixels": self.total_pixels,
+            "void_pixels": self.void_pixels,
+            "kinds": list(self.kinds.items()),
+            "sizes": [[h, w, n] for (h, w), n in self.sizes.items()],
+            "values": [
+                [v, s.pixels, s.images, s.image_pixels, s.fringe] for v, s in self.values.items()
+            ],
+            "unreadable": [list(entry) for entry in self.unreadable],
+            "not_labels": [list(entry) for entry in self.not_labels],
+            "all_void": list(self.all_void),
+            "out_of_range": [[v, list(files)] for v, files in self.out_of_range.items()],
+            "suspects": [[v, list(entry)] for v, entry in self.suspects.items()],
+            "specks": self.specks,
+            "interpolated": list(self.interpolated),
+            "artifacts": self.artifacts,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> DatasetStats:
+        """The DatasetStats :meth:`to_json` wrote.
+
+        >>> stats = DatasetStats(ignore=(255,), files=2, sizes={(8, 10): 2})
+        >>> DatasetStats.from_json(stats.to_json()) == stats
+        True
+        """
+        return cls(
+            ignore=tuple(data["ignore"]),
+            num_classes=data["num_classes"],
+            files=data["files"],
+            label_files=data["label_files"],
+            total_pixels=data["total_pixels"],
+            void_pixels=data["void_pixels"],
+            kinds=dict(data["kinds"]),
+            sizes={(h, w): n for h, w, n in data["sizes"]},
+            values={v: ValueStats(p, i, ip, f) for v, p, i, ip, f in data["values"]},
+            unreadable=[tuple(entry) for entry in data["unreadable"]],
+            not_labels=[tuple(entry) for entry in data["not_labels"]],
+            all_void=list(data["all_void"]),
+            out_of_range={v: list(files) for v, files in data["out_of_range"]},
+            suspects={v: list(entry) for v, entry in data["suspects"]},
+            specks=data["specks"],
+            interpolated=list(data["interpolated"]),
+            artifacts=data["artifacts"],
+        )
+
     @property
     def unused_ignore(self) -> tuple[int, ...]:
         """Ignore values that match no pixel of any label mask scanned (a wrong void value?)."""

@@ -356,40 +356,45 @@ storage_paths_argument = click.argument(
     "paths", nargs=-1, required=True, type=StoragePath(exists=True), metavar="PATH..."
 )
 
-RUNNERS = ("local", "beam")
+RUNNERS = ("local", "beam", "dask")
 
 runner_option = click.option(
     "--runner",
     type=click.Choice(RUNNERS),
     default="local",
     show_default=True,
-    help="local: worker processes on this machine. beam: an Apache Beam pipeline (pip install "
-    "'labelfix[beam]'); Beam's own options, e.g. --runner=DataflowRunner, go after --.",
+    help="local: worker processes on this machine. beam: Apache Beam pipelines (pip install "
+    "'labelfix[beam]'); Beam's options go after --, e.g. -- --runner=DataflowRunner, or "
+    "--runner=DaskRunner --dask_client_address=tcp://HOST:8786. dask: a dask.distributed "
+    "cluster (pip install 'labelfix[dask]'): -- --scheduler tcp://HOST:8786 (or "
+    "DASK_SCHEDULER_ADDRESS), or -- --workers N for N processes on this machine.",
 )
 
 
 class PipelineCommand(click.Command):
-    """A command whose arguments after ``--`` are Beam pipeline options, passed unparsed.
+    """A command whose arguments after ``--`` are the runner's own options, passed unparsed.
 
-    They reach the callback as ``pipeline_args`` (a tuple); with ``--runner local`` they are a
-    usage error.
+    They reach the callback as ``runner_args`` (a tuple), to be read by the engine
+    (:func:`labelfix.engines.common.engine_for`); with ``--runner local`` they are a usage error.
     """
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        pipeline_args: tuple[str, ...] = ()
+        runner_args: tuple[str, ...] = ()
         if "--" in args:
             at = args.index("--")
-            args, pipeline_args = args[:at], tuple(args[at + 1 :])
+            args, runner_args = args[:at], tuple(args[at + 1 :])
         rest = super().parse_args(ctx, args)
-        if pipeline_args and ctx.params.get("runner") != "beam":
+        if runner_args and ctx.params.get("runner") in (None, "local"):
             raise click.UsageError(
-                f"pipeline options after -- ({' '.join(pipeline_args)}) need --runner beam", ctx
+                f"runner options after -- ({' '.join(runner_args)}) need --runner beam or "
+                "--runner dask",
+                ctx,
             )
-        ctx.params["pipeline_args"] = pipeline_args
+        ctx.params["runner_args"] = runner_args
         return rest
 
     def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
-        return [*super().collect_usage_pieces(ctx), "[-- BEAM_OPTION...]"]
+        return [*super().collect_usage_pieces(ctx), "[-- RUNNER_OPTION...]"]
 
 
 # ----------------------------------------------------------------------------- pairing

@@ -64,7 +64,7 @@ def stats(
     per_image,
     html_path,
     class_names,
-    pipeline_args,
+    runner_args,
 ):
     """Report sizes, storage kinds, per-value pixel counts, void share and class weights.
 
@@ -73,6 +73,7 @@ def stats(
     labelfix stats masks/ --ignore 255 --num-classes 21 --per-image rows.csv
     labelfix stats masks/ --ignore 255 --num-classes 21 --html report.html
     labelfix stats gs://bucket/masks --runner beam -- --runner=DataflowRunner ...
+    labelfix stats masks/ --runner dask -- --scheduler tcp://HOST:8786
     """
     colours = options.colour_policy(colormap, unknown_colour, ignore=ignore)
     if class_names is not None and html_path is None:
@@ -81,19 +82,18 @@ def stats(
         from labelfix.viz.report import require_matplotlib
 
         require_matplotlib()
-    if runner == "beam":
-        if per_image is not None:
-            raise click.UsageError("--per-image needs --runner local")
-        if html_path is not None:
-            raise click.UsageError("--html needs --runner local")
-        from labelfix.records.beam import scan_dataset_beam
+    if runner != "local":
+        for flag, given in (("--per-image", per_image), ("--html", html_path)):
+            if given is not None:
+                raise click.UsageError(f"{flag} needs --runner local")
+        from labelfix.engines.common import engine_for, scan_dataset_on
 
-        result = scan_dataset_beam(
+        result = scan_dataset_on(
+            engine_for(runner, runner_args),
             paths,
             glob=glob,
             ignore=ignore,
             num_classes=num_classes,
-            pipeline_args=pipeline_args,
             colours=colours,
             artifacts=artifacts,
         )

@@ -112,7 +112,7 @@ def _check_size(ctx, param, value):
 def to_tfrecord(
     *,
     ignore, out, maps, map_file, preset, unmapped, num_classes, id_list, colormap, unknown_colour,
-    class_names, jobs, runner, as_json, pipeline_args, **spec_options,
+    class_names, jobs, runner, as_json, runner_args, **spec_options,
 ):  # fmt: skip
     """Write image/mask pairs as TFRecords with DeepLab / Model Garden feature keys.
 
@@ -128,6 +128,8 @@ def to_tfrecord(
     labelfix to-tfrecord --images gs://b/img --masks gs://b/gt --output gs://b/tfr -n 21 \\
         --runner beam -- --runner=DataflowRunner --project=P --region=R \\
         --temp_location=gs://b/tmp
+    labelfix to-tfrecord --images img --masks gt --output tfr -n 21 \\
+        --runner dask -- --scheduler tcp://HOST:8786
     """
     if spec_options["num_shards"] is not None and spec_options["shard_size"] is not None:
         raise click.UsageError("give --num-shards or --shard-size, not both")
@@ -141,14 +143,14 @@ def to_tfrecord(
             colormap, unknown_colour, ignore=label_map.ignore, out=label_map.out_value
         ),
     )
-    if runner == "beam":
-        from labelfix.records.beam import write_dataset_beam
-
-        write = functools.partial(write_dataset_beam, pipeline_args=pipeline_args)
-    else:
+    if runner == "local":
         from labelfix.records.write import write_dataset
 
         write = functools.partial(write_dataset, jobs=jobs)
+    else:
+        from labelfix.engines.common import engine_for, write_dataset_on
+
+        write = functools.partial(write_dataset_on, engine_for(runner, runner_args))
     refused = None
     with progress("to-tfrecord", enabled=runner == "local") as advance:
         try:
@@ -172,6 +174,9 @@ def to_tfrecord(
                 problems=refused.problems,
             )
         fail(str(refused), problems=refused.problems)
+    if runner != "local":  # the local runner said these as they came
+        for note in result.notes:
+            _warn(note)
     for line in result.skipped:
         click.echo(f"labelfix: skipped: {line}", err=True)
     warnings = list(result.warnings)

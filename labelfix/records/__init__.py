@@ -1,2 +1,2 @@
 """TFRecords: the Example codec and feature keys, pairing, per-pair preparation, shards and the
-manifest, the local and Beam writers, and verify."""
+manifest, the local writer, and verify."""

@@ -1,8 +1,8 @@
 """What a ``to-tfrecord`` run is asked to do: one frozen :class:`WriteSpec`, checked once.
 
 The command line builds a spec; the local writer (:func:`labelfix.records.write.write_dataset`)
-and the Beam writer (:func:`labelfix.records.beam.write_dataset_beam`) take the same spec, so no
-option list is repeated across layers.
+and the engines' (:func:`labelfix.engines.common.write_dataset_on`: Beam, dask) take the same
+spec, so no option list is repeated across layers.
 
 Masks are stored with the canonical ignore value ``out`` of the label map, in one of two forms
 (:meth:`WriteSpec.mask_storage`):

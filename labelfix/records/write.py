@@ -19,8 +19,8 @@ is locked for the whole run (:mod:`labelfix.io.lock`: a second run into it fails
 the temporary shards a killed run left there are removed first (every file goes through the
 door, :mod:`labelfix.io.door`). Inputs being rewritten in place stop the run, before it reads
 them and again before it publishes (:mod:`labelfix.io.inputs`). The same
-:class:`~labelfix.records.spec.WriteSpec` runs on Apache Beam with
-:func:`labelfix.records.beam.write_dataset_beam`.
+:class:`~labelfix.records.spec.WriteSpec` runs on Apache Beam or dask with
+:func:`labelfix.engines.common.write_dataset_on`.
 
 >>> result = write_dataset(images="JPEGImages", masks="SegmentationClass", output="tfrecords",
 ...                        label_map=preset("voc"), num_classes=21)     # doctest: +SKIP
@@ -230,8 +230,8 @@ def invalid(spec: WriteSpec, problems: Sequence[str], bad_files: int, pairs: int
     """The error a run with bad pairs ends with (the same for every runner).
 
     The expected values are named only when a problem is a bad value (not for a size mismatch
-    or an unreadable file). Problems arrive as lines of text (the Beam runner has nothing
-    else), so bad values are told by the words of their one message.
+    or an unreadable file). Problems arrive as lines of text (the engines' workers send
+    nothing else), so bad values are told by the words of their one message.
     """
     void = (spec.out,) if spec.out is not None else ()
     bad_values = any(BAD_VALUE_TEXT in line for line in problems)
