@@ -18,6 +18,7 @@ the warnings they are for mask files.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 import re
@@ -155,9 +156,11 @@ def iter_records(
     to ``problems`` as ``(where, reason)``: a record whose data checksum is wrong is skipped, a
     broken header ends its shard (the records after it cannot be found)."""
     for shard in shards:
-        count = 0
+        count = 0  # records met, the skipped ones included: the next one's index
+        skipped: list[CorruptRecord] = []
 
-        def bad(err: CorruptRecord, shard: str = shard) -> None:
+        def bad(err: CorruptRecord, shard: str = shard, skipped: list = skipped) -> None:
+            skipped.append(err)
             problems.append((f"{shard}: record {err.index}", str(err).split(": ", 1)[-1]))
 
         try:
@@ -168,7 +171,8 @@ def iter_records(
         with raw:
             try:
                 stream = read_records(raw, compression=compression_of(shard), on_bad_data=bad)
-                for count, record in enumerate(stream, 1):
+                for read, record in enumerate(stream):
+                    count = read + len(skipped) + 1
                     yield shard, count - 1, record
             except CorruptRecord as err:
                 reason = str(err).split(": ", 1)[-1]
@@ -242,7 +246,7 @@ def parse_record(shard: str, index: int, data: bytes, keys: RecordKeys) -> Forei
     source_id = _text(_single(features, keys.source_id, bytes, at))
     at = where(shard, index, filename or source_id)
     found = {}
-    for name, key in (("image", keys.image), ("mask", keys.mask)):
+    for name, key in (("mask", keys.mask), ("image", keys.image)):
         found[name] = _single(features, key, bytes, at)
         if found[name] is None:
             present = sorted(k for k, v in features.items() if v and isinstance(v[0], bytes))
@@ -402,10 +406,7 @@ def scan_record(
         )
     problems = image_problems(record, (report.height, report.width))
     if problems:
-        report = FileReport(
-            **{**{n: getattr(report, n) for n in report.__dataclass_fields__}},
-            image_problem="; ".join(problems),
-        )
+        report = dataclasses.replace(report, image_problem="; ".join(problems))
     return RecordReport(report, (trap,) if trap is not None else ())
 
 
