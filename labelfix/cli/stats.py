@@ -531,12 +531,12 @@ def _stats_of_records(
     for path, reason in check.stats.unreadable:
         click.echo(f"labelfix: error: {path}: {reason}", err=True)
     shown: dict[str, int] = {}
-    for problem in errors:  # every problem of the whole set; a few records of each kind
+    whole = [p for p in errors if p.path == paths_text(paths)]  # of the whole set: all shown
+    for problem in errors:  # a few records of each kind
         if problem.path != paths_text(paths):
             shown[problem.code] = shown.get(problem.code, 0) + 1
-            if shown[problem.code] > ERRORS_SHOWN:
-                continue
-        click.echo(f"labelfix: error: {problem.message}", err=True)
+            if shown[problem.code] <= ERRORS_SHOWN:
+                click.echo(f"labelfix: error: {problem.message}", err=True)
     for code, count in shown.items():
         if count > ERRORS_SHOWN:
             click.echo(
@@ -544,5 +544,7 @@ def _stats_of_records(
                 f"{code} error (labelfix validate names them all)",
                 err=True,
             )
+    for problem in whole:
+        click.echo(f"labelfix: error: {problem.message}", err=True)
     if check.stats.unreadable or errors:
         raise SystemExit(1)

@@ -173,6 +173,9 @@ def check_records(
         check.stats.unreadable.append((at, reason))
         check.problems.append(Problem(at, "error", "framing", f"{at}: {reason}"))
     where = ", ".join(paths)
+    if not check.records and not read_problems:
+        message = f"{where}: no records in {len(shards)} shard(s)"
+        check.problems.append(Problem(where, "error", "empty", message))
     check.problems.extend(_trap_summary(check, where))
     check.problems.extend(
         dataset_traps(check.stats, num_classes=num_classes, ignore=ignore, where=where)
