@@ -176,6 +176,14 @@ def test_deeplab_palette_records_are_an_error_naming_the_luminance(tmp_path: Pat
     assert verified.exit_code == 1
     assert expected in verified.output.splitlines()
     assert "FAILED: 4 shard(s), 3 record(s), 4 problem(s) (no manifest)" in verified.output
+    # regression: one shard given, that shard is read (it used to ask for train.labelfix.json)
+    one = run("verify", f"{shards}/val-00000-of-00004.tfrecord")
+    assert one.exit_code == 1 and "labelfix.json" not in one.output
+    assert expected in one.output.splitlines()
+    assert "FAILED: 1 shard(s), 1 record(s), 2 problem(s) (no manifest)" in one.output
+    other = run("verify", shards, "--split", "train")  # no train shards: said, not guessed
+    assert other.exit_code == 1
+    assert f"{shards}: no train shards in this directory (shards there: val)" in other.stderr
 
     stats = run("stats", shards, "--json")
     assert stats.exit_code == 1
@@ -228,6 +236,8 @@ def test_grey_luminance_set_is_named_and_mapped_back(tmp_path: Path):
     ) in validated.output
     stats = run("stats", shards)  # no -n: still recognised
     assert stats.exit_code == 1 and "these look like VOC palette colours" in stats.stderr
+    verified = run("verify", shards)
+    assert verified.exit_code == 1 and "these look like VOC palette colours" in verified.output
 
     out = tmp_path / "fixed"
     shared = run(
@@ -448,8 +458,12 @@ def test_from_records_gives_the_true_ids_and_verify_accepts_them(tmp_path: Path)
 def test_from_records_checks_every_record_before_anything_is_written(tmp_path: Path):
     bad = voc_mask()
     bad[0, 0] = 37
-    masks = {"a": palette_png(voc_mask()), "b": palette_png(bad)}
-    shards = deeplab_records(tmp_path, masks)
+    records = [
+        deeplab_example(jpeg(8, 10), "a", 8, 10, palette_png(voc_mask())),
+        deeplab_example(jpeg(8, 10), "b", 8, 10, palette_png(bad)),
+        deeplab_example(jpeg(8, 12), "wide", 8, 12, palette_png(voc_mask())),
+    ]
+    shards = write_shards(tmp_path / "tfrecord", "val", records, shards=DEEPLAB_SHARDS)
     out = tmp_path / "fixed"
     result = run("to-tfrecord", "--from-records", shards, "-o", out, "-n", 21, "--ignore", 255)
     assert result.exit_code == 1
@@ -457,7 +471,11 @@ def test_from_records_checks_every_record_before_anything_is_written(tmp_path: P
         f"{shards}/val-00001-of-00004.tfrecord: record 0 (b): value 37 is not a class id "
         "(expected 0..20 or ignore 255): 1 px, first at y=0 x=0"
     ) in result.stderr
-    assert "1 of 2 record(s) cannot be written" in result.stderr
+    assert (
+        f"{shards}/val-00002-of-00004.tfrecord: record 0 (wide): size 10x8 does not match its "
+        "image image/encoded (12x8)"
+    ) in result.stderr
+    assert "2 of 3 record(s) cannot be written" in result.stderr
     assert not list(out.glob("*.tfrecord")) and not (out / "val.labelfix.json").exists()
     over = run("to-tfrecord", "--from-records", shards, "-o", shards, "-n", 21, "--ignore", 255)
     assert over.exit_code == 2

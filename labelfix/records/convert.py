@@ -63,9 +63,10 @@ def prepare_record(
         at,
         record.mask,
         lambda: record_mask(record, colours=plan.colours),
-        f"{at}: {keys.image}",
+        keys.image,
         lambda: (record.image, check_image_bytes(record.image)),
         plan,
+        image_at=f"{at}: {keys.image}",
     )
     if not isinstance(prepared, Prepared):
         return prepared

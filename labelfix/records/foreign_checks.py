@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from labelfix.checks.stats import DatasetStats, unused_ignore_message
 from labelfix.checks.validate import Problem, ValidationResult, file_problems
+from labelfix.errors import LabelfixError
 from labelfix.io.inputs import watch_inputs
 from labelfix.labels.colormap import ColourPolicy
 from labelfix.labels.luminance import detect_luminance
@@ -37,6 +38,7 @@ from labelfix.records.foreign import (
     labelfix_manifests,
     scan_record,
     shard_files,
+    split_of,
 )
 from labelfix.records.verify import VerifyResult
 
@@ -238,14 +240,17 @@ def verify_target(paths: Sequence[str | os.PathLike], split: str | None = None) 
         manifests = labelfix_manifests(directory)
         if len(manifests) == 1 and split is None:
             return VerifyTarget(directory=directory, split=manifests[0].split(".")[0])
-        shards = [
-            f
-            for f in shard_files(directory)
-            if split is None or os.path.basename(f).startswith(f"{split}-")
-        ]
-        if manifests or not shards:  # no shards: the manifest's error says what is missing
-            return VerifyTarget(directory=directory, split=split or "train")
-        return VerifyTarget(records=tuple(shards))
+        every = shard_files(directory)
+        shards = [f for f in every if split is None or split_of([f]) == split]
+        if shards and not manifests:
+            return VerifyTarget(records=tuple(shards))
+        if every and not manifests:
+            splits = sorted({split_of([f]) or os.path.basename(f) for f in every})
+            raise LabelfixError(
+                f"{directory}: no {split} shards in this directory (shards there: "
+                f"{', '.join(splits)})"
+            )
+        return VerifyTarget(directory=directory, split=split or "train")  # says what is missing
     files = find_shards(paths)
     directories = {os.path.dirname(f) or "." for f in files}
     if len(directories) == 1:

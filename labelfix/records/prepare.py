@@ -145,10 +145,13 @@ def prepare_mask(
     image: str,
     read_image: Callable[[], tuple[bytes, tuple[str, int, int, int]]],
     plan: RecordPlan,
+    *,
+    image_at: str | None = None,
 ) -> Prepared | Rejected:
     """Map, check and encode a mask (``read()``; ``data``: its encoded bytes, kept byte for
     byte when no value changes), and check its image (``read_image()``: its bytes and header).
-    ``path`` and ``image`` name them in problems (a file, or a record of a shard)."""
+    ``path`` and ``image`` name them in problems (a file, or a record of a shard's feature);
+    ``image_at`` starts the lines about an image that cannot be read (default: ``image``)."""
     try:
         mask = read()
         values, counts = mask.value_counts()
@@ -167,11 +170,11 @@ def prepare_mask(
         image_data, header = read_image()
         rotated, header, problem = _oriented(image, image_data, header, mask, plan.exif)
     except fs.NotARegularFile as err:  # a FIFO: reading it would wait forever
-        problems.append(f"{image}: {err.strerror}")
+        problems.append(f"{image_at or image}: {err.strerror}")
     except OSError as err:
-        problems.append(f"{image}: cannot read the image ({err.strerror or err})")
+        problems.append(f"{image_at or image}: cannot read the image ({err.strerror or err})")
     except ValueError as err:
-        problems.append(f"{image}: {err}")
+        problems.append(f"{image_at or image}: {err}")
     else:
         if problem is not None:
             problems.append(problem)
