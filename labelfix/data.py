@@ -194,11 +194,11 @@ def decode_example(serialized, manifest: dict, *, ignore_as: int | None = IGNORE
 def _manifest(path, split: str, *, keys: RecordKeys | None, ignore: int | None) -> dict:
     """The labelfix manifest of ``path``, or what the first record of another tool's shards
     says (:func:`~labelfix.records.foreign.foreign_manifest`) when there is none."""
-    from labelfix.records.foreign import foreign_manifest, labelfix_manifests, looks_like_records
+    from labelfix.records import foreign
 
     text = os.fspath(path)
     directory = text if os.path.isdir(text) else os.path.dirname(text) or "."
-    if keys is None and labelfix_manifests(directory):
+    if keys is None and foreign.labelfix_manifests(directory):
         manifest = read_manifest(path, split)
         if ignore is not None and ignore != manifest["ignore"]:
             raise UsageError(
@@ -206,9 +206,10 @@ def _manifest(path, split: str, *, keys: RecordKeys | None, ignore: int | None) 
                 f"{manifest['ignore']}, not {ignore}: leave ignore out"
             )
         return manifest
-    if not looks_like_records([text]):
+    if not foreign.looks_like_records([text]):
         return read_manifest(path, split)  # says what is missing
-    return foreign_manifest([text], keys=keys, ignore=ignore)
+    shards = foreign.shards_of_split(text, split) if os.path.isdir(text) else [text]
+    return foreign.foreign_manifest(shards, keys=keys, ignore=ignore)
 
 
 def load(
@@ -228,11 +229,12 @@ def load(
     """A ``tf.data.Dataset`` of ``(image float32 [H,W,3], mask int32 [H,W])`` for one split.
 
     ``path`` is the directory ``labelfix to-tfrecord`` wrote (or a shard glob beside its
-    manifest), or another tool's shards (a directory without a labelfix manifest, a glob, a
-    file): then ``ignore`` is the stored value of void pixels (e.g. 255; None: there are
-    none), presented as ``ignore_as`` like a manifest's, and ``keys`` where the features are
-    (default: DeepLab's and Model Garden's). Shards are read in parallel and records decoded
-    in parallel (AUTOTUNE), then prefetched. ``shuffle`` shuffles the shard order and the
+    manifest), or another tool's shards (a directory without a labelfix manifest, whose
+    ``split`` shards are read when they are named for splits; a glob; a file): then
+    ``ignore`` is the stored value of void pixels (e.g. 255; None: there are none), presented
+    as ``ignore_as`` like a manifest's, and ``keys`` says where the features are (default:
+    DeepLab's and Model Garden's). Shards are read in parallel and records decoded in parallel
+    (AUTOTUNE), then prefetched. ``shuffle`` shuffles the shard order and the
     records (buffer ``shuffle_buffer``, reshuffled each epoch). ``batch_size`` batches; masks of
     different sizes are padded at the bottom/right with the ignore value (images with 0), never
     with a class id.

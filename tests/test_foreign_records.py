@@ -530,7 +530,8 @@ def test_load_reads_other_tools_records_like_its_own(tmp_path: Path):
     from labelfix.errors import LabelfixError
 
     grey = deeplab_records(tmp_path / "dl", {f"s{i}": grey_png(voc_mask(i)) for i in range(3)})
-    ds = load(grey, ignore=255)
+    deeplab_records(tmp_path / "dl", {"t": grey_png(np.full((8, 10), 7, np.uint8))}, "train")
+    ds = load(grey, "val", ignore=255)  # DeepLab's directory holds every split's shards
     masks = [m.numpy() for _, m in ds]
     expected = [np.where(voc_mask(i) == 255, -1, voc_mask(i).astype(int)) for i in range(3)]
     assert [m.tolist() for m in masks] == [e.tolist() for e in expected]
@@ -549,10 +550,13 @@ def test_load_reads_other_tools_records_like_its_own(tmp_path: Path):
     )
     assert load(fixed, "val").element_spec == ds.element_spec
 
+    assert [m.numpy().max() for _, m in load(grey, "train")] == [7]
     with pytest.raises(LabelfixError, match=r"palette PNG masks: tf\.io\.decode_png reads"):
-        load(tmp_path / "tfrecord")
+        load(tmp_path / "tfrecord", "val")
+    with pytest.raises(LabelfixError, match=r"no test shards in this directory \(shards there"):
+        load(grey, "test")
     mixed = deeplab_records(
         tmp_path / "mixed", {"a": grey_png(voc_mask()), "b": palette_png(voc_mask())}
     )
     with pytest.raises(tf.errors.InvalidArgumentError, match="a palette PNG decodes to luminance"):
-        list(load(mixed, ignore=255))
+        list(load(mixed, "val", ignore=255))

@@ -91,14 +91,14 @@ def stats(
     labelfix stats gs://bucket/masks --runner beam -- --runner=DataflowRunner ...
     """
     colours = options.colour_policy(colormap, unknown_colour, ignore=ignore)
+    if class_names is not None and html_path is None:
+        raise click.UsageError("--class-names names the classes of the --html report: add --html")
     if records_input(paths, record_keys):
         if runner != "local" or html_path is not None:
             raise click.UsageError("TFRecords are read with --runner local, without --html")
         return _stats_of_records(
             paths, ignore, num_classes, colours, artifacts, jobs, as_json, per_image, record_keys
         )
-    if class_names is not None and html_path is None:
-        raise click.UsageError("--class-names names the classes of the --html report: add --html")
     if html_path is not None:
         from labelfix.viz.report import require_matplotlib
 
@@ -483,7 +483,7 @@ def _artifacts(result: DatasetStats) -> list[str]:
 ERRORS_SHOWN = 3
 
 
-def paths_text(paths) -> str:
+def _paths_text(paths) -> str:
     """How a problem of the whole set of shards names them (``check_records``' ``where``)."""
     return ", ".join(map(str, paths))
 
@@ -531,9 +531,9 @@ def _stats_of_records(
     for path, reason in check.stats.unreadable:
         click.echo(f"labelfix: error: {path}: {reason}", err=True)
     shown: dict[str, int] = {}
-    whole = [p for p in errors if p.path == paths_text(paths)]  # of the whole set: all shown
+    whole = [p for p in errors if p.path == _paths_text(paths)]  # of the whole set: all shown
     for problem in errors:  # a few records of each kind
-        if problem.path != paths_text(paths):
+        if problem.path != _paths_text(paths):
             shown[problem.code] = shown.get(problem.code, 0) + 1
             if shown[problem.code] <= ERRORS_SHOWN:
                 click.echo(f"labelfix: error: {problem.message}", err=True)

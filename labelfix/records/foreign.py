@@ -136,6 +136,22 @@ def split_of(shards: Sequence[str]) -> str | None:
     return found.pop() if len(found) == 1 else None
 
 
+def shards_of_split(directory: str, split: str | None) -> list[str]:
+    """The shard files of ``directory`` named for ``split`` (all of them for None, or when none
+    is named for a split); LabelfixError when others are, but none for ``split``."""
+    every = shard_files(directory)
+    named = {f: split_of([f]) for f in every}
+    if split is None or not any(named.values()):
+        return every
+    found = [f for f in every if named[f] == split]
+    if every and not found:
+        there = sorted({s or fs.basename(f) for f, s in named.items()})
+        raise LabelfixError(
+            f"{directory}: no {split} shards in this directory (shards there: {', '.join(there)})"
+        )
+    return found
+
+
 def compression_of(path: str) -> str:
     """``"gzip"`` or ``"none"``, from a shard's first bytes: an uncompressed shard opens with a
     record length whose masked CRC follows it; a gzip stream with ``1f 8b``."""

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 
 from labelfix.checks.stats import DatasetStats, unused_ignore_message
 from labelfix.checks.validate import Problem, ValidationResult, file_problems
-from labelfix.errors import LabelfixError
 from labelfix.io.inputs import watch_inputs
 from labelfix.labels.colormap import ColourPolicy
 from labelfix.labels.luminance import detect_luminance
@@ -38,7 +37,7 @@ from labelfix.records.foreign import (
     labelfix_manifests,
     scan_record,
     shard_files,
-    split_of,
+    shards_of_split,
 )
 from labelfix.records.verify import VerifyResult
 
@@ -240,16 +239,8 @@ def verify_target(paths: Sequence[str | os.PathLike], split: str | None = None) 
         manifests = labelfix_manifests(directory)
         if len(manifests) == 1 and split is None:
             return VerifyTarget(directory=directory, split=manifests[0].split(".")[0])
-        every = shard_files(directory)
-        shards = [f for f in every if split is None or split_of([f]) == split]
-        if shards and not manifests:
-            return VerifyTarget(records=tuple(shards))
-        if every and not manifests:
-            splits = sorted({split_of([f]) or os.path.basename(f) for f in every})
-            raise LabelfixError(
-                f"{directory}: no {split} shards in this directory (shards there: "
-                f"{', '.join(splits)})"
-            )
+        if not manifests and shard_files(directory):
+            return VerifyTarget(records=tuple(shards_of_split(directory, split)))
         return VerifyTarget(directory=directory, split=split or "train")  # says what is missing
     files = find_shards(paths)
     directories = {os.path.dirname(f) or "." for f in files}

@@ -97,7 +97,7 @@ class Prepared:
     #: orientation says, as PNG (``exif="rotate"``); None: the file's own bytes
     image: bytes | None = None
     #: the whole serialised Example, made where the mask was prepared (another tool's records
-    #: rewritten, :mod:`labelfix.records.rewrite`); None: the parent makes it
+    #: rewritten, :mod:`labelfix.records.convert`); None: the parent makes it
     record: bytes | None = None
 
 

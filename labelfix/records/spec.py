@@ -98,7 +98,7 @@ class WriteSpec:
 
     With ``records`` (shard files, globs or directories of another tool's TFRecords, read with
     ``keys``) in place of ``images`` and ``masks``, those records are rewritten
-    (:mod:`labelfix.records.rewrite`): images byte for byte, masks read as ids and mapped.
+    (:mod:`labelfix.records.convert`): images byte for byte, masks read as ids and mapped.
     """
 
     images: str | None = None

@@ -394,6 +394,9 @@ def _write_records(spec, prepared, shards: ShardSet, on_record, total, record_of
         tally.add(result)
     if problems:
         raise invalid(spec, problems, bad_files, count, what=what)
+    if not count:
+        source = ", ".join(spec.records) if spec.records is not None else spec.masks
+        raise LabelfixError(f"{source}: no {what}s to write; nothing was written")
     while spec.num_shards is not None and len(shards.temps) < spec.num_shards:
         shards.open_next()  # more shards than records: empty shards keep the -of-N names true
     return tally
