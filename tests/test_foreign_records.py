@@ -560,3 +560,23 @@ def test_load_reads_other_tools_records_like_its_own(tmp_path: Path):
     )
     with pytest.raises(tf.errors.InvalidArgumentError, match="a palette PNG decodes to luminance"):
         list(load(mixed, "val", ignore=255))
+
+
+def test_from_records_keeps_names_that_are_not_utf8(tmp_path: Path):
+    """A record's image/filename is its writer's bytes: rewritten as they are (the stem), and
+    shown with a replacement character in messages."""
+    record = serialize_example(
+        {
+            "image/encoded": jpeg(8, 10),
+            "image/filename": b"\xff.jpg",
+            "image/segmentation/class/encoded": palette_png(voc_mask()),
+        }
+    )
+    shards = write_shards(tmp_path / "odd", "train", [record], shards=1)
+    checked = run("validate", shards, "-n", 21, "--ignore", 255)
+    assert "record 0 (\ufffd.jpg): palette PNG in the record" in checked.output
+    out = tmp_path / "fixed"
+    assert run("to-tfrecord", "--from-records", shards, "-o", out, "--preset", "voc").exit_code == 0
+    (rewritten,) = read_back(out / "train-00000-of-00001.tfrecord")
+    assert rewritten["image/filename"] == [b"\xff"] and rewritten["image/source_id"] == [b"\xff"]
+    assert rewritten["mask"].tolist() == voc_mask().tolist()

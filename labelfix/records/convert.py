@@ -71,7 +71,9 @@ def prepare_record(
     if not isinstance(prepared, Prepared):
         return prepared
     stem = fs.basename(shard).split(".")[0]
-    name = record.filename or record.source_id or f"{stem}-{index:05d}"
+    # names stay their own bytes (surrogate escapes through str), UTF-8 or not
+    name = (record.filename or record.source_id or b"").decode("utf-8", "surrogateescape")
+    name = name or f"{stem}-{index:05d}"
     example = serialize_example(
         {
             feature_key("image"): record.image,

@@ -43,7 +43,7 @@ from labelfix.records.framing import CorruptRecord, masked_crc32c, read_records
 #: File names taken for shards in a directory: ``*.tfrecord``-like suffixes, or the sharded
 #: ``NAME-NNNNN-of-NNNNN`` names DeepLab and Model Garden write.
 SHARD_SUFFIXES = (".tfrecord", ".tfrecords", ".tfrecord.gz", ".tfrecords.gz", ".tfr")
-_SHARDED = re.compile(r".+-\d{5}-of-\d{5}(\.[A-Za-z0-9]+)*")
+_SHARDED = re.compile(r"(.+)-\d{5}-of-\d{5}(\.[A-Za-z0-9]+)*")
 _MASK_SUFFIXES = (".png", ".npy", ".jpg", ".jpeg")
 
 
@@ -53,7 +53,7 @@ def is_shard_name(name: str) -> bool:
     >>> is_shard_name("val-00000-of-00004.tfrecord"), is_shard_name("train.labelfix.json")
     (True, False)
     """
-    if name.startswith(".") or name.endswith(".json"):
+    if name.startswith(".") or name.lower().endswith((".json", *_MASK_SUFFIXES)):
         return False
     return name.lower().endswith(SHARD_SUFFIXES) or bool(_SHARDED.fullmatch(name))
 
@@ -123,16 +123,13 @@ def find_shards(paths: Iterable[str | os.PathLike]) -> list[str]:
     return list(dict.fromkeys(shards))
 
 
-_SPLIT_OF = re.compile(r"(.+)-\d{5}-of-\d{5}(\.[A-Za-z0-9]+)*")
-
-
 def split_of(shards: Sequence[str]) -> str | None:
     """The split all ``shards`` are named for (``val-00000-of-00004.tfrecord``: val), or None.
 
     >>> split_of(["a/val-00000-of-00002.tfrecord", "a/val-00001-of-00002.tfrecord"])
     'val'
     """
-    found = {m.group(1) if (m := _SPLIT_OF.fullmatch(fs.basename(s))) else None for s in shards}
+    found = {m.group(1) if (m := _SHARDED.fullmatch(fs.basename(s))) else None for s in shards}
     return found.pop() if len(found) == 1 else None
 
 
@@ -207,21 +204,22 @@ def where(shard: str, index: int, name: str | None = None) -> str:
 @dataclass(frozen=True)
 class ForeignRecord:
     """One record's features as :class:`~labelfix.records.example.RecordKeys` name them (None:
-    absent). ``name`` is its ``image/filename``, else its ``source_id``."""
+    absent; ``filename`` and ``source_id`` as stored, bytes). ``name`` is its
+    ``image/filename``, else its ``source_id``, as messages show it."""
 
     shard: str
     index: int
     image: bytes | None
     mask: bytes | None
     mask_format: str | None = None
-    filename: str | None = None
-    source_id: str | None = None
+    filename: bytes | None = None
+    source_id: bytes | None = None
     height: int | None = None
     width: int | None = None
 
     @property
     def name(self) -> str | None:
-        return self.filename or self.source_id
+        return _text(self.filename or self.source_id)
 
     @property
     def where(self) -> str:
@@ -258,9 +256,9 @@ def parse_record(shard: str, index: int, data: bytes, keys: RecordKeys) -> Forei
         features = parse_example(data)
     except ValueError as err:
         raise BadRecord(at, f"not a tf.train.Example ({err})") from None
-    filename = _text(_single(features, keys.filename, bytes, at))
-    source_id = _text(_single(features, keys.source_id, bytes, at))
-    at = where(shard, index, filename or source_id)
+    filename = _single(features, keys.filename, bytes, at)
+    source_id = _single(features, keys.source_id, bytes, at)
+    at = where(shard, index, _text(filename or source_id))
     found = {}
     for name, key in (("mask", keys.mask), ("image", keys.image)):
         found[name] = _single(features, key, bytes, at)

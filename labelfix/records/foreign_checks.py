@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -38,6 +37,7 @@ from labelfix.records.foreign import (
     scan_record,
     shard_files,
     shards_of_split,
+    split_of,
 )
 from labelfix.records.verify import VerifyResult
 
@@ -225,9 +225,6 @@ class VerifyTarget:
     records: tuple[str, ...] = ()
 
 
-_SPLIT_OF = re.compile(r"(.+)-\d{5}-of-\d{5}\.tfrecord")
-
-
 def verify_target(paths: Sequence[str | os.PathLike], split: str | None = None) -> VerifyTarget:
     """Decide what to verify: a directory holding labelfix manifests is a labelfix output (its
     ``split``; by default its only split, else train); shard files beside the manifest of the
@@ -246,11 +243,8 @@ def verify_target(paths: Sequence[str | os.PathLike], split: str | None = None) 
     directories = {os.path.dirname(f) or "." for f in files}
     if len(directories) == 1:
         directory = directories.pop()
-        names = tuple(os.path.basename(f) for f in files)
-        matched = [m.group(1) for n in names if (m := _SPLIT_OF.fullmatch(n))]
-        found = set(matched)
-        if len(matched) == len(names) and len(found) == 1 and split in (None, *found):
-            named = found.pop()
-            if f"{named}.labelfix.json" in labelfix_manifests(directory):
-                return VerifyTarget(directory=directory, split=named, shards=names)
+        named = split_of(files)
+        if split in (None, named) and f"{named}.labelfix.json" in labelfix_manifests(directory):
+            names = tuple(os.path.basename(f) for f in files)
+            return VerifyTarget(directory=directory, split=named, shards=names)
     return VerifyTarget(records=tuple(paths))
