@@ -94,8 +94,10 @@ def stats(
     if class_names is not None and html_path is None:
         raise click.UsageError("--class-names names the classes of the --html report: add --html")
     if records_input(paths, record_keys):
-        if runner != "local" or html_path is not None:
-            raise click.UsageError("TFRecords are read with --runner local, without --html")
+        if runner != "local" or html_path is not None or glob is not None:
+            raise click.UsageError(
+                "TFRecords are read with --runner local, without --html or --glob"
+            )
         return _stats_of_records(
             paths, ignore, num_classes, colours, artifacts, jobs, as_json, per_image, record_keys
         )
