@@ -44,6 +44,11 @@ _EXPORTS: dict[str, str] = {
     "WriteResult": "labelfix.records.write",
     "write_dataset": "labelfix.records.write",
     "verify_dataset": "labelfix.records.verify",
+    # TFRecords another tool wrote (DeepLab, Model Garden): no manifest needed
+    "RecordKeys": "labelfix.records.example",
+    "check_records": "labelfix.records.foreign_checks",
+    "validate_records": "labelfix.records.foreign_checks",
+    "verify_records": "labelfix.records.foreign_checks",
     "load": "labelfix.data",
     "read_manifest": "labelfix.data",
     "masked_sparse_categorical_crossentropy": "labelfix.losses",

@@ -16,6 +16,14 @@ For your own pipeline, map :func:`make_decoder` over the serialised records::
     manifest = read_manifest("tfrecords", "train")
     ds = records("tfrecords", "train").map(make_decoder(manifest), num_parallel_calls=AUTOTUNE)
 
+Records another tool wrote (DeepLab's ``build_voc2012_data.py``, Model Garden's scripts) have
+no manifest: :func:`load` reads them too, given the shards (a directory, a glob, files), the
+stored void value (``ignore=255``) and, for other keys, ``keys``
+(:class:`~labelfix.records.example.RecordKeys`); how masks are stored is told by the first
+record (:func:`~labelfix.records.foreign.foreign_manifest`). Masks TensorFlow would misread (a
+palette PNG, which ``decode_png`` turns into luminance) are refused, the first at once and any
+later one when it is decoded.
+
 This module imports TensorFlow only when a function needs it.
 """
 
@@ -25,13 +33,15 @@ import glob
 import os
 from collections.abc import Callable
 
-from labelfix.errors import LabelfixError, MissingExtra
+from labelfix.errors import LabelfixError, MissingExtra, UsageError
 from labelfix.labels import IGNORE_AS
-from labelfix.records.example import feature_key
+from labelfix.records.example import RecordKeys, feature_key
 from labelfix.records.manifest import read_manifest
 
 __all__ = ["decode_example", "load", "make_decoder", "read_manifest", "records", "shard_files"]
 
+#: Records :func:`load` shuffles in (``shuffle=True``).
+SHUFFLE_BUFFER = 256
 #: Shards read at once by :func:`load` (records are interleaved across them).
 CYCLE_LENGTH = 8
 
@@ -49,6 +59,8 @@ def shard_files(
 ) -> list[str]:
     """The shard paths of ``split``: the manifest's list, or the files a glob pattern matches."""
     path = os.fspath(path)
+    if manifest is not None and manifest.get("files"):  # shards without a manifest
+        return list(manifest["files"])
     if glob.has_magic(path):
         files = sorted(glob.glob(path))
         if not files:
@@ -96,18 +108,24 @@ def make_decoder(
     stored ignore value then becomes ``ignore_as`` (None keeps it as stored).
     """
     tf = _tf()
-    image_key, mask_key = feature_key("image"), feature_key("mask")
-    height_key, width_key = feature_key("height"), feature_key("width")
+    keys = manifest.get("feature_keys") or {}
+    image_key, mask_key = (
+        keys.get("image", feature_key("image")),
+        keys.get("mask", feature_key("mask")),
+    )
+    height_key = keys.get("height", feature_key("height"))
+    width_key = keys.get("width", feature_key("width"))
+    encoding, dtype, stored = manifest["mask_encoding"], manifest["mask_dtype"], manifest["ignore"]
     spec = {
         image_key: tf.io.FixedLenFeature([], tf.string),
         mask_key: tf.io.FixedLenFeature([], tf.string),
-        height_key: tf.io.FixedLenFeature([], tf.int64),
-        width_key: tf.io.FixedLenFeature([], tf.int64),
     }
-    encoding, dtype, stored = manifest["mask_encoding"], manifest["mask_dtype"], manifest["ignore"]
+    if encoding == "raw":  # PNG masks need no size (other tools' records may lack it)
+        spec[height_key] = tf.io.FixedLenFeature([], tf.int64)
+        spec[width_key] = tf.io.FixedLenFeature([], tf.int64)
     if encoding == "png" and dtype in ("uint8", "uint16"):
         png_dtype = tf.uint8 if dtype == "uint8" else tf.uint16
-    elif encoding == "raw" and dtype in ("int8", "int16", "int32"):
+    elif encoding == "raw" and dtype in ("uint8", "int8", "int16", "int32"):
         raw_dtype = tf.as_dtype(dtype)
     else:
         raise LabelfixError(f"unsupported mask storage in the manifest: {encoding} {dtype}")
@@ -115,19 +133,24 @@ def make_decoder(
     # The usual case (void stored as 255 or 65535, read as -1, ids below 128 or 32768): a bitcast
     # to the signed type of the same width turns exactly the void value into -1, one op less.
     signed = None
-    if remap and encoding == "png" and ignore_as == -1:
+    if remap and encoding == "png" and ignore_as == -1 and manifest.get("num_classes"):
         top = int(manifest["num_classes"]) - 1
         if dtype == "uint8" and stored == 0xFF and top < 0x80:
             signed = tf.int8
         elif dtype == "uint16" and stored == 0xFFFF and top < 0x8000:
             signed = tf.int16
 
+    png_header = manifest.get("png_header")  # other tools' records: every mask as the first
+
     def decode(serialized):
         features = tf.io.parse_single_example(serialized, spec)
         image = tf.io.decode_image(features[image_key], channels=3, expand_animations=False)
         image = tf.cast(image, tf.float32)
         if encoding == "png":
-            mask = tf.io.decode_png(features[mask_key], channels=1, dtype=png_dtype)[:, :, 0]
+            data = features[mask_key]
+            if png_header is not None:
+                data = _checked_png(tf, data, png_header)
+            mask = tf.io.decode_png(data, channels=1, dtype=png_dtype)[:, :, 0]
             if signed is not None:
                 return image, tf.cast(tf.bitcast(mask, signed), tf.int32)
         else:
@@ -143,6 +166,23 @@ def make_decoder(
     return decode
 
 
+def _checked_png(tf, data, header: bytes):
+    """``data``, once its PNG bit depth and colour type are ``header``'s (an InvalidArgument
+    error otherwise: a palette mask decoded as luminance must not train)."""
+    found = tf.strings.substr(data, 24, 2)
+    ok = tf.debugging.assert_equal(
+        found,
+        tf.constant(header),
+        message=(
+            f"labelfix.data: a mask is not a {header[0]}-bit grey PNG like the first (a palette "
+            "PNG decodes to luminance, not ids); rewrite the records with labelfix to-tfrecord "
+            "--from-records"
+        ),
+    )
+    with tf.control_dependencies([ok]):
+        return tf.identity(data)
+
+
 def decode_example(serialized, manifest: dict, *, ignore_as: int | None = IGNORE_AS):
     """Decode one serialised record: ``(image float32 [H,W,3], mask int32 [H,W])``.
 
@@ -153,25 +193,53 @@ def decode_example(serialized, manifest: dict, *, ignore_as: int | None = IGNORE
     return make_decoder(manifest, ignore_as=ignore_as)(serialized)
 
 
+def _manifest(path, split: str, *, keys: RecordKeys | None, ignore: int | None) -> dict:
+    """The labelfix manifest of ``path``, or what the first record of another tool's shards
+    says (:func:`~labelfix.records.foreign.foreign_manifest`) when there is none."""
+    from labelfix.records import foreign
+
+    text = os.fspath(path)
+    directory = text if os.path.isdir(text) else os.path.dirname(text) or "."
+    if keys is None and foreign.labelfix_manifests(directory):
+        manifest = read_manifest(path, split)
+        if ignore is not None and ignore != manifest["ignore"]:
+            raise UsageError(
+                f"{manifest['manifest_path']}: the manifest says void is stored as "
+                f"{manifest['ignore']}, not {ignore}: leave ignore out"
+            )
+        return manifest
+    if not foreign.looks_like_records([text]):
+        return read_manifest(path, split)  # says what is missing
+    shards = foreign.shards_of_split(text, split) if os.path.isdir(text) else [text]
+    return foreign.foreign_manifest(shards, keys=keys, ignore=ignore)
+
+
 def load(
     path: str | os.PathLike,
     split: str = "train",
     *,
     ignore_as: int | None = IGNORE_AS,
-    shuffle: bool = False,
-    shuffle_buffer: int = 256,
+    shuffle: bool | int = False,
     seed: int | None = None,
     batch_size: int | None = None,
     drop_remainder: bool = False,
     deterministic: bool | None = None,
+    keys: RecordKeys | None = None,
+    ignore: int | None = None,
 ):
     """A ``tf.data.Dataset`` of ``(image float32 [H,W,3], mask int32 [H,W])`` for one split.
 
     ``path`` is the directory ``labelfix to-tfrecord`` wrote (or a shard glob beside its
-    manifest). Shards are read in parallel and records decoded in parallel (AUTOTUNE), then
-    prefetched. ``shuffle`` shuffles the shard order and the records (buffer ``shuffle_buffer``,
-    reshuffled each epoch). ``batch_size`` batches; masks of different sizes are padded at the
-    bottom/right with the ignore value (images with 0), never with a class id.
+    manifest), or another tool's shards (a directory without a labelfix manifest, whose
+    ``split`` shards are read when they are named for splits; a glob; a file): then
+    ``ignore`` is the stored value of void pixels (e.g. 255; None: there are none), presented
+    as ``ignore_as`` like a manifest's, and ``keys`` says where the features are (default:
+    DeepLab's and Model Garden's). Shards are read in parallel and records decoded in parallel
+    (AUTOTUNE), then prefetched. ``shuffle`` shuffles the shard order and the
+    records, reshuffled each epoch, in a buffer of :data:`SHUFFLE_BUFFER` records (or of
+    ``shuffle`` records when it is a number). ``batch_size`` batches; masks of
+    different sizes are padded at the bottom/right with the ignore value (images with 0), never
+    with a class id.
     ``deterministic`` goes to the parallel decode (None: tf.data's default, in order).
 
     >>> ds = load("tfrecords", "val", batch_size=4)                    # doctest: +SKIP
@@ -179,14 +247,15 @@ def load(
     (363, TensorSpec(shape=(None, None, None), dtype=tf.int32, name=None))
     """
     tf = _tf()
-    manifest = read_manifest(path, split)
+    manifest = _manifest(path, split, keys=keys, ignore=ignore)
     autotune = tf.data.AUTOTUNE
     ds = records(path, split, shuffle_files=shuffle, seed=seed, manifest=manifest)
     if not glob.has_magic(os.fspath(path)) and isinstance(manifest.get("num_records"), int):
         # every shard of the manifest is read: len(ds) and Keras' progress bars know the count
         ds = ds.apply(tf.data.experimental.assert_cardinality(manifest["num_records"]))
     if shuffle:
-        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        buffer = SHUFFLE_BUFFER if shuffle is True else int(shuffle)
+        ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     ds = ds.map(
         make_decoder(manifest, ignore_as=ignore_as),
         num_parallel_calls=autotune,

@@ -262,7 +262,8 @@ def test_write_dataset_manifest_and_deeplab_parser(voc_dir, tmp_path: Path):
         np.testing.assert_array_equal(label, mask)
         assert parsed["image/encoded"].numpy() == (images / f"{sid}.jpg").read_bytes()
         assert parsed["image/format"].numpy() == b"jpeg"
-        assert parsed["image/filename"].numpy() == f"{sid}.jpg".encode()
+        # DeepLab's convention: the stem (its vis.py saves each prediction as <filename>.png)
+        assert parsed["image/filename"].numpy() == sid.encode()
         assert (int(parsed["image/height"]), int(parsed["image/width"])) == mask.shape
         assert parsed["image/segmentation/class/format"].numpy() == b"png"
         assert parse_example(record)["image/source_id"] == [sid.encode()]
@@ -904,7 +905,7 @@ def test_file_names_that_are_not_utf8_are_stored_as_their_bytes(tmp_path: Path):
     assert result.exit_code == 0, result.output
     records = [parse_example(r) for r in read_records(out / shard_name("train", 0, 1))]
     names = sorted((r["image/filename"][0], r["image/source_id"][0]) for r in records)
-    assert names == [(b"ok.jpg", b"ok"), (b"\xff.jpg", b"\xff")]
+    assert names == [(b"ok", b"ok"), (b"\xff", b"\xff")]
     manifest = json.loads((out / "train.labelfix.json").read_text(encoding="utf-8"))
     assert manifest["num_records"] == 2
 

@@ -334,6 +334,24 @@ def count_masks(paths, glob: str | None = None) -> int | None:
     return sum(1 for _ in iter_mask_files(list(paths), glob=glob))
 
 
+def records_input(paths, record_keys: dict) -> bool:
+    """Whether a command's inputs are TFRecord shards (a usage error when only some are, or
+    when a record key option, ``--mask-key`` ..., comes with mask files)."""
+    from labelfix.records.foreign import looks_like_records
+
+    if looks_like_records(paths):
+        return True
+    for option, value in record_keys.items():
+        if value:
+            raise click.UsageError(
+                f"--{option.replace('_', '-')} reads TFRecords, but {', '.join(paths)} holds "
+                "mask files"
+            )
+    if len(paths) > 1 and any(looks_like_records([p]) for p in paths):
+        raise click.UsageError("give TFRecord shards or mask files, not both")
+    return False
+
+
 def plural(count: int, noun: str, plural_form: str | None = None) -> str:
     """``1 file``, ``2 files``, ``1,024 records``.
 

@@ -185,7 +185,16 @@ def warn_if_ignore_is_class(ignore, num_classes) -> None:
 
 
 def label_map_from_options(
-    *, ignore, out, maps, map_file, preset, unmapped, num_classes=None, void_is_class=False
+    *,
+    ignore,
+    out,
+    maps,
+    map_file,
+    preset,
+    unmapped,
+    num_classes=None,
+    void_is_class=False,
+    luminance=None,
 ):
     """Build the LabelMap the mapping options describe; usage errors become click errors."""
     from labelfix.errors import MappingError
@@ -193,7 +202,7 @@ def label_map_from_options(
 
     warn_if_ignore_is_class(ignore, num_classes)
     try:
-        return build_label_map(
+        label_map = build_label_map(
             ignore=ignore,
             out=out,
             maps=maps,
@@ -202,9 +211,43 @@ def label_map_from_options(
             unmapped=unmapped,
             num_classes=num_classes,
             allow_void_class=void_is_class,
+            luminance=luminance,
         )
     except MappingError as err:
         raise click.UsageError(str(err)) from None
+    if luminance:
+        _warn_shared_luminances(luminance, label_map)
+    return label_map
+
+
+def _warn_shared_luminances(spec: str, label_map) -> None:
+    """One stderr line naming the luminances several classes share and no ``--map`` settles:
+    a mask holding one is refused (it has no rule)."""
+    from labelfix.labels.luminance import luminance_rules
+
+    void = tuple(v for v in (*label_map.ignore, label_map.out_value) if v is not None)
+    _, shared = luminance_rules(spec, num_classes=label_map.num_classes, void=void)
+    open_ = {v: ids for v, ids in shared.items() if v not in label_map.rules_dict}
+    if open_:
+        listed = "; ".join(
+            f"{v} is {' and '.join(map(str, ids))} (--map {v}:{ids[0]} says which)"
+            for v, ids in open_.items()
+        )
+        click.echo(
+            f"labelfix: warning: --luminance {spec}: classes share a grey value, so a mask "
+            f"holding it is refused: {listed}",
+            err=True,
+        )
+
+
+luminance_option = click.option(
+    "--luminance",
+    metavar="[pillow:]COLORMAP",
+    help="The masks hold palette colours read as grey (a palette PNG decoded by TensorFlow, or"
+    " Pillow's convert('L') with pillow:): map each class colour's grey back to its id, for"
+    " the colours of voc, cityscapes, camvid11, camvid32 or a colormap file. Needs -n or"
+    " --preset.",
+)
 
 
 def read_option_file(path: str, *, what: str) -> str:
@@ -336,8 +379,15 @@ class StoragePath(click.ParamType):
         self.local = click.Path(exists=exists, file_okay=file_okay, dir_okay=dir_okay)
 
     def convert(self, value, param, ctx):
+        import glob
+        import os
+
         from labelfix.io import fs
 
+        if not fs.is_url(value) and glob.has_magic(value) and not os.path.exists(value):
+            if self.exists and not glob.glob(value):  # a quoted pattern: _expand_globs
+                self.fail(f"{value!r} matches no file.", param, ctx)
+            return value
         if not fs.is_url(value):
             return self.local.convert(value, param, ctx)
         if self.exists:
@@ -352,8 +402,29 @@ class StoragePath(click.ParamType):
         return value
 
 
+def _expand_globs(ctx, param, value):
+    """Quoted local patterns (``'tfrecord/val-*'``) become the files they match, sorted."""
+    import glob
+    import os
+
+    from labelfix.io import fs
+
+    found = []
+    for path in value:
+        if not fs.is_url(path) and glob.has_magic(path) and not os.path.exists(path):
+            found.extend(sorted(glob.glob(path)))
+        else:
+            found.append(path)
+    return tuple(found)
+
+
 storage_paths_argument = click.argument(
-    "paths", nargs=-1, required=True, type=StoragePath(exists=True), metavar="PATH..."
+    "paths",
+    nargs=-1,
+    required=True,
+    type=StoragePath(exists=True),
+    callback=_expand_globs,
+    metavar="PATH...",
 )
 
 RUNNERS = ("local", "beam", "dask")
@@ -436,3 +507,38 @@ def naming(image_suffix: str = "", mask_suffix: str = ""):
     from labelfix.io.pairing import Naming
 
     return Naming(image_suffix=image_suffix, mask_suffix=mask_suffix)
+
+
+# ----------------------------------------------------------------------------- other tools' records
+# Shared by stats, validate, verify and to-tfrecord --from-records: TFRecords without a labelfix
+# manifest (DeepLab's build_voc2012_data.py, Model Garden's scripts, your own code), read by
+# labelfix.records.foreign.
+
+
+def record_key_options(func):
+    """Add --mask-key, --image-key and --format-key; :func:`record_keys` puts them together."""
+    func = click.option(
+        "--format-key",
+        metavar="KEY",
+        help="Records without a manifest: the feature naming the mask's format, png or raw "
+        "(default: image/segmentation/class/format).",
+    )(func)
+    func = click.option(
+        "--image-key",
+        metavar="KEY",
+        help="Records without a manifest: the feature holding the encoded image (default: "
+        "image/encoded).",
+    )(func)
+    return click.option(
+        "--mask-key",
+        metavar="KEY",
+        help="Records without a manifest: the feature holding the encoded mask (default: "
+        "image/segmentation/class/encoded, DeepLab's and Model Garden's).",
+    )(func)
+
+
+def record_keys(mask_key=None, image_key=None, format_key=None):
+    """The :class:`~labelfix.records.example.RecordKeys` of --mask-key/--image-key/--format-key."""
+    from labelfix.records.example import RecordKeys
+
+    return RecordKeys.of(mask=mask_key, image=image_key, mask_format=format_key)

@@ -12,6 +12,7 @@ from labelfix.cli._rewrite import execute, rewrite_options
 @click.command()
 @options.paths_argument
 @options.mapping_options
+@options.luminance_option
 @options.num_classes_option()
 @click.option(
     "--void-is-class",
@@ -21,9 +22,9 @@ from labelfix.cli._rewrite import execute, rewrite_options
 @rewrite_options("-remapped")
 @handle_errors
 def remap(
-    paths, ignore, out, maps, map_file, preset, unmapped, num_classes, void_is_class, output,
-    in_place, fmt, no_palette, dry_run, force, discard_record, glob, colormap, unknown_colour,
-    jobs, as_json,
+    paths, ignore, out, maps, map_file, preset, unmapped, luminance, num_classes, void_is_class,
+    output, in_place, fmt, no_palette, dry_run, force, discard_record, glob, colormap,
+    unknown_colour, jobs, as_json,
 ):  # fmt: skip
     """Map label values: ignore values to one canonical value, ids to train ids, presets.
 
@@ -37,10 +38,11 @@ def remap(
     labelfix remap --preset cityscapes --in-place gtFine/
     labelfix remap --map 7:0 --map 8:1 --unmapped ignore --out 255 -n 2 masks/ -o out/
     labelfix remap --preset ade20k --dry-run annotations/
+    labelfix remap --preset voc --luminance voc --map 52:5 grey-masks/ -o masks/
     """
     label_map = options.label_map_from_options(
         ignore=ignore, out=out, maps=maps, map_file=map_file, preset=preset, unmapped=unmapped,
-        num_classes=num_classes, void_is_class=void_is_class,
+        num_classes=num_classes, void_is_class=void_is_class, luminance=luminance,
     )  # fmt: skip
     if label_map.is_identity and fmt is None and not no_palette and colormap is None:
         raise click.UsageError(

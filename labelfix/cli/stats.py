@@ -15,7 +15,16 @@ from labelfix.checks.scan import FileReport, report_to_dict
 from labelfix.checks.stats import DatasetStats, scan_dataset, unused_ignore_message
 from labelfix.checks.void import SHAPE_SAMPLE, VoidGuess, guess_from_counts, is_candidate
 from labelfix.cli import options
-from labelfix.cli._common import count_masks, fail, handle_errors, no_masks, plural, progress, table
+from labelfix.cli._common import (
+    count_masks,
+    fail,
+    handle_errors,
+    no_masks,
+    plural,
+    progress,
+    records_input,
+    table,
+)
 from labelfix.io import fs
 from labelfix.io.door import Door, Outlet, Rules
 from labelfix.io.masks import KINDS
@@ -49,6 +58,7 @@ from labelfix.parallel import keep_freed_memory
 @options.class_names_option(
     "Class names for the --html report, one per line (line k names class k)."
 )
+@options.record_key_options
 @handle_errors
 def stats(
     paths,
@@ -65,19 +75,33 @@ def stats(
     html_path,
     class_names,
     runner_args,
+    **record_keys,
 ):
     """Report sizes, storage kinds, per-value pixel counts, void share and class weights.
+
+    TFRecord shards (files, globs, a directory of them) are read record by record, without a
+    manifest: the traps TensorFlow's decoders would hit (palette or 16-bit PNG masks, palette
+    colours read as grey) are errors.
 
     \b
     labelfix stats masks/
     labelfix stats masks/ --ignore 255 --num-classes 21 --per-image rows.csv
     labelfix stats masks/ --ignore 255 --num-classes 21 --html report.html
+    labelfix stats tfrecord/ --ignore 255 --num-classes 21
     labelfix stats gs://bucket/masks --runner beam -- --runner=DataflowRunner ...
     labelfix stats masks/ --runner dask -- --scheduler tcp://HOST:8786
     """
     colours = options.colour_policy(colormap, unknown_colour, ignore=ignore)
     if class_names is not None and html_path is None:
         raise click.UsageError("--class-names names the classes of the --html report: add --html")
+    if records_input(paths, record_keys):
+        if runner != "local" or html_path is not None or glob is not None:
+            raise click.UsageError(
+                "TFRecords are read with --runner local, without --html or --glob"
+            )
+        return _stats_of_records(
+            paths, ignore, num_classes, colours, artifacts, jobs, as_json, per_image, record_keys
+        )
     if html_path is not None:
         from labelfix.viz.report import require_matplotlib
 
@@ -272,13 +296,14 @@ def _pct(x: float) -> str:
     return f"{100 * x:.2f}%"
 
 
-def render(result: DatasetStats, *, void: VoidGuess | None = None) -> str:
+def render(result: DatasetStats, *, void: VoidGuess | None = None, unit: str = "file") -> str:
     """The human report: aligned tables, data only (errors go to stderr). One section after
     another, each blank-line separated and left out when it has nothing to say. ``void``: what
-    the masks say about void when no ``--ignore`` was given."""
+    the masks say about void when no ``--ignore`` was given; ``unit``: what was read, a file
+    or a record."""
     sections = (
-        _summary(result),
-        _storage(result),
+        _summary(result, unit),
+        _storage(result, unit),
         _values(result, void),
         _void(result, void),
         _range(result),
@@ -291,13 +316,13 @@ def render(result: DatasetStats, *, void: VoidGuess | None = None) -> str:
     return "\n".join(out)
 
 
-def _summary(result: DatasetStats) -> list[str]:
+def _summary(result: DatasetStats, unit: str = "file") -> list[str]:
     parts = [plural(result.label_files, "label mask")]
     if result.not_labels:
         parts.append(plural(len(result.not_labels), "not label mask"))
     if result.unreadable:
         parts.append(f"{len(result.unreadable)} unreadable")
-    out = [f"Scanned {plural(result.files, 'file')}: " + ", ".join(parts)]
+    out = [f"Scanned {plural(result.files, unit)}: " + ", ".join(parts)]
     if result.sizes:
         sizes = sorted(result.sizes.items(), key=lambda kv: -kv[1])
         out.append(
@@ -308,14 +333,14 @@ def _summary(result: DatasetStats) -> list[str]:
     return out
 
 
-def _storage(result: DatasetStats) -> list[str]:
+def _storage(result: DatasetStats, unit: str = "file") -> list[str]:
     if not result.kinds:
         return []
     rows = [
         (kind, n, KINDS.get(kind) or "")
         for kind, n in sorted(result.kinds.items(), key=lambda kv: list(KINDS).index(kv[0]))
     ]
-    return ["Storage:", table(rows, ("kind", "files", "trap"), right={1})]
+    return ["Storage:", table(rows, ("kind", unit + "s", "trap"), right={1})]
 
 
 def _values(result: DatasetStats, void: VoidGuess | None = None) -> list[str]:
@@ -451,3 +476,77 @@ def _artifacts(result: DatasetStats) -> list[str]:
         out.append(f"{len(result.interpolated)} mask(s) look interpolated (resized or JPEG):")
         out.extend(f"  {path}" for path in result.interpolated[:20])
     return out
+
+
+# ----------------------------------------------------------------------------- TFRecords
+
+
+#: Per kind of error in records, how many are named before the rest are counted.
+ERRORS_SHOWN = 3
+
+
+def _paths_text(paths) -> str:
+    """How a problem of the whole set of shards names them (``check_records``' ``where``)."""
+    return ", ".join(map(str, paths))
+
+
+def _stats_of_records(
+    paths, ignore, num_classes, colours, artifacts, jobs, as_json, per_image, record_keys
+) -> None:
+    """``stats`` of TFRecord shards: the same report, one row per record, and the records'
+    errors on stderr (exit 1)."""
+    from labelfix.records.foreign_checks import check_records
+
+    with Door(Rules.of("stats", inputs=paths)) as door, contextlib.ExitStack() as stack:
+        on_row = None
+        if per_image is not None:
+            outlet = door.file(per_image)[0]
+            outlet.check(per_image)
+            on_row = stack.enter_context(_row_writer(outlet, per_image))
+        advance = stack.enter_context(progress("stats", unit="records"))
+
+        def on_record(found, problems) -> None:
+            advance(1)
+            if on_row is not None:
+                on_row(found.report)
+
+        check = check_records(
+            paths,
+            keys=options.record_keys(**record_keys),
+            num_classes=num_classes,
+            ignore=ignore,
+            colours=colours,
+            artifacts=artifacts,
+            jobs=jobs,
+            on_record=on_record,
+        )
+    errors = [p for p in check.errors if p.code not in ("value", "unreadable", "framing")]
+    if as_json:
+        document = {**check.stats.to_dict(), "records": check.records}
+        document["ok"] = document["ok"] and not errors
+        document["problems"] = [p.message for p in errors]
+        click.echo(json.dumps(document, indent=2))
+    else:
+        click.echo(render(check.stats, unit="record"))
+    for value in check.stats.unused_ignore:
+        click.echo(f"labelfix: warning: {unused_ignore_message(value, check.stats)}", err=True)
+    for path, reason in check.stats.unreadable:
+        click.echo(f"labelfix: error: {path}: {reason}", err=True)
+    shown: dict[str, int] = {}
+    whole = [p for p in errors if p.path == _paths_text(paths)]  # of the whole set: all shown
+    for problem in errors:  # a few records of each kind
+        if problem.path != _paths_text(paths):
+            shown[problem.code] = shown.get(problem.code, 0) + 1
+            if shown[problem.code] <= ERRORS_SHOWN:
+                click.echo(f"labelfix: error: {problem.message}", err=True)
+    for code, count in shown.items():
+        if count > ERRORS_SHOWN:
+            click.echo(
+                f"labelfix: error: ... and {count - ERRORS_SHOWN} more record(s) with the same "
+                f"{code} error (labelfix validate names them all)",
+                err=True,
+            )
+    for problem in whole:
+        click.echo(f"labelfix: error: {problem.message}", err=True)
+    if check.stats.unreadable or errors:
+        raise SystemExit(1)

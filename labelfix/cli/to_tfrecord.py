@@ -8,9 +8,11 @@ import json
 
 import click
 
+from labelfix.checks.rules import unused_ignore_message
 from labelfix.cli import options
 from labelfix.cli._common import fail, handle_errors, plural, progress
 from labelfix.io.pairing import DatasetProblems, read_id_list
+from labelfix.records.example import FILENAME_STYLES
 from labelfix.records.spec import (
     COMPRESSIONS,
     DEFAULT_MASK_ENCODING,
@@ -31,15 +33,21 @@ def _check_size(ctx, param, value):
 
 
 @click.command("to-tfrecord", cls=options.PipelineCommand)
+@click.argument("shards", nargs=-1, metavar="[SHARD...]")
+@click.option(
+    "--from-records",
+    is_flag=True,
+    help="Rewrite the TFRecord SHARDs given (files, globs, directories; another tool's, without"
+    " a manifest) instead of --images/--masks: images copied byte for byte, masks read as ids"
+    " (a palette PNG as its indices) and remapped as PNG masks are.",
+)
 @options.images_option(
     "Image directory; each mask's image has the same relative path and stem (Cityscapes and "
     "other suffixes: see --image-suffix).",
-    required=True,
     storage=True,
 )
 @click.option(
     "--masks",
-    required=True,
     type=options.StoragePath(exists=True, file_okay=False),
     metavar="DIR",
     help="Mask directory (PNG or .npy label masks).",
@@ -54,12 +62,13 @@ def _check_size(ctx, param, value):
 )
 @click.option(
     "--split",
-    default="train",
-    show_default=True,
+    default=None,
     metavar="NAME",
-    help="Split name: shards are NAME-00000-of-0000N.tfrecord.",
+    help="Split name: shards are NAME-00000-of-0000N.tfrecord (default: train; with"
+    " --from-records, the split the input shards are named for).",
 )
 @options.mapping_options
+@options.luminance_option
 @options.num_classes_option()
 @options.pairing_options
 @click.option(
@@ -101,6 +110,14 @@ def _check_size(ctx, param, value):
     " refuse them, keep them as stored (the masks follow the stored pixels), or rotate them as"
     " viewers show them (stored losslessly as PNG; the masks follow the displayed picture).",
 )
+@click.option(
+    "--filename",
+    type=click.Choice(FILENAME_STYLES),
+    default="stem",
+    show_default=True,
+    help="What image/filename holds: stem (2007_000033, as DeepLab's writer stores it and its"
+    " vis.py names predictions from it) or name (2007_000033.jpg).",
+)
 @click.option("--shuffle", is_flag=True, help="Shuffle the record order (reproducibly, by --seed).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for --shuffle.")
 @options.colormap_options
@@ -108,11 +125,13 @@ def _check_size(ctx, param, value):
 @options.jobs_option
 @options.runner_option
 @options.json_option
+@options.record_key_options
 @handle_errors
 def to_tfrecord(
     *,
     ignore, out, maps, map_file, preset, unmapped, num_classes, id_list, colormap, unknown_colour,
-    class_names, jobs, runner, as_json, runner_args, **spec_options,
+    class_names, jobs, runner, as_json, runner_args, shards, from_records, luminance,
+    mask_key, image_key, format_key, **spec_options,
 ):  # fmt: skip
     """Write image/mask pairs as TFRecords with DeepLab / Model Garden feature keys.
 
@@ -130,18 +149,24 @@ def to_tfrecord(
         --temp_location=gs://b/tmp
     labelfix to-tfrecord --images img --masks gt --output tfr -n 21 \\
         --runner dask -- --scheduler tcp://HOST:8786
+    labelfix to-tfrecord --from-records deeplab/tfrecord/val-* -o fixed --preset voc
     """
     if spec_options["num_shards"] is not None and spec_options["shard_size"] is not None:
         raise click.UsageError("give --num-shards or --shard-size, not both")
-    label_map = _label_map(ignore, out, maps, map_file, preset, unmapped, num_classes, class_names)
-    spec = WriteSpec(
-        **spec_options,  # the options named like WriteSpec's fields
+    records = _records_options(shards, from_records, runner, id_list, spec_options)
+    label_map = _label_map(
+        ignore, out, maps, map_file, preset, unmapped, num_classes, class_names, luminance
+    )
+    spec = WriteSpec.from_options(
+        spec_options,
         label_map=label_map,
         num_classes=label_map.num_classes,
         ids=read_id_list(id_list) if id_list is not None else None,
         colours=options.colour_policy(
             colormap, unknown_colour, ignore=label_map.ignore, out=label_map.out_value
         ),
+        records=records,
+        keys=options.record_keys(mask_key=mask_key, image_key=image_key, format_key=format_key),
     )
     if runner == "local":
         from labelfix.records.write import write_dataset
@@ -181,9 +206,11 @@ def to_tfrecord(
         click.echo(f"labelfix: skipped: {line}", err=True)
     warnings = list(result.warnings)
     if label_map.ignore and result.ignore_pixels == 0:
-        values = ", ".join(map(str, label_map.ignore))
-        warnings.append(f"no pixel of the {result.num_records} mask(s) was void (ignore "
-                        f"{values}); is it this dataset's void value?")  # fmt: skip
+        seen = [c for c, pixels in enumerate(result.class_pixel_counts) if pixels]
+        warnings.extend(
+            unused_ignore_message(value, masks=result.num_records, seen=seen)
+            for value in label_map.ignore
+        )
     for line in warnings:
         _warn(line)
     if as_json:
@@ -196,11 +223,51 @@ def _warn(line: str) -> None:
     click.echo(f"labelfix: warning: {line}", err=True)
 
 
-def _label_map(ignore, out, maps, map_file, preset, unmapped, num_classes, class_names):
+def _records_options(shards, from_records, runner, id_list, spec_options) -> tuple | None:
+    """The input shards of ``--from-records`` (None without it), the options checked; sets the
+    split the shards are named for when ``--split`` is not given."""
+    if not from_records:
+        if shards:
+            raise click.UsageError(
+                f"unexpected argument {shards[0]!r}: shards are rewritten with --from-records"
+            )
+        if spec_options["images"] is None or spec_options["masks"] is None:
+            raise click.UsageError("--images and --masks are required (or --from-records SHARD...)")
+        spec_options["split"] = spec_options["split"] or "train"
+        return None
+    if not shards:
+        raise click.UsageError("--from-records needs the shards to rewrite: SHARD...")
+    refused = [
+        option
+        for option, given in (
+            ("--images", spec_options["images"] is not None),
+            ("--masks", spec_options["masks"] is not None),
+            ("--list", id_list is not None),
+            ("--shuffle", spec_options["shuffle"]),
+            ("--skip-unpaired", spec_options["skip_unpaired"]),
+            ("--runner beam", runner != "local"),
+            ("--exif rotate", spec_options["exif"] == "rotate"),
+        )
+        if given
+    ]
+    if refused:
+        raise click.UsageError(
+            f"{refused[0]} does not go with --from-records (records are rewritten in their "
+            "order, on this machine, images byte for byte)"
+        )
+    if spec_options["split"] is None:
+        from labelfix.records.foreign import find_shards, split_of
+
+        spec_options["split"] = split_of(find_shards(shards)) or "train"
+    return tuple(shards)
+
+
+def _label_map(ignore, out, maps, map_file, preset, unmapped, num_classes, class_names, luminance):
     """The run's LabelMap from the mapping options; it must know num_classes."""
     label_map = options.label_map_from_options(
         ignore=ignore, out=out, maps=maps, map_file=map_file, preset=preset, unmapped=unmapped,
         num_classes=num_classes, void_is_class=True,  # WriteSpec refuses it, with its reason
+        luminance=luminance,
     )  # fmt: skip
     if label_map.num_classes is None:
         raise click.UsageError("--num-classes is required (or a --preset that sets it)")

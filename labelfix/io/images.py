@@ -157,11 +157,17 @@ def check_image(path: str) -> tuple[bytes, tuple[str, int, int, int]]:
     NotARegularFile` for a FIFO, socket or device, never opened), ValueError with the reason
     when it is not such an image."""
     data = fs.read_bytes(path)
+    return data, check_image_bytes(data)
+
+
+def check_image_bytes(data: bytes) -> tuple[str, int, int, int]:
+    """``(format, height, width, channels)`` of an image's bytes that TensorFlow's
+    ``decode_image`` reads completely; ValueError with the reason otherwise."""
     header = quick_header(data) or image_header(data)
     problem = decode_problem(data)
     if problem is not None:
         raise ValueError(problem)
-    return data, header
+    return header
 
 
 def image_size(source: str | bytes) -> tuple[int, int]:

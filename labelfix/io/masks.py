@@ -55,12 +55,15 @@ KINDS: dict[str, str | None] = {
     "1-bit": "tf.io.decode_png expands 1-bit PNGs to 0/255, not 0/1",
     "2/4-bit": "tf.io.decode_png scales 2- and 4-bit grey to 0..255 (ids x85 or x17)",
     "npy": "tf.io cannot decode .npy; write TFRecords with labelfix to-tfrecord",
+    "raw": "raw integers in a record: tf.io.decode_raw needs their dtype, height and width",
     "colour": "colours are not class ids; tf.io.decode_png(channels=1) would give luminance",
     "colormap": "colours converted to class ids with --colormap; TensorFlow would read colours",
     "jpeg": "JPEG is lossy: region edges carry values that are no class",
 }
 
-LABEL_KINDS = frozenset({"palette", "8-bit", "16-bit", "1-bit", "2/4-bit", "npy", "colormap"})
+LABEL_KINDS = frozenset(
+    {"palette", "8-bit", "16-bit", "1-bit", "2/4-bit", "npy", "raw", "colormap"}
+)
 
 #: Pillow unpacks 2- and 4-bit grey PNG rows scaled to 0..255; these undo it (exactly).
 _LOW_BIT_SCALE = {"L;2": 85, "L;4": 17}

@@ -312,12 +312,19 @@ def build_label_map(
     unmapped: str | None = None,
     num_classes: int | None = None,
     allow_void_class: bool = False,
+    luminance: str | None = None,
 ) -> LabelMap:
     """Combine the mapping options every command shares into one LabelMap.
 
     A preset supplies rules, ignore value, num_classes and class names; explicit ``maps`` and
     ``map_file`` rules are added on top (explicit wins over the preset for the same value);
     ``ignore`` values are added to the preset's; ``out`` replaces its canonical ignore.
+
+    ``luminance`` (``voc``, ``pillow:voc``, a colormap file: :mod:`labelfix.labels.luminance`)
+    says the masks hold palette colours read as grey: the rules then map each class colour's
+    luminance back to its id (the void colours' to the canonical ignore) in place of the
+    preset's rules, and values no rule names are errors unless ``unmapped`` says otherwise.
+    Luminances two classes share get no rule: ``maps`` says which class they are.
 
     Contradictions are MappingErrors: one value mapped to two outputs (within ``maps``, within
     the map file or between them), and, with ``num_classes``, a canonical ignore ``out`` that is
@@ -330,6 +337,9 @@ def build_label_map(
     """
     base = preset(preset_name) if preset_name else LabelMap()
     rules = dict(base.rules_dict)
+    if luminance:
+        rules = _luminance_rules(luminance, base, ignore, out, num_classes)
+        unmapped = unmapped or "error"
     for v in ignore:  # an explicit --ignore wins over a preset's rule for that value
         rules.pop(v, None)
     # Explicit rules go on top; one that contradicts an explicit --ignore is a MappingError
@@ -353,6 +363,27 @@ def build_label_map(
     if problem is not None and not allow_void_class:
         raise MappingError(f"{problem}, or pass --void-is-class to merge them on purpose")
     return label_map
+
+
+def _luminance_rules(
+    spec: str, base: LabelMap, ignore: Sequence[int], out: int | None, num_classes: int | None
+) -> dict[int, int]:
+    """The ``--luminance`` rules: class colours' luminances to their ids, void colours' to the
+    canonical ignore (see :func:`build_label_map`)."""
+    from labelfix.labels.luminance import luminance_rules
+
+    n = num_classes if num_classes is not None else base.num_classes
+    if n is None:
+        raise MappingError(
+            f"--luminance {spec} needs the number of classes (--num-classes or a --preset): "
+            "only the colours of ids 0..N-1 and void are looked for"
+        )
+    void = tuple(dict.fromkeys(v for v in (*base.ignore, *ignore) if v >= n))
+    canonical = out if out is not None else base.out
+    if canonical is None and void:
+        canonical = void[0]
+    found, _ = luminance_rules(spec, num_classes=n, void=void)
+    return {a: (canonical if b >= n and canonical is not None else b) for a, b in found}
 
 
 def _explicit_rules(

@@ -13,9 +13,11 @@ TensorFlow's deterministic serialisation.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import struct
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from types import MappingProxyType
 
 import numpy as np
@@ -40,6 +42,50 @@ FEATURES: Mapping[str, tuple[str, str]] = MappingProxyType(
 def feature_key(name: str) -> str:
     """The key of ``name`` in :data:`FEATURES`: ``feature_key("height")`` -> ``image/height``."""
     return FEATURES[name][0]
+
+
+@dataclass(frozen=True)
+class RecordKeys:
+    """Where the records of another tool keep each feature: :data:`FEATURES`' keys (DeepLab's
+    ``build_data.py``, Model Garden's ``tf_example_builder.py``) unless told otherwise.
+
+    >>> RecordKeys.of(mask="label/encoded").mask
+    'label/encoded'
+    """
+
+    image: str = feature_key("image")
+    mask: str = feature_key("mask")
+    mask_format: str = feature_key("mask_format")
+    filename: str = feature_key("filename")
+    source_id: str = feature_key("source_id")
+    height: str = feature_key("height")
+    width: str = feature_key("width")
+
+    @classmethod
+    def of(cls, **keys: str | None) -> RecordKeys:
+        """The default keys, with each key given (not None) in its place."""
+        return dataclasses.replace(cls(), **{k: v for k, v in keys.items() if v})
+
+    def to_dict(self) -> dict[str, str]:
+        return dataclasses.asdict(self)
+
+
+#: What ``image/filename`` holds (:func:`record_filename`).
+FILENAME_STYLES = ("stem", "name")
+
+
+def record_filename(name: str, style: str = "stem") -> str:
+    """The ``image/filename`` of an image: ``stem`` drops the extension, as DeepLab's writer
+    stores it (its ``vis.py`` names each prediction ``<filename>.png``); ``name`` keeps it.
+
+    >>> record_filename("2007_000033.jpg"), record_filename("a/b.c.png", "name")
+    ('2007_000033', 'a/b.c.png')
+    """
+    if style == "name":
+        return name
+    head, sep, last = name.rpartition("/")
+    stem, dot, _ = last.rpartition(".")
+    return head + sep + (stem if dot and stem else last)
 
 
 # ----------------------------------------------------------------------------- wire format

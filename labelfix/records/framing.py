@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import gzip
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO
 
 import google_crc32c
@@ -51,9 +51,15 @@ def write_record(fh: IO[bytes], data: bytes) -> int:
     return len(data) + 16
 
 
-def read_records(fh: IO[bytes], *, compression: str = "none") -> Iterator[bytes]:
+def read_records(
+    fh: IO[bytes],
+    *,
+    compression: str = "none",
+    on_bad_data: Callable[[CorruptRecord], None] | None = None,
+) -> Iterator[bytes]:
     """Every record of a file object, in order; CorruptRecord on a bad length, a bad CRC or a
-    file that ends inside a record."""
+    file that ends inside a record. With ``on_bad_data``, a record whose data checksum is wrong
+    (its length is right, so the next one can still be found) is handed to it and skipped."""
     if compression == "gzip":
         fh = gzip.GzipFile(fileobj=fh, mode="rb")
     index = 0
@@ -71,6 +77,9 @@ def read_records(fh: IO[bytes], *, compression: str = "none") -> Iterator[bytes]
         if len(data) < length or len(tail) < 4:
             raise CorruptRecord(index, "the file ends inside a record")
         if masked_crc32c(data) != struct.unpack("<I", tail)[0]:
-            raise CorruptRecord(index, "bad data checksum (corrupt record)")
-        yield data
+            if on_bad_data is None:
+                raise CorruptRecord(index, "bad data checksum (corrupt record)")
+            on_bad_data(CorruptRecord(index, "bad data checksum (corrupt record)"))
+        else:
+            yield data
         index += 1

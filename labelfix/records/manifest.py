@@ -116,6 +116,8 @@ def build_manifest(spec: WriteSpec, tally: RecordTally) -> dict:
         "images_rotated": tally.rotated,
         "shuffle": bool(spec.shuffle),
         "seed": spec.seed if spec.shuffle else None,
+        "filename": spec.filename,
+        "from_records": list(spec.records) if spec.records is not None else None,
         "shards": [],
     }
 

@@ -32,6 +32,7 @@ from labelfix.io.images import (
     exif_orientation,
     orientation_text,
 )
+from labelfix.io.masks import Mask
 from labelfix.io.pairing import Pair
 from labelfix.io.png import encode_png, passthrough_png, png_header
 from labelfix.labels.colormap import ColourPolicy, read_label_mask
@@ -95,6 +96,9 @@ class Prepared:
     #: the image bytes to store instead of the file's: the picture turned as its EXIF
     #: orientation says, as PNG (``exif="rotate"``); None: the file's own bytes
     image: bytes | None = None
+    #: the whole serialised Example, made where the mask was prepared (another tool's records
+    #: rewritten, :mod:`labelfix.records.convert`); None: the parent makes it
+    record: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -124,8 +128,32 @@ def prepare_pair(pair: Pair, plan: RecordPlan) -> Prepared | Rejected:
         data = fs.read_bytes(path)  # a FIFO or device is refused, never opened
     except OSError:
         data = None  # read_label_mask says what is wrong with the path
+    return prepare_mask(
+        path,
+        data,
+        lambda: read_label_mask(path, colours=plan.colours, data=data),
+        pair.image,
+        lambda: check_image(pair.image),
+        plan,
+    )
+
+
+def prepare_mask(
+    path: str,
+    data: bytes | None,
+    read: Callable[[], Mask],
+    image: str,
+    read_image: Callable[[], tuple[bytes, tuple[str, int, int, int]]],
+    plan: RecordPlan,
+    *,
+    image_at: str | None = None,
+) -> Prepared | Rejected:
+    """Map, check and encode a mask (``read()``; ``data``: its encoded bytes, kept byte for
+    byte when no value changes), and check its image (``read_image()``: its bytes and header).
+    ``path`` and ``image`` name them in problems (a file, or a record of a shard's feature);
+    ``image_at`` starts the lines about an image that cannot be read (default: ``image``)."""
     try:
-        mask = read_label_mask(path, colours=plan.colours, data=data)
+        mask = read()
         values, counts = mask.value_counts()
         mapped = _mapped_values(plan.label_map, mask.dtype, values, path, lambda: mask.labels)
     except (UnreadableMask, MappingError) as err:
@@ -139,14 +167,14 @@ def prepare_pair(pair: Pair, plan: RecordPlan) -> Prepared | Rejected:
     )
     problems = [bad_value_message(path, b, num_classes=num_classes, ignore=void) for b in bad]
     try:
-        image_data, header = check_image(pair.image)
-        rotated, header, problem = _oriented(pair.image, image_data, header, mask, plan.exif)
+        image_data, header = read_image()
+        rotated, header, problem = _oriented(image, image_data, header, mask, plan.exif)
     except fs.NotARegularFile as err:  # a FIFO: reading it would wait forever
-        problems.append(f"{pair.image}: {err.strerror}")
+        problems.append(f"{image_at or image}: {err.strerror}")
     except OSError as err:
-        problems.append(f"{pair.image}: cannot read the image ({err.strerror or err})")
+        problems.append(f"{image_at or image}: cannot read the image ({err.strerror or err})")
     except ValueError as err:
-        problems.append(f"{pair.image}: {err}")
+        problems.append(f"{image_at or image}: {err}")
     else:
         if problem is not None:
             problems.append(problem)

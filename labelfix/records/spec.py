@@ -23,8 +23,10 @@ Masks are stored with the canonical ignore value ``out`` of the label map, in on
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,6 +35,7 @@ from labelfix.errors import LabelfixError, UsageError
 from labelfix.io.pairing import Naming
 from labelfix.labels.colormap import ColourPolicy
 from labelfix.labels.labelmap import LabelMap, void_class_problem
+from labelfix.records.example import FILENAME_STYLES, RecordKeys
 
 MASK_ENCODINGS = ("png", "raw")
 COMPRESSIONS = ("none", "gzip")
@@ -92,11 +95,17 @@ class WriteSpec:
     ``colours``, colour masks are converted to class ids.
     ``exif`` says what becomes of an image with an EXIF orientation (:data:`EXIF_POLICIES`).
     ``images``, ``masks`` and ``output`` may be remote (``gs://...``).
+    ``filename`` is what ``image/filename`` holds (:data:`~labelfix.records.example.
+    FILENAME_STYLES`: ``stem``, DeepLab's convention, or ``name`` with the extension).
+
+    With ``records`` (shard files, globs or directories of another tool's TFRecords, read with
+    ``keys``) in place of ``images`` and ``masks``, those records are rewritten
+    (:mod:`labelfix.records.convert`): images byte for byte, masks read as ids and mapped.
     """
 
-    images: str
-    masks: str
-    output: str
+    images: str | None = None
+    masks: str | None = None
+    output: str = ""
     split: str = "train"
     label_map: LabelMap = field(default_factory=LabelMap)
     num_classes: int | None = None
@@ -112,10 +121,19 @@ class WriteSpec:
     skip_unpaired: bool = False
     colours: ColourPolicy | None = None
     exif: str = "error"
+    filename: str = "stem"
+    records: tuple[str, ...] | None = None
+    keys: RecordKeys = field(default_factory=RecordKeys)
 
     def __post_init__(self) -> None:
         for name in ("images", "masks", "output"):
-            object.__setattr__(self, name, os.fspath(getattr(self, name)))
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, os.fspath(getattr(self, name)))
+        if self.records is not None:
+            records = self.records
+            if isinstance(records, (str, os.PathLike)):
+                records = (records,)
+            object.__setattr__(self, "records", tuple(os.fspath(r) for r in records))
         if self.label_map is None:
             object.__setattr__(self, "label_map", LabelMap())
         if self.num_classes is None:
@@ -130,6 +148,28 @@ class WriteSpec:
                 raise UsageError(str(err)) from None
 
     def _check(self) -> None:
+        if not self.output:
+            raise UsageError("an output directory is needed")
+        if self.records is not None:
+            if self.images is not None or self.masks is not None:
+                raise UsageError("give records, or images and masks, not both")
+            if not self.records:
+                raise UsageError("records: no shard given")
+            if self.exif == "rotate":
+                raise UsageError(
+                    "exif='rotate' cannot rewrite records: their images are copied byte for byte"
+                    " (exif='keep' stores them as they are)"
+                )
+            if self.ids is not None:
+                raise UsageError("ids pick pairs of images and masks, not records")
+            if self.shuffle:
+                raise UsageError("records are rewritten in their order: shuffle needs image files")
+        elif self.images is None or self.masks is None:
+            raise UsageError("images and masks are needed (or records)")
+        if self.filename not in FILENAME_STYLES:
+            raise UsageError(
+                f"filename must be one of {', '.join(FILENAME_STYLES)}, got {self.filename!r}"
+            )
         n = self.num_classes
         if n is None or n < 1:
             raise UsageError(f"num_classes must be given and at least 1, got {n}")
@@ -149,6 +189,13 @@ class WriteSpec:
         if problem is not None:
             raise UsageError(problem)
         self.mask_storage()  # raises when the values cannot be stored
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, object], **given) -> WriteSpec:
+        """A spec from the options named like its fields (``labelfix to-tfrecord``'s
+        parameters; the others are left out), and ``given`` fields on top."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in options.items() if k in names and k not in given}, **given)
 
     @property
     def naming(self) -> Naming:

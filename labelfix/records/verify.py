@@ -12,13 +12,14 @@ import hashlib
 import io
 import os
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
 
 from labelfix.checks.rules import bad_value_message, find_bad_values, is_valid
+from labelfix.errors import LabelfixError
 from labelfix.io import fs
 from labelfix.io.images import decode_problem, image_header
 from labelfix.io.masks import value_counts
@@ -32,9 +33,11 @@ from labelfix.records.shards import journal_pattern, shard_pattern
 
 @dataclass(frozen=True)
 class VerifyResult:
-    """What :func:`verify_dataset` found; ``problems`` has one line per problem."""
+    """What :func:`verify_dataset` found; ``problems`` has one line per problem. ``manifest``
+    is None for shards read without one (:func:`~labelfix.records.foreign_checks.
+    verify_records`)."""
 
-    manifest: str
+    manifest: str | None
     shards: int
     records: int
     problems: tuple[str, ...] = field(default=())
@@ -157,12 +160,12 @@ class _Hashing:
 
 
 def _read_shards(
-    directory: str, manifest: dict, problems: list[str], found: dict[str, tuple]
+    directory: str, manifest: dict, problems: list[str], found: dict[str, tuple], listed: list
 ) -> Iterator[tuple[str, int, bytes]]:
-    """Every record of every shard the manifest lists, framing and CRCs checked as the shard
-    is hashed (one read); ``found[name]`` becomes ``(records, bytes, sha256)``. Read errors
-    become problem lines naming the shard and the record."""
-    for shard in manifest["shards"]:
+    """Every record of the ``listed`` shards of the manifest, framing and CRCs checked as the
+    shard is hashed (one read); ``found[name]`` becomes ``(records, bytes, sha256)``. Read
+    errors become problem lines naming the shard and the record."""
+    for shard in listed:
         name = shard["file"]
         path = os.path.join(directory, name)
         shown = _shown(manifest, name)
@@ -201,6 +204,7 @@ def verify_dataset(
     split: str = "train",
     jobs: int | None = None,
     on_record: Callable[[int], None] | None = None,
+    shards: Sequence[str] | None = None,
 ) -> VerifyResult:
     """Read every record back and check it against the manifest; see ``labelfix verify``.
 
@@ -208,8 +212,20 @@ def verify_dataset(
     an Example with every feature key; its image header is readable and matches height/width;
     its mask decodes to that size and holds only class ids or the stored ignore value; the
     per-class pixel counts add up to the manifest's.
+
+    ``shards`` (file names the manifest lists) checks only those, against their entries: the
+    split's totals and the shards it does not list are then not checked.
     """
     manifest = read_manifest(path, split)
+    listed = manifest["shards"]
+    if shards is not None:
+        names = set(shards)
+        unknown = sorted(names - {s["file"] for s in listed})
+        if unknown:
+            raise LabelfixError(
+                f"{unknown[0]}: not a shard of {manifest['manifest_path']} (split {split!r})"
+            )
+        listed = [s for s in listed if s["file"] in names]
     directory = manifest["directory"]
     num_classes = int(manifest["num_classes"])
     plan = _VerifyPlan(
@@ -223,7 +239,7 @@ def verify_dataset(
     found: dict[str, tuple[int, int, str]] = {}
     class_pixels = np.zeros(num_classes, np.int64)
     records = 0
-    items = _read_shards(directory, manifest, read_problems, found)
+    items = _read_shards(directory, manifest, read_problems, found, listed)
     check = functools.partial(check_record, plan=plan)
     for result in ordered_map(
         check, items, jobs=jobs, chunksize=8, preload=("labelfix.records.verify",)
@@ -235,26 +251,30 @@ def verify_dataset(
         if len(result.classes):
             np.add.at(class_pixels, result.classes, result.counts)
     problems.extend(read_problems)
-    problems.extend(_shard_problems(manifest, found, split))
-    if manifest.get("num_records") is not None and manifest["num_records"] != records:
-        problems.append(
-            f"{manifest['manifest_path']}: the manifest says "
-            f"{manifest['num_records']} records, the shards hold {records}"
-        )
-    if not read_problems:
-        problems.extend(_count_problems(manifest, class_pixels))
+    problems.extend(_shard_problems(manifest, found, split, listed, whole=shards is None))
+    if shards is None:
+        if manifest.get("num_records") is not None and manifest["num_records"] != records:
+            problems.append(
+                f"{manifest['manifest_path']}: the manifest says "
+                f"{manifest['num_records']} records, the shards hold {records}"
+            )
+        if not read_problems:
+            problems.extend(_count_problems(manifest, class_pixels))
     return VerifyResult(
         manifest=manifest["manifest_path"],
-        shards=len(manifest["shards"]),
+        shards=len(listed),
         records=records,
         problems=tuple(problems),
     )
 
 
-def _shard_problems(manifest: dict, found: dict[str, tuple], split: str) -> list[str]:
-    """Each listed shard's record count, size and sha256 against the manifest; stray shards."""
+def _shard_problems(
+    manifest: dict, found: dict[str, tuple], split: str, listed: list, *, whole: bool
+) -> list[str]:
+    """Each ``listed`` shard's record count, size and sha256 against the manifest; with
+    ``whole``, also stray shards and interrupted runs."""
     problems = []
-    for shard in manifest["shards"]:
+    for shard in listed:
         name = shard["file"]
         if name not in found:  # missing: already said
             continue
@@ -274,6 +294,8 @@ def _shard_problems(manifest: dict, found: dict[str, tuple], split: str) -> list
                 f"{name}: sha256 {digest[:16]}... does not match the manifest's "
                 f"{str(shard.get('sha256'))[:16]}..."
             )
+    if not whole:
+        return problems
     listed = {s["file"] for s in manifest["shards"]}
     pattern, journal = shard_pattern(split), journal_pattern(split)
     for name in sorted(_listdir(manifest["directory"])):

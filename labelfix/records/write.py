@@ -33,18 +33,19 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from labelfix.checks.rules import expected_text
-from labelfix.errors import LabelfixError
+from labelfix.errors import LabelfixError, UsageError
 from labelfix.io.door import Door, Rules
 from labelfix.io.inputs import watch_inputs
 from labelfix.io.pairing import DatasetProblems, Pair, find_pairs
 from labelfix.labels import IGNORE_AS
 from labelfix.parallel import BackgroundMap, default_jobs
+from labelfix.records.example import record_filename
 from labelfix.records.manifest import RecordTally, build_manifest, manifest_path
 from labelfix.records.prepare import Prepared, RecordPlan, Rejected, prepare_pair, record_bytes
 from labelfix.records.shards import ShardInfo, ShardSet, refuse_foreign_shards
@@ -205,7 +206,12 @@ def split_warnings(
 
 def plan_pairs(spec: WriteSpec) -> tuple[list[Pair], list[str], tuple[str, ...]]:
     """The pairs of a run in record order, the unpaired files skipped, and the notes of the
-    pairing (masks it left out, as Cityscapes' instance ids beside the label ids)."""
+    pairing (masks it left out, as Cityscapes' instance ids beside the label ids). Each pair's
+    ``filename`` is what ``image/filename`` will hold (``spec.filename``)."""
+    if spec.records is not None:
+        raise UsageError(
+            "records are rewritten on this machine: labelfix.records.write.write_dataset"
+        )
     pairing = find_pairs(
         images=spec.images,
         masks=spec.masks,
@@ -213,7 +219,11 @@ def plan_pairs(spec: WriteSpec) -> tuple[list[Pair], list[str], tuple[str, ...]]
         ids=spec.ids,
         skip_unpaired=spec.skip_unpaired,
     )
-    pairs, skipped = list(pairing.pairs), list(pairing.unpaired)
+    pairs = [
+        dataclasses.replace(p, filename=record_filename(p.filename, spec.filename))
+        for p in pairing.pairs
+    ]
+    skipped = list(pairing.unpaired)
     if not pairs:
         raise LabelfixError(f"{spec.masks}: no (image, mask) pairs to write")
     if spec.shuffle:
@@ -226,7 +236,9 @@ def plan_pairs(spec: WriteSpec) -> tuple[list[Pair], list[str], tuple[str, ...]]
 BAD_VALUE_TEXT = " is not a class id ("
 
 
-def invalid(spec: WriteSpec, problems: Sequence[str], bad_files: int, pairs: int):
+def invalid(
+    spec: WriteSpec, problems: Sequence[str], bad_files: int, pairs: int, *, what: str = "pair"
+):
     """The error a run with bad pairs ends with (the same for every runner).
 
     The expected values are named only when a problem is a bad value (not for a size mismatch
@@ -237,7 +249,7 @@ def invalid(spec: WriteSpec, problems: Sequence[str], bad_files: int, pairs: int
     bad_values = any(BAD_VALUE_TEXT in line for line in problems)
     expected = f" ({expected_text(spec.num_classes, void)})" if bad_values else ""
     return DatasetProblems(
-        f"{bad_files} of {pairs} pair(s) cannot be written{expected}; no shard was written",
+        f"{bad_files} of {pairs} {what}(s) cannot be written{expected}; no shard was written",
         problems,
         kind="invalid",
         files=bad_files,
@@ -255,8 +267,10 @@ def write_dataset(
     """Write every (image, mask) pair as TFRecord shards plus a manifest; see the module doc.
 
     ``spec`` is a :class:`~labelfix.records.spec.WriteSpec`, or its fields are given as keyword
-    ``options``. ``jobs`` worker processes prepare the pairs; ``on_record(0, total=N)`` is
-    called once the N pairs are known, then ``on_record(1)`` as each pair is done;
+    ``options``; a spec with ``records`` rewrites another tool's TFRecords
+    (:func:`labelfix.records.convert.write_from_records`). ``jobs`` worker processes prepare
+    the pairs; ``on_record(0, total=N)`` is called once the N pairs are known, then
+    ``on_record(1)`` as each pair is done;
     ``on_note(line)`` with each line worth a warning (also in the result's ``notes``). Raises
     :class:`~labelfix.io.lock.DirectoryLocked` when another run writes into
     the output directory.
@@ -267,6 +281,10 @@ def write_dataset(
     WriteResult(output='tfr', split='train', ..., num_records=8, ...)
     """
     spec = spec if spec is not None else WriteSpec(**options)
+    if spec.records is not None:
+        from labelfix.records.convert import write_from_records
+
+        return write_from_records(spec, jobs=jobs, on_record=on_record, on_note=on_note)
     watch = watch_inputs([spec.images, spec.masks])
     pairs, skipped, pairing_notes = plan_pairs(spec)
     if on_record is not None:
@@ -299,30 +317,62 @@ def _write_locked(spec: WriteSpec, pairs: list[Pair], jobs, on_record, outlet, c
             size=lambda r: len(r.mask) if isinstance(r, Prepared) else 256,
             preload=("labelfix.records.prepare",),
         )
-    shards = None
     try:
-        shards = ShardSet(outlet, spec.split, spec.compression, count=spec.num_shards)
-        if results is not None:
-            results.help_until_started()
-        prepared = results if results is not None else map(work, pairs)
-        tally = _write_records(spec, pairs, prepared, shards, on_record)
-        return shards.finish(build_manifest(spec, tally), confirm=confirm), tally
-    except BaseException:
-        if shards is not None:
-            shards.discard()
-        raise
+        return write_shards(
+            spec,
+            outlet,
+            results if results is not None else map(work, pairs),
+            total=len(pairs),
+            record_of=lambda i, result: record_bytes(pairs[i], result, spec.mask_encoding),
+            on_record=on_record,
+            confirm=confirm,
+            started=results.help_until_started if results is not None else None,
+        )
     finally:
         if results is not None:
             results.close()
 
 
-def _write_records(spec, pairs, prepared, shards: ShardSet, on_record) -> RecordTally:
-    """Frame each prepared pair into the shards, in order; after the first rejected pair, only
-    collect problems. Raises DatasetProblems when any pair failed."""
+def write_shards(
+    spec: WriteSpec,
+    outlet,
+    prepared: Iterable[Prepared | Rejected],
+    *,
+    total: int | None,
+    record_of: Callable[[int, Prepared], bytes],
+    on_record=None,
+    confirm: Callable[[], None] | None = None,
+    started: Callable[[], None] | None = None,
+    what: str = "pair",
+) -> tuple[tuple[ShardInfo, ...], RecordTally]:
+    """Frame each prepared item (``record_of(index, prepared)``: its serialised Example) into
+    the split's shards, in order, and publish them with the manifest: ``(shard infos, tally)``.
+    ``total`` items are known ahead (needed with ``num_shards``; None: a stream). One rejected
+    item stops the run (:func:`invalid`, naming ``what`` the items are) and leaves no shard.
+    ``started`` is called once the first shard is open (the workers may help meanwhile)."""
+    shards = None
+    try:
+        shards = ShardSet(outlet, spec.split, spec.compression, count=spec.num_shards)
+        if started is not None:
+            started()
+        tally = _write_records(spec, prepared, shards, on_record, total, record_of, what)
+        return shards.finish(build_manifest(spec, tally), confirm=confirm), tally
+    except BaseException:
+        if shards is not None:
+            shards.discard()
+        raise
+
+
+def _write_records(spec, prepared, shards: ShardSet, on_record, total, record_of, what):
+    """Frame each prepared item into the shards, in order; after the first rejected one, only
+    collect problems. Raises DatasetProblems when any item failed."""
     tally = RecordTally(spec.num_classes)
     problems: list[str] = []
-    bad_files, total = 0, len(pairs)
+    bad_files = count = 0
+    if spec.num_shards is not None and total is None:
+        raise ValueError("num_shards needs the number of records ahead")
     for i, result in enumerate(prepared):
+        count = i + 1
         if on_record is not None:
             on_record(1)
         if isinstance(result, Rejected):
@@ -332,9 +382,9 @@ def _write_records(spec, pairs, prepared, shards: ShardSet, on_record) -> Record
             continue
         if problems:
             continue
-        record = record_bytes(pairs[i], result, spec.mask_encoding)
+        record = record_of(i, result)
         if spec.num_shards is not None:
-            while len(shards.temps) <= i * spec.num_shards // total:
+            while len(shards.temps) <= i * spec.num_shards // max(total, 1):
                 shards.open_next()
         elif shards.writer is None or (
             shards.sizes[-1] and shards.sizes[-1] + len(record) > spec.size_limit
@@ -343,7 +393,10 @@ def _write_records(spec, pairs, prepared, shards: ShardSet, on_record) -> Record
         shards.write(record)
         tally.add(result)
     if problems:
-        raise invalid(spec, problems, bad_files, total)
+        raise invalid(spec, problems, bad_files, count, what=what)
+    if not count:
+        source = ", ".join(spec.records) if spec.records is not None else spec.masks
+        raise LabelfixError(f"{source}: no {what}s to write; nothing was written")
     while spec.num_shards is not None and len(shards.temps) < spec.num_shards:
         shards.open_next()  # more shards than records: empty shards keep the -of-N names true
     return tally
