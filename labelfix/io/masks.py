@@ -173,7 +173,8 @@ def value_counts(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _runs_histogram(labels: np.ndarray) -> np.ndarray | None:
     """The 256-bin histogram of a uint8 label array from its runs of equal values, or None when
-    it has too many runs for that to pay (more than one 8-pixel word in 16 holds a change).
+    it has too many runs for that to pay (more than one 8-pixel word in 3 holds a change: at one
+    change in 30 pixels, irregular boundaries, runs still count 2.5x faster than Pillow).
 
     A label mask is long runs of one value: finding where the value changes (eight pixels at a
     time) and adding up run lengths per value is several times faster than counting pixel by
@@ -186,7 +187,7 @@ def _runs_histogram(labels: np.ndarray) -> np.ndarray | None:
     whole = change.size // 8 * 8
     words = change[:whole].view(np.uint64)
     nonzero = np.flatnonzero(words != 0)
-    if len(nonzero) > len(words) // 16:
+    if len(nonzero) > len(words) // 3:
         return None
     inside = words[nonzero].view(np.uint8)
     hit = np.flatnonzero(inside != 0)
