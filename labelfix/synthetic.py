@@ -262,10 +262,8 @@ def many_class_mask(
         corners = int(rng.integers(4, 16))
         angle = np.sort(rng.uniform(0, 2 * np.pi, corners))
         reach = radius * rng.uniform(0.5, 1.3, corners)
-        points = list(
-            zip((cx + reach * np.cos(angle)).tolist(), (cy + reach * np.sin(angle)).tolist())
-        )
-        draw.polygon(points, fill=int(rng.integers(0, num_classes)))
+        xs, ys = (cx + reach * np.cos(angle)).tolist(), (cy + reach * np.sin(angle)).tolist()
+        draw.polygon(list(zip(xs, ys, strict=True)), fill=int(rng.integers(0, num_classes)))
     mask = np.array(im).astype(np.uint16)
     mask[: max(1, height // 40)] = void
     return mask
