@@ -6,7 +6,7 @@ Pillow saves it by default, so rows mix the filters Pillow's encoder picks):
 * ``polygons``: 2048x1024, polygons rasterized at full resolution (Cityscapes gtFine);
 * ``superpixels``: 2048x1024, irregular region boundaries, every boundary pixel jittered;
 * ``predictions``: 2048x1024, a model's half-resolution prediction upsampled 2x;
-* ``voc``: 500x375 / 375x500 palette masks with void borders (Pascal VOC);
+* ``voc``: 500x375 / 375x500 palette masks with void borders (Pascal VOC), 15x as many;
 * ``many-16bit``: 2048x1024 16-bit ids of up to 1,000 classes;
 * ``blocky``: 2048x1024 Cityscapes-like labelIds with jittered bands (the old benchmark's).
 
@@ -28,7 +28,7 @@ DeepLab-style writer (``build_voc2012_data.py``'s steps, TensorFlow).
 Rounds are interleaved (every method once per round) and each line reports the best round, the
 median beside it, so a slow spell of a shared machine hits every method alike.
 
-    python benchmarks/bench_cli.py                        # about 10 minutes on 2 cores
+    python benchmarks/bench_cli.py                        # about 15 minutes on 2 cores
     python benchmarks/bench_cli.py --masks 24 --pairs 0 --repeat 1 --families polygons voc
 """
 
@@ -70,7 +70,7 @@ FAMILIES = {
     "polygons": (polygon_mask, None, 1),
     "superpixels": (superpixel_mask, None, 1),
     "predictions": (prediction_mask, None, 1),
-    "voc": (_voc_mask, voc_palette(), 4),
+    "voc": (_voc_mask, voc_palette(), 15),  # 3,000 at 200: VOC 2012 has 2,913 masks
     "many-16bit": (many_class_mask, None, 1),
     "blocky": (cityscapes_like_mask, None, 1),
 }
@@ -241,7 +241,7 @@ def mask_methods(tmp: str, family: str, jobs: list[str]) -> dict[str, tuple[list
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--masks", type=int, default=100, help="masks per family (VOC: 4x)")
+    parser.add_argument("--masks", type=int, default=200, help="masks per family (VOC: 15x)")
     parser.add_argument("--pairs", type=int, default=1500, help="VOC-size pairs (0: skip)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=default_jobs())
