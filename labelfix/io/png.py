@@ -214,7 +214,7 @@ class PngScan(NamedTuple):
     #: ``(width, height, bit depth, colour type, interlace)`` when the IHDR chunk was read
     header: tuple[int, int, int, int, int] | None = None
     #: the inflated IDAT stream (a filter byte, then the row, per row), exactly
-    #: ``height * (width + 1)`` bytes: only when asked for and the PNG is *plain* (below)
+    #: ``height * (width * depth / 8 + 1)`` bytes: only when asked for and the PNG is *plain*
     scanlines: bytes | None = None
     #: the PLTE chunk of a plain palette PNG
     palette: bytes | None = None
@@ -339,8 +339,9 @@ def scan_png(data: bytes, *, keep_pixels: int = 0) -> PngScan:
 
     With ``keep_pixels``, the inflated rows of a *plain* PNG of at most that many pixels are
     kept (:attr:`PngScan.scanlines`), so that :func:`decode_scanlines` can decode them without
-    inflating them again. Plain: 8-bit greyscale or palette, not interlaced, one run of IDAT
-    chunks, a valid palette, and no chunk beyond those Pillow reads as plain data.
+    inflating them again. Plain: 8-bit greyscale or palette or 16-bit greyscale, not interlaced,
+    one run of IDAT chunks, a valid palette, and no chunk beyond those Pillow reads as plain
+    data (no tRNS for 16 bits).
     """
     if data[:8] != PNG_SIGNATURE:
         return PngScan("not a PNG signature")
@@ -371,13 +372,12 @@ def scan_png(data: bytes, *, keep_pixels: int = 0) -> PngScan:
             if plain:
                 width, height, depth, colour, interlace = header
                 plain = (
-                    depth == 8
-                    and colour in (0, 3)
+                    ((depth == 8 and colour in (0, 3)) or (depth == 16 and colour == 0))
                     and data[26:28] == b"\0\0"  # compression and filter method 0
                     and interlace == 0
                     and 0 < width * height <= keep_pixels
                 )
-                need = height * (width + 1)
+                need = height * (width * depth // 8 + 1)
         elif plain:
             plain = _plain_chunk(tag, length, header, idat_run, palette)
             if tag == b"PLTE":
@@ -436,16 +436,46 @@ def _plain_chunk(tag: bytes, length: int, header, idat_run: int, palette) -> boo
         return True
     if tag == b"PLTE":  # Pillow reads a palette only for a palette image
         return idat_run == 0 and palette is None and 0 < length <= 768 and length % 3 == 0
-    if tag == b"tRNS":
-        return idat_run == 0 and (header[3] == 3 or length >= 2)
+    if tag == b"tRNS":  # 16-bit grey with a transparent value: left to Pillow
+        return idat_run == 0 and (header[3] == 3 or (length >= 2 and header[2] == 8))
     least = _PLAIN_EXTRA_CHUNKS.get(tag)
     if least is None or length < least:
         return False
     return tag != b"cHRM" or length % 4 == 0
 
 
-def decode_scanlines(scanlines: bytes, width: int, height: int) -> np.ndarray | None:
-    """The ``[height, width]`` uint8 pixels of 8-bit PNG rows (:attr:`PngScan.scanlines`).
+def decode_scanlines(
+    scanlines: bytes, width: int, height: int, depth: int = 8
+) -> np.ndarray | None:
+    """The ``[height, width]`` pixels (uint8, or uint16 for ``depth`` 16) of a PNG's inflated
+    rows (:attr:`PngScan.scanlines`), or None for a row of an unknown filter type.
+
+    PNG filters work byte by byte, each byte predicted from the byte of the same place in the
+    pixel on its left and above: the high and the low bytes of 16-bit rows are two 8-bit images
+    with the same filter per row, decoded apart (:func:`_decode_rows`) and put together.
+    """
+    if depth == 8:
+        stride = width + 1
+        rows = np.frombuffer(scanlines, np.uint8, count=height * stride)
+        return _decode_rows(rows.reshape(height, stride))
+    stride = 2 * width + 1
+    rows = np.frombuffer(scanlines, np.uint8, count=height * stride).reshape(height, stride)
+    pixels = rows[:, 1:].view(">u2")  # each filtered byte pair as one big-endian number
+    high = np.empty((height, width + 1), np.uint8)
+    low = np.empty((height, width + 1), np.uint8)
+    high[:, 0] = low[:, 0] = rows[:, 0]
+    np.right_shift(pixels, 8, out=high[:, 1:], casting="unsafe")
+    np.copyto(low[:, 1:], pixels, casting="unsafe")  # the low byte: modulo 256
+    high, low = _decode_rows(high), _decode_rows(low)
+    if high is None or low is None:
+        return None
+    out = np.left_shift(high, 8, dtype=np.uint16)
+    out |= low
+    return out
+
+
+def _decode_rows(rows: np.ndarray) -> np.ndarray | None:
+    """The ``[height, width]`` uint8 pixels of 8-bit PNG rows (``[height, 1 + width]``).
 
     PNG stores each row through one of five filters; Pillow undoes them byte by byte. A label
     mask is long runs of one value, so its filtered rows are almost all zero bytes: they are
@@ -457,11 +487,11 @@ def decode_scanlines(scanlines: bytes, width: int, height: int) -> np.ndarray | 
     the decoded row each run of them starts from, go through Pillow's decoder as one stored
     (not compressed) zlib stream.
 
-    None when a row has an unknown filter type, and when this would not be faster than Pillow
-    decoding the file itself: rows that are not sparse (noise, photos), or mostly Average/Paeth.
+    Rows that are not sparse (noise, photos) all go through Pillow's decoder, from the rows
+    already inflated. None when a row has an unknown filter type.
     """
-    stride = width + 1
-    rows = np.frombuffer(scanlines, np.uint8, count=height * stride).reshape(height, stride)
+    height, stride = rows.shape
+    width = stride - 1
     filters = rows[:, 0].astype(np.intp)
     if int(filters.max()) > 4:
         return None
@@ -473,13 +503,15 @@ def decode_scanlines(scanlines: bytes, width: int, height: int) -> np.ndarray | 
     last = np.maximum.accumulate(np.where(up, -1, index))
     hard = (last >= 0) & (filters[np.maximum(last, 0)] >= 3)
     # None rows hold the pixels themselves: leave them out of the search for non-zero bytes
-    found = _sparse_rows(rows, np.flatnonzero(sub | up) if plain.any() else None)
+    found = _sparse_rows(rows, np.flatnonzero(~plain) if plain.any() else None)
     if found is None:  # Pillow undoes every filter (the rows are inflated already)
         return _pillow_unfilter(rows)
     row, col, deltas = found
     busy = np.zeros(height, bool)
     busy[row] = True  # rows with a non-zero byte
-    copy = up & ~busy  # repeats the row above
+    # rows that repeat the row above: Up, and Paeth (predicting the left pixel where the row
+    # above repeats its left pixel, and the upper one where it does not)
+    copy = (up | (filters == 4)) & ~busy
     # the row each row's pixels are equal to: itself, or for a copy the last row before that
     # is not one (-1: none, the zero row PNG puts above the first)
     same = np.maximum.accumulate(np.where(copy, -1, index))
@@ -495,7 +527,8 @@ def decode_scanlines(scanlines: bytes, width: int, height: int) -> np.ndarray | 
             out[r] = rows[r, 1:]
     pillow = np.flatnonzero(hard & ~copy)
     if len(pillow):
-        out[pillow] = _pillow_rows(rows, out, pillow, same, hard)
+        on_hard = hard[row]
+        _pillow_rows(rows, out, pillow, same, hard, row[on_hard], col[on_hard])
     if copy.any():
         repeat = np.flatnonzero(copy)
         source = same[repeat]
@@ -552,30 +585,112 @@ def _sub_runs(sub: np.ndarray, row: np.ndarray, col: np.ndarray, deltas: np.ndar
     return np.repeat(values, np.diff(at, append=height * width)).reshape(height, width)
 
 
-def _pillow_rows(rows, out, which, same, hard) -> np.ndarray:
-    """Rows ``which`` (Average, Paeth, and Up rows after them) decoded by Pillow.
+#: What one more call of Pillow's decoder costs, in bytes it could unfilter meanwhile: blocks of
+#: rows are decoded together while that costs less than the extra columns they bring.
+PILLOW_CALL_BYTES = 6000
+#: Rows (times their width) below which Pillow gets them whole: finding the columns to leave
+#: out would cost more than it saves.
+PILLOW_SMALL_BYTES = 1 << 18
 
-    They go to Pillow's PNG decoder as one image; a run of them that does not follow another
-    gets the (decoded) row it is filtered against put before it, stored unfiltered, and rows
-    that repeat the row above are left out (that row is the same as the one before them).
+
+def _pillow_rows(rows, out, which, same, hard, row, col) -> None:
+    """Decode rows ``which`` (Average, Paeth, and Up rows after them) into ``out`` with Pillow;
+    ``row``, ``col``: where their filtered bytes are not zero.
+
+    Each run of them that does not follow another (a block) goes to Pillow's PNG decoder after
+    the (decoded) row it is filtered against, stored unfiltered; rows that repeat the row
+    above are left out (that row is the same as the one before them). Within a block, most
+    columns repeat the column on their left in every row: Pillow never sees those
+    (:func:`_loud_columns`), and they are put back as copies of the column on their left. On
+    label masks Pillow unfilters 2-15% of these rows' bytes; neighbouring blocks go to Pillow
+    together (:func:`_groups`).
     """
+    width = rows.shape[1] - 1
     above = np.where(which > 0, same[np.maximum(which - 1, 0)], -1)
     head = ~((above >= 0) & hard[np.maximum(above, 0)])  # not after a row Pillow decodes
-    head[0] &= bool(above[0] >= 0)  # PNG's first row is filtered against zeros anyway
-    place = np.arange(len(which)) + np.cumsum(head)
-    source = np.empty(len(which) + int(head.sum()), np.intp)
-    source[place] = which
-    heads = place[head] - 1
-    source[heads] = which[head]  # any row: overwritten just below
-    image = rows[source]
-    image[heads, 0] = 0
-    image[heads, 1:] = out[np.maximum(above[head], 0)]
-    image[heads[above[head] < 0], 1:] = 0
-    return _pillow_unfilter(image)[place]
+    head[0] = True
+    starts = np.flatnonzero(head)
+    block = np.cumsum(head) - 1  # of each row of ``which``
+    heads = np.zeros((len(starts), width), np.uint8)  # zeros: what PNG puts above the first row
+    source = above[starts]
+    heads[source >= 0] = out[source[source >= 0]]
+    sizes = np.diff(starts, append=len(which))
+    if len(which) * width < PILLOW_SMALL_BYTES:  # not worth leaving columns out
+        groups = [(0, len(starts), None)]
+    else:
+        position = np.zeros(len(rows), np.intp)
+        position[which] = np.arange(len(which))
+        loud = _loud_columns(rows[which, 0], block, heads, block[position[row]], row, col, rows)
+        groups = _groups(loud, sizes + 1, width)
+    for first, stop, columns in groups:
+        lo, hi = starts[first], starts[stop] if stop < len(starts) else len(which)
+        mine = which[lo:hi]
+        place = np.arange(lo, hi) - lo + block[lo:hi] - first + 1  # after each block's head
+        tops = starts[first:stop] - lo + np.arange(stop - first)
+        if columns is None:
+            part = np.empty((hi - lo + stop - first, width + 1), np.uint8)
+            part[tops, 0] = 0
+            part[place, 0] = rows[mine, 0]
+            part[tops, 1:] = heads[first:stop]
+            part[place, 1:] = rows[mine, 1:]
+            out[mine] = _pillow_unfilter(part)[place]
+            continue
+        kept = np.flatnonzero(np.unpackbits(np.frombuffer(columns, np.uint8))[:width])
+        part = np.empty((hi - lo + stop - first, 1 + len(kept)), np.uint8)
+        part[tops, 0] = 0
+        part[place, 0] = rows[mine, 0]
+        part[tops, 1:] = heads[first:stop][:, kept]
+        part[place, 1:] = np.take(rows[mine], kept + 1, axis=1)
+        decoded = _pillow_unfilter(part)[place]
+        out[mine] = np.repeat(decoded, np.diff(kept, append=width), axis=1)
+
+
+def _loud_columns(types, block, heads, at_block, row, col, rows) -> list[int]:
+    """Per block of rows (``block``: each row's, ``heads``: the row above each block), the
+    columns that do not equal the column on their left in every row, as an integer of bits
+    (column 0 the highest); ``row``, ``col``: where the rows' filtered bytes are not zero
+    (``at_block``: in which block).
+
+    A column is quiet when it equals its left neighbour in the head row, and in every row
+    below that neighbour's equality carries on: Paeth's filtered byte is 0 (the row above being
+    equal to its left neighbour there, Paeth predicts the left neighbour), or an Up row's
+    filtered byte equals its left neighbour's (both 0 here: a superset of the loud columns). In
+    Average rows no column is. Column 0 never is. Quiet columns can be left out of a block: the
+    columns right of them see the same left, upper and upper-left values either way.
+    """
+    width = heads.shape[1]
+    loud = np.zeros((len(heads), -(-(width + 1) // 64) * 64), bool)
+    loud[:, 1:width] = heads[:, 1:] != heads[:, :-1]
+    loud[:, 0] = True
+    loud[at_block, col] = True
+    up = rows[row, 0] == 2
+    loud[at_block[up], col[up] + 1] = True
+    loud[block[types == 3], :width] = True
+    loud[:, width:] = False
+    blocks = np.packbits(loud, axis=1)
+    return [int.from_bytes(bits.tobytes(), "big") for bits in blocks]
+
+
+def _groups(loud: list[int], sizes: np.ndarray, width: int):
+    """``(first block, stop block, columns as big-endian bytes)`` of blocks decoded together:
+    a block joins the group before it while the group's bigger image costs Pillow less than a
+    call of its own (:data:`PILLOW_CALL_BYTES`)."""
+    nbytes = -(-(width + 1) // 64) * 8
+    first, columns, size = 0, loud[0], int(sizes[0])
+    for k in range(1, len(loud)):
+        rows, joined = int(sizes[k]), columns | loud[k]
+        apart = size * columns.bit_count() + rows * loud[k].bit_count() + PILLOW_CALL_BYTES
+        if (size + rows) * joined.bit_count() <= apart:
+            columns, size = joined, size + rows
+            continue
+        yield first, k, columns.to_bytes(nbytes, "big")
+        first, columns, size = k, loud[k], rows
+    yield first, len(loud), columns.to_bytes(nbytes, "big")
 
 
 def _pillow_unfilter(rows: np.ndarray) -> np.ndarray:
-    """Undo the filters of ``rows`` (scanlines) with Pillow's PNG decoder: a stored zlib stream."""
+    """Undo the filters of ``rows`` (scanlines) with Pillow's PNG decoder: a stored zlib stream,
+    decoded into the returned array itself when Pillow maps it (no copy out of Pillow)."""
     height, stride = rows.shape
     flat = rows.reshape(-1)
     blocks = max(1, -(-len(flat) // 0xFFFF))
@@ -590,5 +705,16 @@ def _pillow_unfilter(rows: np.ndarray) -> np.ndarray:
         at += 5 + size
     view[at:] = struct.pack(">I", _deflate.adler32(flat))
     view.release()
-    image = Image.frombytes("L", (stride - 1, height), stream, "zip", "L")
-    return np.asarray(image)
+    out = np.empty((height, stride - 1), np.uint8)
+    image = Image.frombuffer("L", (stride - 1, height), out, "raw", "L", 0, 1)
+    if not image.readonly:  # Pillow copied the buffer: decode into its own image
+        return np.asarray(Image.frombytes("L", (stride - 1, height), stream, "zip", "L"))
+    decoder = Image._getdecoder("L", "zip", ("L",))
+    decoder.setimage(image.im, (0, 0, stride - 1, height))
+    try:
+        status, error = decoder.decode(bytes(stream))
+    finally:
+        decoder.cleanup()
+    if status >= 0 or error < 0:  # not every row (cannot happen: the rows are all there)
+        raise ValueError(f"Pillow's PNG decoder stopped early ({status}, {error})")
+    return out
