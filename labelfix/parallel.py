@@ -178,6 +178,19 @@ def _run_chunk(func: Callable[[T], R], chunk: list[T]) -> list[R]:
     return [func(item) for item in chunk]
 
 
+def _start_pool(jobs: int, ctx: multiprocessing.context.BaseContext) -> ProcessPoolExecutor:
+    """A pool of ``jobs`` workers (tracked for :func:`stop_workers`)."""
+    # Ctrl-C inside the pool's own bookkeeping (starting workers, queueing work, waiting for a
+    # result, shutting down) could leave a lock held and the pool waiting forever: there it is
+    # held back, and raised just after, by the caller.
+    with deferred_signals():
+        pool = ProcessPoolExecutor(
+            max_workers=jobs, mp_context=ctx, initializer=_init_worker, initargs=(os.getpid(),)
+        )
+        _POOLS.add(pool)
+    return pool
+
+
 def ordered_map(
     func: Callable[[T], R],
     items: Iterable[T],
@@ -185,34 +198,29 @@ def ordered_map(
     jobs: int | None = None,
     chunksize: int = 4,
     preload: tuple[str, ...] = ("labelfix.checks.stats",),
+    pool: ProcessPoolExecutor | None = None,
 ) -> Iterator[R]:
     """Yield ``func(item)`` for each item, in input order, using ``jobs`` processes.
 
     ``func`` must be picklable (a module-level function or a ``functools.partial`` of one).
     At most ``4 * jobs`` chunks are in flight, so neither inputs nor results pile up in memory
-    however many files there are. ``jobs=1`` runs in this process.
+    however many files there are. ``jobs=1`` runs in this process. ``pool``: workers started
+    already (``jobs`` of them), which this ends.
     """
     jobs = default_jobs() if not jobs or jobs < 1 else jobs
     iterator = iter(items)
-    if jobs == 1:
+    if jobs == 1 and pool is None:
         yield from map(func, iterator)
         return
     # A few files are not worth starting processes for.
     head = list(itertools.islice(iterator, chunksize * 2))
-    if len(head) < chunksize * 2:
+    if len(head) < chunksize * 2 and pool is None:
         yield from map(func, head)
         return
     iterator = itertools.chain(head, iterator)
-    ctx = _context(preload)
     work = functools.partial(_run_chunk, func)
-    # Ctrl-C inside the pool's own bookkeeping (starting workers, queueing work, waiting for a
-    # result, shutting down) could leave a lock held and the pool waiting forever: there it is
-    # held back, and raised just after, here.
-    with deferred_signals():
-        pool = ProcessPoolExecutor(
-            max_workers=jobs, mp_context=ctx, initializer=_init_worker, initargs=(os.getpid(),)
-        )
-        _POOLS.add(pool)
+    if pool is None:
+        pool = _start_pool(jobs, _context(preload))
     pending: deque = deque()
     try:
         while True:
@@ -304,6 +312,15 @@ class BackgroundMap:
         self._bytes = 0
         self._started = self._finished = self._stop = False
         self._error: BaseException | None = None
+        # Workers forked from this thread while it is the only one start in milliseconds;
+        # from the driving thread they would come from a fork server (a fresh interpreter
+        # importing ``preload``: about 0.4 s before the first result).
+        self._pool = None
+        ctx = _context(preload)
+        if jobs > 1 and ctx.get_start_method() == "fork":
+            self._pool = _start_pool(jobs, ctx)
+            with deferred_signals():
+                self._pool.submit(int)  # forks the workers now, before the thread below starts
         self._thread = threading.Thread(
             target=self._drive, args=(jobs,), name="labelfix-workers", daemon=True
         )
@@ -339,7 +356,7 @@ class BackgroundMap:
         try:
             work = functools.partial(_indexed, self.func)
             for index, result in ordered_map(
-                work, self._claims(), jobs=jobs, chunksize=8, preload=self.preload
+                work, self._claims(), jobs=jobs, chunksize=8, preload=self.preload, pool=self._pool
             ):
                 self._put(index, result, from_pool=True)
         except BaseException as err:  # handed to the consuming thread
