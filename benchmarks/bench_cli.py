@@ -26,7 +26,10 @@ other work. Then ``to-tfrecord`` on VOC-size pairs (500x375 JPEG + palette PNG) 
 DeepLab-style writer (``build_voc2012_data.py``'s steps, TensorFlow).
 
 Rounds are interleaved (every method once per round) and each line reports the best round, the
-median beside it, so a slow spell of a shared machine hits every method alike.
+median beside it, so a slow spell of a shared machine hits every method alike. The ``cpu``
+column is the ratio of CPU seconds (all processes), which a busy machine hardly changes: the
+naive loops run in one process, labelfix on every core, so on a loaded machine its wall-time
+ratio falls towards the CPU ratio divided by the cores it no longer gets.
 
     python benchmarks/bench_cli.py                        # about 15 minutes on 2 cores
     python benchmarks/bench_cli.py --masks 24 --pairs 0 --repeat 1 --families polygons voc
@@ -38,6 +41,7 @@ import argparse
 import io
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -196,10 +200,16 @@ def decode_floor(paths: list[str], jobs: int) -> float:
     return time.perf_counter() - t0
 
 
-def run(args: list[str]) -> float:
+def run(args: list[str]) -> tuple[float, float]:
+    """``(wall seconds, CPU seconds)`` of a command, its worker processes' CPU included (CPU
+    time hardly changes with the machine's load; on a busy machine the wall time does)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     subprocess.run(args, check=True, capture_output=True)
-    return time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return wall, cpu
 
 
 def files_under(root: str, suffix: str) -> list[str]:
@@ -282,12 +292,15 @@ def main() -> None:
                 "",
             )  # fmt: skip
         times: dict[tuple[str, str], list[float]] = {key: [] for key in methods}
+        cpu: dict[tuple[str, str], list[float]] = {key: [] for key in methods}
         floors: dict[str, list[float]] = {}
         for _ in range(args.repeat):
             for key, (command, output) in methods.items():
                 if output:  # remap writes a fresh output each round
                     shutil.rmtree(output, ignore_errors=True)
-                times[key].append(run(command))
+                wall, seconds = run(command)
+                times[key].append(wall)
+                cpu[key].append(seconds)
             for family in {family for family, _ in methods}:
                 root = os.path.join(tmp, family)
                 paths = files_under(root, ".png") + files_under(root, ".jpg")
@@ -298,7 +311,7 @@ def main() -> None:
                 naive = methods[family, line.replace("labelfix", "naive")][1]
                 assert same_values(naive, output), f"{family} {line}: values differ"
                 sizes[family, line[:-9]] = size(output) / size(naive)
-        rows = report(times, floors, sizes, args)
+        rows = report(times, cpu, floors, sizes, args)
         if args.json:
             with open(args.json, "w") as fh:
                 json.dump(rows, fh, indent=1)
@@ -308,17 +321,22 @@ def main() -> None:
 TARGETS = {"stats": 8.0, "remap 2 rules": 6.0, "remap cityscapes": 6.0, "to-tfrecord": 6.0}
 
 
-def report(times, floors, sizes, args) -> list[dict]:
-    print(f"{os.cpu_count()} cores, {args.jobs} jobs, best of {args.repeat} (median ratio)")
+def report(times, cpu, floors, sizes, args) -> list[dict]:
+    load = os.getloadavg()[0]
+    print(
+        f"{os.cpu_count()} cores, {args.jobs} jobs, best of {args.repeat} (median ratio), "
+        f"load {load:.1f} at the end"
+    )
     print(
         f"{'family':<12} {'command':<17} {'naive s':>8} {'labelfix s':>10} {'ratio':>6} "
-        f"{'median':>6} {'target':>6} {'size':>5} {'floor s':>8} {'vs floor':>8}"
+        f"{'median':>6} {'target':>6} {'cpu':>6} {'size':>5} {'floor s':>8} {'vs floor':>8}"
     )
     rows = []
     for family, line in dict.fromkeys((f, k.rsplit(" ", 1)[0]) for f, k in times):
         naive, ours = times[family, f"{line} naive"], times[family, f"{line} labelfix"]
         ratio = min(naive) / min(ours)
         median = statistics.median(naive) / statistics.median(ours)
+        cpu_ratio = min(cpu[family, f"{line} naive"]) / min(cpu[family, f"{line} labelfix"])
         floor = min(floors[family])
         size_ratio = sizes.get((family, line))
         target = TARGETS[line]
@@ -326,13 +344,13 @@ def report(times, floors, sizes, args) -> list[dict]:
         shown = f"{size_ratio:5.2f}" if size_ratio is not None else "    -"
         print(
             f"{family:<12} {line:<17} {min(naive):8.2f} {min(ours):10.2f} {ratio:5.1f}x "
-            f"{median:5.1f}x {target:5.0f}x {shown} {floor:8.2f} {min(ours) / floor:7.2f}x "
-            f"{'PASS' if ok else 'FAIL'}"
+            f"{median:5.1f}x {target:5.0f}x {cpu_ratio:5.1f}x {shown} {floor:8.2f} "
+            f"{min(ours) / floor:7.2f}x {'PASS' if ok else 'FAIL'}"
         )
         rows.append(
             {"family": family, "command": line, "naive_s": min(naive), "labelfix_s": min(ours),
-             "ratio": ratio, "median_ratio": median, "size_ratio": size_ratio,
-             "floor_s": floor, "pass": ok}
+             "ratio": ratio, "median_ratio": median, "cpu_ratio": cpu_ratio,
+             "size_ratio": size_ratio, "floor_s": floor, "pass": ok, "load": load}
         )  # fmt: skip
     return rows
 
