@@ -457,7 +457,9 @@ def decode_scanlines(
 
     PNG filters work byte by byte, each byte predicted from the byte of the same place in the
     pixel on its left and above: the high and the low bytes of 16-bit rows are two 8-bit images
-    with the same filter per row, decoded apart (:func:`_decode_rows`) and put together.
+    with the same filter per row, decoded apart (:func:`_decode_rows`) and put together; with
+    more than one Average/Paeth row in 8 (whose blocks :func:`_decode_rows` would give Pillow
+    twice), Pillow's decoder gets the 16-bit rows themselves, from the rows inflated already.
     """
     if depth == 8:
         stride = width + 1
@@ -465,6 +467,11 @@ def decode_scanlines(
         return _decode_rows(rows.reshape(height, stride))
     stride = 2 * width + 1
     rows = np.frombuffer(scanlines, np.uint8, count=height * stride).reshape(height, stride)
+    filters = rows[:, 0]
+    if int(filters.max()) > 4:
+        return None
+    if np.count_nonzero(filters >= 3) * 8 > height:  # Pillow's row decoder, once, not twice
+        return np.asarray(Image.frombytes("I;16", (width, height), _stored(rows), "zip", "I;16B"))
     pixels = rows[:, 1:].view(">u2")  # each filtered byte pair as one big-endian number
     high = np.empty((height, width + 1), np.uint8)
     low = np.empty((height, width + 1), np.uint8)
@@ -693,10 +700,8 @@ def _groups(loud: list[int], sizes: np.ndarray, width: int):
     yield first, len(loud), columns.to_bytes(nbytes, "big")
 
 
-def _pillow_unfilter(rows: np.ndarray) -> np.ndarray:
-    """Undo the filters of ``rows`` (scanlines) with Pillow's PNG decoder: a stored zlib stream,
-    decoded into the returned array itself when Pillow maps it (no copy out of Pillow)."""
-    height, stride = rows.shape
+def _stored(rows: np.ndarray) -> bytearray:
+    """``rows`` (scanlines) as a zlib stream of stored (not compressed) blocks."""
     flat = rows.reshape(-1)
     blocks = max(1, -(-len(flat) // 0xFFFF))
     stream = bytearray(2 + 5 * blocks + len(flat) + 4)
@@ -710,6 +715,14 @@ def _pillow_unfilter(rows: np.ndarray) -> np.ndarray:
         at += 5 + size
     view[at:] = struct.pack(">I", _deflate.adler32(flat))
     view.release()
+    return stream
+
+
+def _pillow_unfilter(rows: np.ndarray) -> np.ndarray:
+    """Undo the filters of 8-bit ``rows`` (scanlines) with Pillow's PNG decoder, decoded into
+    the returned array itself when Pillow maps it (no copy out of Pillow)."""
+    height, stride = rows.shape
+    stream = _stored(rows)
     out = np.empty((height, stride - 1), np.uint8)
     image = Image.frombuffer("L", (stride - 1, height), out, "raw", "L", 0, 1)
     if not image.readonly:  # Pillow copied the buffer: decode into its own image
