@@ -1,28 +1,38 @@
-"""The command line as users call it, against the loops users write today, in one run.
+"""The command line as users call it, against the loops users write today, on every kind of mask.
 
-Generates its own data in a temporary directory: Cityscapes-size labelId masks (2048x1024, 8-bit,
-irregular boundaries, saved as Pillow saves them) for ``stats`` and ``remap``, and VOC-size pairs
-(500x375 and 375x500 JPEG images with palette PNG masks) for ``to-tfrecord``. Every timing is a
-fresh process, start-up included, on both sides:
+Generates its own data in a temporary directory, one folder per family of masks (each saved as
+Pillow saves it by default, so rows mix the filters Pillow's encoder picks):
+
+* ``polygons``: 2048x1024, polygons rasterized at full resolution (Cityscapes gtFine);
+* ``superpixels``: 2048x1024, irregular region boundaries, every boundary pixel jittered;
+* ``predictions``: 2048x1024, a model's half-resolution prediction upsampled 2x;
+* ``voc``: 500x375 / 375x500 palette masks with void borders (Pascal VOC), 15x as many;
+* ``many-16bit``: 2048x1024 16-bit ids of up to 1,000 classes;
+* ``blocky``: 2048x1024 Cityscapes-like labelIds with jittered bands (the old benchmark's).
+
+Per family, every timing a fresh process, start-up included, on both sides:
 
 * ``stats``: the naive loop (Pillow decode + ``np.unique`` per file, one process) vs
-  ``labelfix stats DIR --ignore 0 -n 34``;
-* ``remap``: the naive loop (Pillow open, ``np.where`` per Cityscapes rule, Pillow save) vs
-  ``labelfix remap --preset cityscapes DIR -o OUT``; outputs must hold the same values, and their
-  total size is compared;
-* ``to-tfrecord``: a DeepLab-style writer (``build_voc2012_data.py``'s steps: read the image,
-  decode it for its size, decode the mask and check its values, ``tf.train.Example`` +
-  ``tf.io.TFRecordWriter``) vs ``labelfix to-tfrecord ... --preset voc``.
+  ``labelfix stats DIR --json``;
+* ``remap 2 rules``: the naive loop (Pillow open, ``np.where`` per rule, Pillow save with the
+  input's palette) vs ``labelfix remap --map 3:4 --ignore 255 --out 250 DIR -o OUT``;
+* ``remap cityscapes``: the same with the Cityscapes labelIds -> trainIds rules vs
+  ``labelfix remap --preset cityscapes``.
 
-Beside each line is the decode-only floor: the same files decoded with Pillow on every core
-(labelfix's worker pool), no other work. ``stats`` and ``remap`` can go below it: for 8-bit PNG
-masks they inflate each file once (for its integrity check) and rebuild most rows from the
-inflated bytes with NumPy, leaving only Average/Paeth rows to Pillow's decoder
-(``labelfix.io.png.decode_scanlines``). Rounds are interleaved and the best of ``--repeat`` is
-reported (the median beside it), so a slow spell of a shared machine hits every method alike.
+Remap outputs must hold the same values as the naive loop's, and their total size is compared
+with the naive loop's files (Pillow's default save of the same arrays). Beside each line is the
+decode-only floor: the same files decoded by Pillow on every core (labelfix's worker pool), no
+other work. Then ``to-tfrecord`` on VOC-size pairs (500x375 JPEG + palette PNG) against a
+DeepLab-style writer (``build_voc2012_data.py``'s steps, TensorFlow).
 
-    python benchmarks/bench_cli.py                  # a few minutes on 2 cores
-    python benchmarks/bench_cli.py --masks 32 --pairs 300 --repeat 1   # quick look
+Rounds are interleaved (every method once per round) and each line reports the best round, the
+median beside it, so a slow spell of a shared machine hits every method alike. The ``cpu``
+column is the ratio of CPU seconds (all processes), which a busy machine hardly changes: the
+naive loops run in one process, labelfix on every core, so on a loaded machine its wall-time
+ratio falls towards the CPU ratio divided by the cores it no longer gets.
+
+    python benchmarks/bench_cli.py                        # about 15 minutes on 2 cores
+    python benchmarks/bench_cli.py --masks 24 --pairs 0 --repeat 1 --families polygons voc
 """
 
 from __future__ import annotations
@@ -31,6 +41,7 @@ import argparse
 import io
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -43,7 +54,33 @@ from PIL import Image
 
 from labelfix.labels.presets import CITYSCAPES_TRAIN_IDS, voc_palette
 from labelfix.parallel import default_jobs, ordered_map
-from labelfix.synthetic import cityscapes_like_mask, shapes_sample
+from labelfix.synthetic import (
+    cityscapes_like_mask,
+    many_class_mask,
+    polygon_mask,
+    prediction_mask,
+    shapes_sample,
+    superpixel_mask,
+)
+
+
+def _voc_mask(rng: np.random.Generator) -> np.ndarray:
+    shape = (375, 500) if rng.random() < 0.5 else (500, 375)
+    return shapes_sample(rng, height=shape[0], width=shape[1], num_classes=21, void=255)[1]
+
+
+#: family -> (mask generator, palette or None, masks per --masks)
+FAMILIES = {
+    "polygons": (polygon_mask, None, 1),
+    "superpixels": (superpixel_mask, None, 1),
+    "predictions": (prediction_mask, None, 1),
+    "voc": (_voc_mask, voc_palette(), 15),  # 3,000 at 200: VOC 2012 has 2,913 masks
+    "many-16bit": (many_class_mask, None, 1),
+    "blocky": (cityscapes_like_mask, None, 1),
+}
+
+TWO_RULES = [(3, 4), (255, 250)]
+TWO_RULES_ARGS = ["--map", "3:4", "--ignore", "255", "--out", "250"]
 
 NAIVE_STATS = """
 import sys, numpy as np
@@ -58,18 +95,22 @@ print(len(totals))
 """
 
 NAIVE_REMAP = """
-import sys, os, json, numpy as np
+import sys, json, numpy as np
 from pathlib import Path
 from PIL import Image
-src, dst, rules = Path(sys.argv[1]), Path(sys.argv[2]), json.loads(sys.argv[3])
+src, dst, rules, fill = Path(sys.argv[1]), Path(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4]
 for f in sorted(src.rglob("*.png")):
-    labels = np.asarray(Image.open(f))
-    out = np.full(labels.shape, 255, np.uint8)
+    im = Image.open(f)
+    labels = np.asarray(im)
+    out = labels.copy() if fill == "keep" else np.full(labels.shape, int(fill), np.uint8)
     for a, b in rules:
-        out = np.where(labels == a, b, out).astype(np.uint8)
+        out = np.where(labels == a, b, out).astype(out.dtype)
     target = dst / f.relative_to(src)
     target.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(out).save(target)
+    new = Image.fromarray(out)
+    if im.mode == "P":
+        new.putpalette(im.getpalette())
+    new.save(target)
 """
 
 NAIVE_TFRECORD = """
@@ -104,15 +145,20 @@ with tf.io.TFRecordWriter(out) as writer:
 """
 
 
-def make_masks(root: str, n: int, *, distinct: int = 16) -> None:
-    rng = np.random.default_rng(0)
+def make_family(root: str, family: str, n: int, *, distinct: int = 16, seed: int = 0) -> None:
+    """``n`` masks of ``family`` under ``root`` (``distinct`` different ones, repeated)."""
+    generate, palette, _ = FAMILIES[family]
+    rng = np.random.default_rng(seed)
     blobs = []
     for _ in range(min(n, distinct)):
+        im = Image.fromarray(generate(rng))
+        if palette is not None:
+            im.putpalette(palette)
         buf = io.BytesIO()
-        Image.fromarray(cityscapes_like_mask(rng)).save(buf, "PNG")
+        im.save(buf, "PNG")
         blobs.append(buf.getvalue())
     for i in range(n):
-        path = os.path.join(root, f"city{i % 4}", f"{i:06d}_gtFine_labelIds.png")
+        path = os.path.join(root, f"part{i % 4}", f"{i:06d}_{family}.png")
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "wb") as fh:
             fh.write(blobs[i % len(blobs)])
@@ -154,10 +200,16 @@ def decode_floor(paths: list[str], jobs: int) -> float:
     return time.perf_counter() - t0
 
 
-def run(args: list[str]) -> float:
+def run(args: list[str]) -> tuple[float, float]:
+    """``(wall seconds, CPU seconds)`` of a command, its worker processes' CPU included (CPU
+    time hardly changes with the machine's load; on a busy machine the wall time does)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     subprocess.run(args, check=True, capture_output=True)
-    return time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return wall, cpu
 
 
 def files_under(root: str, suffix: str) -> list[str]:
@@ -175,94 +227,132 @@ def same_values(a: str, b: str) -> bool:
 
 
 def size(root: str) -> int:
-    return sum(os.path.getsize(p) for p in files_under(root, ""))
+    return sum(os.path.getsize(p) for p in files_under(root, ".png"))
+
+
+def mask_methods(tmp: str, family: str, jobs: list[str]) -> dict[str, tuple[list[str], str]]:
+    """``{line: (command, output directory or "")}`` for one family, naive and labelfix."""
+    py, cli = sys.executable, [sys.executable, "-m", "labelfix"]
+    src = os.path.join(tmp, family)
+    city = json.dumps(sorted(CITYSCAPES_TRAIN_IDS.items()))
+    out = {}
+    out["stats naive"] = ([py, "-c", NAIVE_STATS, src], "")
+    out["stats labelfix"] = ([*cli, "stats", src, "--json", *jobs], "")
+    for name, rules, fill, options in (
+        ("remap 2 rules", json.dumps(TWO_RULES), "keep", TWO_RULES_ARGS),
+        ("remap cityscapes", city, "255", ["--preset", "cityscapes"]),
+    ):
+        naive_dir = os.path.join(tmp, f"{family}-{name[6:9]}-naive")
+        ours_dir = os.path.join(tmp, f"{family}-{name[6:9]}-labelfix")
+        out[f"{name} naive"] = ([py, "-c", NAIVE_REMAP, src, naive_dir, rules, fill], naive_dir)
+        out[f"{name} labelfix"] = ([*cli, "remap", *options, src, "-o", ours_dir, *jobs], ours_dir)
+    return out
+
+
+def compile_bytecode() -> None:
+    """Compile labelfix's modules as ``pip install`` does, so that start-up is not timed with a
+    compilation of every module (which PYTHONDONTWRITEBYTECODE=1 would make happen in every run;
+    numpy and Pillow, which the naive loops import, come compiled from their installation)."""
+    import compileall
+
+    import labelfix
+
+    compileall.compile_dir(os.path.dirname(labelfix.__file__), quiet=1)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--masks", type=int, default=96, help="Cityscapes-size masks")
-    parser.add_argument("--pairs", type=int, default=1500, help="VOC-size pairs")
+    parser.add_argument("--masks", type=int, default=200, help="masks per family (VOC: 15x)")
+    parser.add_argument("--pairs", type=int, default=1500, help="VOC-size pairs (0: skip)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=default_jobs())
+    parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
+    parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
-    py, cli = sys.executable, [sys.executable, "-m", "labelfix"]
-    rules = json.dumps(sorted(CITYSCAPES_TRAIN_IDS.items()))
+    jobs = ["-j", str(args.jobs)]
+    compile_bytecode()
     with tempfile.TemporaryDirectory() as tmp:
-        masks, voc = os.path.join(tmp, "masks"), os.path.join(tmp, "voc")
-        make_masks(masks, args.masks)
-        make_pairs(voc, args.pairs)
-        img, seg = os.path.join(voc, "JPEGImages"), os.path.join(voc, "SegmentationClass")
-        jobs = ["-j", str(args.jobs)]
-        methods = {
-            "stats naive": [py, "-c", NAIVE_STATS, masks],
-            "stats labelfix": [*cli, "stats", masks, "--ignore", "0", "-n", "34", *jobs],
-            "remap naive": [py, "-c", NAIVE_REMAP, masks, os.path.join(tmp, "rn"), rules],
-            "remap labelfix": [
-                *cli,
-                "remap",
-                "--preset",
-                "cityscapes",
-                masks,
-                "-o",
-                os.path.join(tmp, "rl"),
-                *jobs,
-            ],
-            "to-tfrecord naive": [py, "-c", NAIVE_TFRECORD, img, seg, os.path.join(tmp, "n.rec")],
-            "to-tfrecord labelfix": [
-                *cli,
-                "to-tfrecord",
-                "--images",
-                img,
-                "--masks",
-                seg,
-                "-o",
-                os.path.join(tmp, "tfr"),
-                "--preset",
-                "voc",
-                *jobs,
-            ],
-        }
-        times: dict[str, list[float]] = {key: [] for key in methods}
-        floors = {"stats": [], "remap": [], "to-tfrecord": []}
-        mask_files, seg_files = files_under(masks, ".png"), files_under(seg, ".png")
-        img_files = files_under(img, ".jpg")
+        methods: dict[tuple[str, str], tuple[list[str], str]] = {}
+        for family in args.families:
+            make_family(os.path.join(tmp, family), family, args.masks * FAMILIES[family][2])
+            for line, method in mask_methods(tmp, family, jobs).items():
+                methods[family, line] = method
+        if args.pairs:
+            voc = os.path.join(tmp, "pairs")
+            make_pairs(voc, args.pairs)
+            img, seg = os.path.join(voc, "JPEGImages"), os.path.join(voc, "SegmentationClass")
+            py, cli = sys.executable, [sys.executable, "-m", "labelfix"]
+            methods["pairs", "to-tfrecord naive"] = (
+                [py, "-c", NAIVE_TFRECORD, img, seg, os.path.join(tmp, "n.rec")],
+                "",
+            )
+            methods["pairs", "to-tfrecord labelfix"] = (
+                [*cli, "to-tfrecord", "--images", img, "--masks", seg, "-o",
+                 os.path.join(tmp, "tfr"), "--preset", "voc", *jobs],
+                "",
+            )  # fmt: skip
+        times: dict[tuple[str, str], list[float]] = {key: [] for key in methods}
+        cpu: dict[tuple[str, str], list[float]] = {key: [] for key in methods}
+        floors: dict[str, list[float]] = {}
         for _ in range(args.repeat):
-            for key, command in methods.items():
-                fresh = {"remap naive": "rn", "remap labelfix": "rl"}.get(key)
-                if fresh:  # remap writes a fresh output each round
-                    shutil.rmtree(os.path.join(tmp, fresh), ignore_errors=True)
-                times[key].append(run(command))
-            floors["stats"].append(decode_floor(mask_files, args.jobs))
-            floors["to-tfrecord"].append(decode_floor(seg_files + img_files, args.jobs))
-        floors["remap"] = floors["stats"]
-        assert same_values(os.path.join(tmp, "rn"), os.path.join(tmp, "rl")), "remap values differ"
-        naive_size, ours_size = size(os.path.join(tmp, "rn")), size(os.path.join(tmp, "rl"))
-        report(times, floors, args, naive_size, ours_size)
+            for key, (command, output) in methods.items():
+                if output:  # remap writes a fresh output each round
+                    shutil.rmtree(output, ignore_errors=True)
+                wall, seconds = run(command)
+                times[key].append(wall)
+                cpu[key].append(seconds)
+            for family in {family for family, _ in methods}:
+                root = os.path.join(tmp, family)
+                paths = files_under(root, ".png") + files_under(root, ".jpg")
+                floors.setdefault(family, []).append(decode_floor(paths, args.jobs))
+        sizes = {}
+        for (family, line), (_, output) in methods.items():
+            if output and line.endswith("labelfix"):
+                naive = methods[family, line.replace("labelfix", "naive")][1]
+                assert same_values(naive, output), f"{family} {line}: values differ"
+                sizes[family, line[:-9]] = size(output) / size(naive)
+        rows = report(times, cpu, floors, sizes, args)
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(rows, fh, indent=1)
 
 
-def report(times, floors, args, naive_size: int, ours_size: int) -> None:
-    targets = {"stats": 8.0, "remap": 5.0, "to-tfrecord": 3.0}
-    units = {"stats": f"{args.masks} masks", "remap": f"{args.masks} masks",
-             "to-tfrecord": f"{args.pairs} pairs"}  # fmt: skip
-    print(f"{os.cpu_count()} cores, {args.jobs} jobs, best of {args.repeat} (median)")
+#: the ratio each line must reach (issue 25)
+TARGETS = {"stats": 8.0, "remap 2 rules": 6.0, "remap cityscapes": 6.0, "to-tfrecord": 6.0}
+
+
+def report(times, cpu, floors, sizes, args) -> list[dict]:
+    load = os.getloadavg()[0]
     print(
-        f"{'command':<12} {'data':>11} {'naive s':>9} {'labelfix s':>11} {'ratio':>7} "
-        f"{'target':>7} {'floor s':>8} {'labelfix/floor':>15}"
+        f"{os.cpu_count()} cores, {args.jobs} jobs, best of {args.repeat} (median ratio), "
+        f"load {load:.1f} at the end"
     )
-    for job, target in targets.items():
-        naive, ours = times[f"{job} naive"], times[f"{job} labelfix"]
-        floor = min(floors[job])
+    print(
+        f"{'family':<12} {'command':<17} {'naive s':>8} {'labelfix s':>10} {'ratio':>6} "
+        f"{'median':>6} {'target':>6} {'cpu':>6} {'size':>5} {'floor s':>8} {'vs floor':>8}"
+    )
+    rows = []
+    for family, line in dict.fromkeys((f, k.rsplit(" ", 1)[0]) for f, k in times):
+        naive, ours = times[family, f"{line} naive"], times[family, f"{line} labelfix"]
         ratio = min(naive) / min(ours)
+        median = statistics.median(naive) / statistics.median(ours)
+        cpu_ratio = min(cpu[family, f"{line} naive"]) / min(cpu[family, f"{line} labelfix"])
+        floor = min(floors[family])
+        size_ratio = sizes.get((family, line))
+        target = TARGETS[line]
+        ok = ratio >= target and (size_ratio is None or size_ratio <= 1.0)
+        shown = f"{size_ratio:5.2f}" if size_ratio is not None else "    -"
         print(
-            f"{job:<12} {units[job]:>11} {min(naive):9.2f} {min(ours):11.2f} {ratio:6.1f}x "
-            f"{target:6.1f}x {floor:8.2f} {min(ours) / floor:14.2f}x  "
-            f"(median {statistics.median(naive) / statistics.median(ours):.1f}x) "
-            f"{'PASS' if ratio >= target else 'FAIL'}"
+            f"{family:<12} {line:<17} {min(naive):8.2f} {min(ours):10.2f} {ratio:5.1f}x "
+            f"{median:5.1f}x {target:5.0f}x {cpu_ratio:5.1f}x {shown} {floor:8.2f} "
+            f"{min(ours) / floor:7.2f}x {'PASS' if ok else 'FAIL'}"
         )
-    print(
-        f"remap output: {ours_size / 1e6:.1f} MB vs the naive loop's {naive_size / 1e6:.1f} MB "
-        f"({ours_size / naive_size:.2f}x); values identical"
-    )
+        rows.append(
+            {"family": family, "command": line, "naive_s": min(naive), "labelfix_s": min(ours),
+             "ratio": ratio, "median_ratio": median, "cpu_ratio": cpu_ratio,
+             "size_ratio": size_ratio, "floor_s": floor, "pass": ok, "load": load}
+        )  # fmt: skip
+    return rows
 
 
 if __name__ == "__main__":

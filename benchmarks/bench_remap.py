@@ -171,7 +171,7 @@ def encoder_table(directory: str, levels: list[int]) -> None:
     labels = np.asarray(Image.open(next(iter_mask_files([directory]))[0]))
     encoders = {
         "Pillow, adaptive filters": pillow_png,
-        "unfiltered + zlib RLE (masks.encode_png)": encode_png,
+        "None/Up rows + zlib RLE (png.encode_png)": encode_png,
     }
     print(f"  {'encoder':<48}" + "".join(f"  {'level ' + str(lv):>15}" for lv in levels))
     for name, encode in encoders.items():

@@ -187,7 +187,7 @@ def _alive(pid: int, born: str | None) -> bool:
 
 
 #: The pools of this process that may still have workers (see :func:`stop_workers`).
-_POOLS: weakref.WeakSet[ProcessPoolExecutor] = weakref.WeakSet()
+_POOLS: weakref.WeakSet = weakref.WeakSet()
 
 #: How the pool itself fails (a worker killed, a pipe to one closed), as opposed to ``func``.
 _POOL_FAILURES = (BrokenProcessPool, ConnectionError, EOFError)
@@ -205,6 +205,48 @@ def _run_chunk(func: Callable[[T], R], chunk: list[T]) -> list[R]:
     return [func(item) for item in chunk]
 
 
+class _Pool(ProcessPoolExecutor):
+    """A worker pool that knows its workers without reading the executor's private state: its
+    context's ``Process`` notes each one as it starts (for :func:`stop_workers`), and
+    ``forking`` says whether they are forked (see :func:`_blocked_while_forking`)."""
+
+    def __init__(self, jobs: int, ctx: multiprocessing.context.BaseContext):
+        self.workers: weakref.WeakSet = weakref.WeakSet()
+        self.forking = ctx.get_start_method() == "fork"
+        super().__init__(
+            max_workers=jobs,
+            mp_context=_NotingContext(ctx, self.workers),
+            initializer=_init_worker,
+            initargs=(os.getpid(),),
+        )
+
+
+class _NotingContext:
+    """``ctx``, whose processes are added to ``workers`` as they are made."""
+
+    def __init__(self, ctx: multiprocessing.context.BaseContext, workers: weakref.WeakSet):
+        self._ctx, self._workers = ctx, workers
+
+    def Process(self, *args, **kwargs):
+        process = self._ctx.Process(*args, **kwargs)
+        self._workers.add(process)
+        return process
+
+    def __getattr__(self, name: str):
+        return getattr(self._ctx, name)
+
+
+def _start_pool(jobs: int, ctx: multiprocessing.context.BaseContext) -> _Pool:
+    """A pool of ``jobs`` workers (tracked for :func:`stop_workers`)."""
+    # Ctrl-C inside the pool's own bookkeeping (starting workers, queueing work, waiting for a
+    # result, shutting down) could leave a lock held and the pool waiting forever: there it is
+    # held back, and raised just after, by the caller.
+    with deferred_signals():
+        pool = _Pool(jobs, ctx)
+        _POOLS.add(pool)
+    return pool
+
+
 def ordered_map(
     func: Callable[[T], R],
     items: Iterable[T],
@@ -212,35 +254,30 @@ def ordered_map(
     jobs: int | None = None,
     chunksize: int = 4,
     preload: tuple[str, ...] = ("labelfix.checks.stats",),
+    pool: _Pool | None = None,
 ) -> Iterator[R]:
     """Yield ``func(item)`` for each item, in input order, using ``jobs`` processes.
 
     ``func`` must be picklable (a module-level function or a ``functools.partial`` of one).
     At most ``4 * jobs`` chunks are in flight, so neither inputs nor results pile up in memory
-    however many files there are. ``jobs=1`` runs in this process.
+    however many files there are. ``jobs=1`` runs in this process. ``pool``: workers started
+    already (``jobs`` of them), which this ends.
     """
     jobs = default_jobs() if not jobs or jobs < 1 else jobs
     iterator = iter(items)
-    if jobs == 1:
+    if jobs == 1 and pool is None:
         yield from map(func, iterator)
         return
     # A few files are not worth starting processes for.
     head = list(itertools.islice(iterator, chunksize * 2))
-    if len(head) < chunksize * 2:
+    if len(head) < chunksize * 2 and pool is None:
         yield from map(func, head)
         return
     iterator = itertools.chain(head, iterator)
-    ctx = _context(preload)
-    forking = ctx.get_start_method() == "fork"
     work = functools.partial(_run_chunk, func)
-    # Ctrl-C inside the pool's own bookkeeping (starting workers, queueing work, waiting for a
-    # result, shutting down) could leave a lock held and the pool waiting forever: there it is
-    # held back, and raised just after, here.
-    with deferred_signals():
-        pool = ProcessPoolExecutor(
-            max_workers=jobs, mp_context=ctx, initializer=_init_worker, initargs=(os.getpid(),)
-        )
-        _POOLS.add(pool)
+    if pool is None:
+        pool = _start_pool(jobs, _context(preload))
+    forking = pool.forking
     pending: deque = deque()
     try:
         while True:
@@ -268,7 +305,7 @@ def ordered_map(
         pool.shutdown(wait=True)
 
 
-def _abandon(pool: ProcessPoolExecutor) -> None:
+def _abandon(pool: _Pool) -> None:
     """Stop ``pool`` now: end its workers (SIGTERM) instead of waiting for what is queued."""
     _stop([pool])
 
@@ -285,25 +322,34 @@ def stop_workers() -> None:
     _stop(list(_POOLS))
 
 
-def _stop(pools: list[ProcessPoolExecutor]) -> None:
+def _stop(pools: list[_Pool]) -> None:
     with deferred_signals():
-        workers = [w for pool in pools for w in (getattr(pool, "_processes", None) or {}).values()]
-        # Each pool's manager thread reaps the same workers: until it is done, a worker this
-        # thread saw die may still read as running (its exit status taken by the other thread).
-        # ``shutdown`` forgets the thread, so it is looked up first.
-        managers = [getattr(pool, "_executor_manager_thread", None) for pool in pools]
-        for pool in pools:  # it fails what is queued (cancelling it races with that)
-            pool.shutdown(wait=False)
+        workers = [w for pool in pools for w in list(pool.workers)]
         for worker in workers:
             with contextlib.suppress(OSError, ValueError, AttributeError):
                 worker.terminate()
         for worker in workers:
             with contextlib.suppress(OSError, ValueError, AssertionError):
                 worker.join(5)
-        for manager in managers:
-            if manager is not None and manager is not threading.current_thread():
-                with contextlib.suppress(RuntimeError):
-                    manager.join(5)
+        for pool in pools:
+            # Shut down only now, and wait for its manager thread, which reaps the workers too:
+            # until it has seen them die, it may take the exit status a join here would read.
+            # Only when they are gone: one that would not die must not hang the command.
+            gone = all(_gone(worker) for worker in workers)
+            pool.shutdown(wait=gone, cancel_futures=True)
+
+
+def _gone(worker) -> bool:
+    """Whether a worker process has ended (its exit status read here or by its pool)."""
+    if worker.exitcode is not None or worker.pid is None:
+        return True
+    try:
+        os.kill(worker.pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def _indexed(func: Callable, item: tuple[int, object]) -> tuple[int, object]:
@@ -340,6 +386,15 @@ class BackgroundMap:
         self._bytes = 0
         self._started = self._finished = self._stop = False
         self._error: BaseException | None = None
+        # Workers forked from this thread while it is the only one start in milliseconds;
+        # from the driving thread they would come from a fork server (a fresh interpreter
+        # importing ``preload``: about 0.4 s before the first result).
+        self._pool = None
+        ctx = _context(preload)
+        if jobs > 1 and ctx.get_start_method() == "fork":
+            self._pool = _start_pool(jobs, ctx)
+            with deferred_signals(), _blocked_while_forking(True):
+                self._pool.submit(int)  # forks the workers now, before the thread below starts
         self._thread = threading.Thread(
             target=self._drive, args=(jobs,), name="labelfix-workers", daemon=True
         )
@@ -375,7 +430,7 @@ class BackgroundMap:
         try:
             work = functools.partial(_indexed, self.func)
             for index, result in ordered_map(
-                work, self._claims(), jobs=jobs, chunksize=8, preload=self.preload
+                work, self._claims(), jobs=jobs, chunksize=8, preload=self.preload, pool=self._pool
             ):
                 self._put(index, result, from_pool=True)
         except BaseException as err:  # handed to the consuming thread

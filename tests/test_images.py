@@ -11,7 +11,13 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from labelfix.io.images import apply_orientation, displayed_size, exif_orientation
+from labelfix.io.images import (
+    apply_orientation,
+    decode_problem,
+    displayed_size,
+    exif_orientation,
+)
+from labelfix.synthetic import shapes_sample
 
 from conftest import handmade_png, png_chunk, save_oriented, save_png
 
@@ -80,3 +86,31 @@ def test_a_png_image_with_a_large_text_chunk_is_an_image_not_a_corrupt_file(tmp_
     assert written.exit_code == 0, written.output
     verified = runner.invoke(main, ["verify", str(tmp_path / "t")])
     assert verified.exit_code == 0, verified.output
+
+
+def test_a_jpeg_checked_at_reduced_scale_fails_exactly_when_a_full_decode_fails():
+    """Issue 25: decode_problem decodes JPEGs at 1/8 scale (libjpeg still reads and decodes
+    every entropy-coded byte); truncated and bit-flipped files fail exactly as a full decode
+    fails them."""
+    rng = np.random.default_rng(1)
+    image, _ = shapes_sample(rng, height=120, width=160, num_classes=5, void=255)
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, "JPEG", quality=90)
+    good = buf.getvalue()
+
+    def full_decode_fails(data: bytes) -> bool:
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                im.load()
+        except (OSError, SyntaxError, ValueError):
+            return True
+        return False
+
+    cases = [good] + [good[:n] for n in range(400, len(good) - 2, 97)]
+    for _ in range(40):
+        flipped = bytearray(good)
+        flipped[int(rng.integers(400, len(good) - 2))] ^= 1 << int(rng.integers(0, 8))
+        cases.append(bytes(flipped))
+    failed = [decode_problem(d) is not None for d in cases]
+    assert failed == [full_decode_fails(d) for d in cases]
+    assert not failed[0] and sum(failed) >= 10

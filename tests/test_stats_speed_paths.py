@@ -17,7 +17,8 @@ from labelfix.checks.stats import scan_dataset
 from labelfix.errors import UnreadableMask
 from labelfix.io import masks as masks_module
 from labelfix.io.masks import read_mask, value_counts
-from labelfix.io.png import PNG_SIGNATURE, decode_scanlines, png_problem, scan_png
+from labelfix.io.png import PNG_SIGNATURE, png_problem, scan_png
+from labelfix.io.unfilter import decode_scanlines
 
 ALL = 1 << 28
 
@@ -101,8 +102,8 @@ def fast(data: bytes) -> np.ndarray | None:
     assert scan.problem is None
     if scan.scanlines is None:
         return None
-    width, height = scan.header[:2]
-    return decode_scanlines(scan.scanlines, width, height)
+    width, height, depth = scan.header[:3]
+    return decode_scanlines(scan.scanlines, width, height, depth)
 
 
 def read_the_old_way(data: bytes, monkeypatch) -> masks_module.Mask:
@@ -217,11 +218,10 @@ def test_files_the_fast_path_leaves_to_pillow_read_as_before(tmp_path: Path, mon
     rng = np.random.default_rng(5)
     array = label_like(rng, 20, 30)
     cases = {}
-    cases["16-bit"] = _saved(array.astype(np.uint16) * 300)
+    wide = array.astype(np.uint16) * 300
+    cases["16-bit-tRNS"] = png_bytes16(wide, extra=((b"tRNS", b"\0\7"),))
     profile = b"x\0\0" + zlib.compress(b"profile")
     cases["iCCP"] = png_bytes(array, [1] * 20, extra=((b"iCCP", profile),))
-    cases["not-sparse"] = png_bytes(rng.integers(0, 256, (20, 300), dtype=np.uint8), [1] * 20)
-    cases["all-paeth"] = png_bytes(array, [4] * 20)
     cases["grey-tRNS-short"] = png_bytes(array, [1] * 20, extra=((b"tRNS", b"\0"),))
     for name, data in cases.items():
         assert fast(data) is None, name
@@ -233,6 +233,67 @@ def test_files_the_fast_path_leaves_to_pillow_read_as_before(tmp_path: Path, mon
     with pytest.raises(UnreadableMask) as old:
         read_the_old_way(cases["grey-tRNS-short"], monkeypatch)
     assert new.value.reason == old.value.reason
+
+
+def _must_not_open(*args, **kwargs):
+    raise AssertionError("the file was decoded again")
+
+
+def test_dense_and_paeth_rows_are_unfiltered_from_the_rows_inflated_once(monkeypatch):
+    """Rows the NumPy path does not take (not sparse, Average/Paeth) are unfiltered by Pillow
+    from the rows the integrity check inflated, not by Pillow decoding the file again (issue 25:
+    masks with irregular boundaries were inflated twice)."""
+    rng = np.random.default_rng(5)
+    array = label_like(rng, 20, 30)
+    for data in (
+        png_bytes(rng.integers(0, 256, (20, 300), dtype=np.uint8), [1] * 20),
+        png_bytes(array, [4] * 20),
+        png_bytes(array, [3, 4] * 10),
+    ):
+        with monkeypatch.context() as m:
+            m.setattr(masks_module.Image, "open", _must_not_open)
+            mask = read_mask("x.png", data=data)
+        assert np.array_equal(mask.labels, pillow_pixels(data))
+        assert_same_as_pillow(data, monkeypatch)
+
+
+def png_bytes16(array: np.ndarray, extra=(), types=None) -> bytes:
+    """A 16-bit grey PNG written by hand: ``types[r]`` filters row r's high and low bytes."""
+    height, width = array.shape
+    types = types if types is not None else [1] * height
+    high = filtered_rows((array >> 8).astype(np.uint8), types)
+    low = filtered_rows((array & 255).astype(np.uint8), types)
+    rows = bytearray()
+    for r in range(height):  # interleave the two planes, byte by byte (bpp 2)
+        h = high[r * (width + 1) : (r + 1) * (width + 1)]
+        lo = low[r * (width + 1) : (r + 1) * (width + 1)]
+        rows.append(types[r])
+        for x in range(width):
+            rows += bytes((h[1 + x], lo[1 + x]))
+    header = struct.pack(">IIBBBBB", width, height, 16, 0, 0, 0, 0)
+    parts = [PNG_SIGNATURE, _chunk(b"IHDR", header)]
+    parts += [_chunk(tag, data) for tag, data in extra]
+    parts += [_chunk(b"IDAT", zlib.compress(bytes(rows))), _chunk(b"IEND", b"")]
+    return b"".join(parts)
+
+
+def test_16_bit_rows_of_every_filter_decode_as_pillow_does(monkeypatch):
+    """Issue 25: 16-bit grey masks are decoded from the rows inflated once, their high and low
+    bytes as two 8-bit images (PNG's filters predict each byte from the same byte of the pixel
+    on the left and above), or with many Average/Paeth rows by Pillow's row decoder."""
+    rng = np.random.default_rng(12)
+    for trial in range(12):
+        height, width = int(rng.integers(1, 12)), int(rng.integers(1, 50))
+        array = label_like(rng, height, width).astype(np.uint16) * int(rng.integers(1, 257))
+        if trial % 3 == 0:
+            array = rng.integers(0, 1 << 16, (height, width)).astype(np.uint16)
+        # None/Sub/Up only: the two 8-bit images; with Average/Paeth rows: Pillow's decoder
+        types = [int(t) for t in rng.integers(0, 3 if trial % 2 else 5, height)]
+        data = png_bytes16(array, types=types)
+        got = fast(data)
+        assert got is not None and got.dtype == np.uint16
+        np.testing.assert_array_equal(got, array)
+        assert_same_as_pillow(data, monkeypatch)
 
 
 def test_interlaced_png_is_left_to_pillow(monkeypatch):

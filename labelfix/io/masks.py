@@ -30,11 +30,11 @@ from labelfix.io.png import (
     PNG_COMPRESS_LEVEL,
     PNG_SIGNATURE,
     PngScan,
-    decode_scanlines,
     encode_png,
     scan_png,
     without_text_chunks,
 )
+from labelfix.io.unfilter import decode_scanlines
 
 #: Refuse images with more pixels than this before decoding them (decompression bombs).
 MAX_PIXELS = 1 << 28  # 268 M pixels, e.g. 16384 x 16384
@@ -77,7 +77,7 @@ class Mask:
     ``palette`` mask, else None. An 8-bit mask that Pillow decoded keeps its Pillow image, so
     that :meth:`value_counts` runs Pillow's C histogram and the NumPy array is only made on
     demand (a fresh 2 MB array costs more in page faults than the histogram itself); one that
-    :func:`~labelfix.io.png.decode_scanlines` decoded is an array already. ``alpha`` is the
+    :func:`~labelfix.io.unfilter.decode_scanlines` decoded is an array already. ``alpha`` is the
     ``[H, W]`` alpha channel of a ``colour`` mask with a pixel that is not fully opaque (an alpha
     band, or a tRNS transparent colour), else None: ``array`` holds the colours without it.
     """
@@ -157,16 +157,17 @@ class Mask:
 def value_counts(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(values, counts)`` of the values present in a label array, fast for every dtype.
 
-    uint8 is counted run by run when it has long runs of one value (label masks), else
-    through Pillow's C histogram (np.bincount first widens every pixel to int64); other integer
-    arrays through an offset ``bincount`` when the value range is small.
+    uint8 and uint16 are counted run by run when they have long runs of one value (label
+    masks), else uint8 through Pillow's C histogram (np.bincount first widens every pixel to
+    int64); other integer arrays through an offset ``bincount`` when the value range is small.
     """
-    if labels.dtype == np.uint8:
+    if labels.dtype in (np.uint8, np.uint16):
         hist = _runs_histogram(labels)
-        if hist is None:
+        if hist is None and labels.dtype == np.uint8:
             hist = np.asarray(Image.fromarray(np.ascontiguousarray(labels)).histogram(), np.int64)
-        values = np.flatnonzero(hist)
-        return values, hist[values]
+        if hist is not None:
+            values = np.flatnonzero(hist)
+            return values, hist[values]
     lo, hi = int(labels.min()), int(labels.max())
     if hi - lo < (1 << 20):
         hist = np.bincount((labels.ravel() - lo).astype(np.intp, copy=False), minlength=1)
@@ -219,8 +220,10 @@ def first_pixel(hits: np.ndarray) -> tuple[int | None, int, int]:
 
 
 def _runs_histogram(labels: np.ndarray) -> np.ndarray | None:
-    """The 256-bin histogram of a uint8 label array from its runs of equal values, or None when
-    it has too many runs for that to pay (more than one 8-pixel word in 16 holds a change).
+    """The histogram (256 or 65536 bins) of a uint8 or uint16 label array from its runs of equal
+    values, or None when it has too many runs for that to pay (more than one 8-pixel word in 3
+    holds a change: at one change in 30 pixels, irregular boundaries, runs still count 2.5x
+    faster than Pillow).
 
     A label mask is long runs of one value: finding where the value changes (eight pixels at a
     time) and adding up run lengths per value is several times faster than counting pixel by
@@ -233,7 +236,7 @@ def _runs_histogram(labels: np.ndarray) -> np.ndarray | None:
     whole = change.size // 8 * 8
     words = change[:whole].view(np.uint64)
     nonzero = np.flatnonzero(words != 0)
-    if len(nonzero) > len(words) // 16:
+    if len(nonzero) > len(words) // 3:
         return None
     inside = words[nonzero].view(np.uint8)
     hit = np.flatnonzero(inside != 0)
@@ -241,7 +244,8 @@ def _runs_histogram(labels: np.ndarray) -> np.ndarray | None:
         ([0], nonzero[hit >> 3] * 8 + (hit & 7) + 1, np.flatnonzero(change[whole:]) + whole + 1)
     )
     lengths = np.diff(starts, append=flat.size)
-    return np.bincount(flat[starts], weights=lengths, minlength=256).astype(np.int64)
+    bins = 1 << (8 * labels.itemsize)
+    return np.bincount(flat[starts], weights=lengths, minlength=bins).astype(np.int64)
 
 
 def _not_label_reason(kind: str, array: np.ndarray) -> str:
@@ -402,12 +406,14 @@ def png_reason(scan: PngScan) -> str:
 
 
 def _read_plain_png(path: str, scan: PngScan) -> Mask | None:
-    """An 8-bit grey or palette PNG decoded from the rows :func:`scan_png` inflated (the same
-    pixels and palette Pillow gives), or None to leave it to Pillow."""
-    width, height, _, colour, _ = scan.header
-    pixels = decode_scanlines(scan.scanlines, width, height)
+    """An 8-bit grey or palette, or 16-bit grey PNG decoded from the rows :func:`scan_png`
+    inflated (the same pixels and palette Pillow gives), or None to leave it to Pillow."""
+    width, height, depth, colour, _ = scan.header
+    pixels = decode_scanlines(scan.scanlines, width, height, depth)
     if pixels is None:
         return None
+    if depth == 16:
+        return Mask(path=path, kind="16-bit", array=pixels)
     if colour == 3:
         return Mask(path=path, kind="palette", array=pixels, palette=scan.palette.ljust(768, b"\0"))
     return Mask(path=path, kind="8-bit", array=pixels)

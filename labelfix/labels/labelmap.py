@@ -17,7 +17,7 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,6 +26,10 @@ from labelfix.errors import MappingError
 from labelfix.io.masks import ValueAt, smallest_int_dtype, value_counts
 
 UNMAPPED_POLICIES = ("keep", "ignore", "error")
+#: :meth:`LabelMap.apply` changes the pixels of at most this many values one value at a time
+#: (three vectorized passes each, 0.15 ms per 2 M pixels) rather than looking every pixel up
+#: (1.2 ms per 2 M pixels through ``bytes.translate``, 1.7 ms through ``np.take``).
+FEW_CHANGES = 6
 
 #: The values a label may take anywhere (rules, ignore, out): what a signed 32-bit integer
 #: holds, as TensorFlow's int32 labels and the ``.npy`` masks remap writes do.
@@ -150,17 +154,31 @@ class LabelMap:
         lut = lut.astype(smallest_int_dtype(int(lut.min()), int(lut.max())))
         return lut, known
 
-    def apply(self, labels: np.ndarray, *, path: str | None = None) -> np.ndarray:
+    def apply(
+        self,
+        labels: np.ndarray,
+        *,
+        path: str | None = None,
+        present: Iterable[int] | None = None,
+    ) -> np.ndarray:
         """Map a whole label array; raise MappingError (naming ``path``) on unmapped values.
 
         The result has the smallest integer dtype that holds its values. uint8 and uint16
         arrays go through a cached lookup table; other integer arrays through a table over the
-        values they hold.
+        values they hold. ``present``, the values ``labels`` holds (every one of them), lets a
+        map that changes only a few of them change just those pixels.
         """
         if labels.dtype in (np.uint8, np.uint16):
             lut, known = self._cached_table(labels.dtype)
             if self.unmapped == "error" and not known.all():
                 self._check_known(labels, known, path)
+            if present is not None and lut.dtype == labels.dtype:
+                changed = [v for v in present if lut[v] != v]
+                if len(changed) <= FEW_CHANGES:
+                    return _put_values(labels, changed, lut)
+            if lut.dtype == labels.dtype == np.uint8 and labels.flags.c_contiguous:
+                mapped = labels.tobytes().translate(lut.tobytes())  # 1.5x np.take's speed
+                return np.frombuffer(mapped, np.uint8).reshape(labels.shape)
             return np.take(lut, labels)
         if labels.size == 0:
             return labels.astype(np.int8)
@@ -237,6 +255,17 @@ class LabelMap:
             + (f" -> {self.out_value}" if self.unmapped == "ignore" else "")
         )
         return "; ".join(parts)
+
+
+def _put_values(labels: np.ndarray, changed: list[int], lut: np.ndarray) -> np.ndarray:
+    """A copy of ``labels`` (uint8 or uint16, as ``lut``) with the pixels of each value in
+    ``changed`` set to ``lut[value]``: its difference added where the value is (unsigned
+    arithmetic wraps exactly; three vectorized passes a value, faster than ``np.putmask``)."""
+    out = labels.copy()
+    for value in changed:
+        step = (int(lut[value]) - value) % (1 << (8 * labels.itemsize))
+        out += (labels == value).view(np.uint8) * labels.dtype.type(step)
+    return out
 
 
 # ----------------------------------------------------------------------------- map files

@@ -115,7 +115,9 @@ def remap_file(job: FileJob, rewrite: Rewrite) -> FileResult:
             outlet.copy(job.source, job.destination)
         else:
             if array is None:
-                array = label_map.apply(labels, path=job.source) if changed else labels
+                array = (
+                    label_map.apply(labels, path=job.source, present=values) if changed else labels
+                )
             data = storage.encode(array, compress_level=rewrite.compress_level)
             digest = hashlib.sha256(data).hexdigest()
             journal(outlet, job, rewrite.run_id, intent=digest, durable=rewrite.in_place)
