@@ -273,3 +273,15 @@ def test_class_weights_of_absent_classes_are_marked(tmp_path):
 
     html = _weights(scan_dataset([tmp_path], num_classes=3, jobs=1))
     assert "<td>no pixel: 1.0, not measured</td>" in html
+
+
+def test_median_frequency_weights_of_three_classes_and_more_take_the_median():
+    """Issue 22 (mutation test): median changed to mean passed the suite. Frequencies 0.5,
+    0.3, 0.2 (all pixels the denominator): median 0.3, weights 0.3/f; the mean (1/3) would give
+    0.666667, 1.111111, 1.666667. An absent class gets the absent weight, not a division by 0."""
+    from labelfix.labels.weights import ABSENT_CLASS_WEIGHT, median_frequency_weights
+
+    assert median_frequency_weights([50, 30, 20]) == (0.6, 1.0, 1.5)
+    # four classes, one absent: the median of 0.5, 0.3, 0.2 still; with image pixels
+    assert median_frequency_weights([50, 30, 20, 0]) == (0.6, 1.0, 1.5, ABSENT_CLASS_WEIGHT)
+    assert median_frequency_weights([10, 30, 20], [100, 60, 20]) == (5.0, 1.0, 0.5)

@@ -939,3 +939,23 @@ def test_the_summary_does_not_call_palette_masks_stored_as_grey_kept_byte_for_by
         "; 4 mask(s) stored from their own compressed pixel data, not re-encoded (a palette PNG "
         "as a grey PNG of its indices)"
     ) in result.stdout
+
+
+def test_records_are_8_bit_exactly_while_the_ids_and_void_fit_a_byte():
+    """Issue 22 (mutation test): `<= 0xFF` changed to `< 0xFF` in the storage rule survived the
+    suite, though it stores 255-class records as uint16, which DeepLab cannot read. The edge:
+    255 classes and void fit 0..255 (8-bit, void stored as 255); 256 classes and void do not;
+    256 classes without void do."""
+    from labelfix.records.spec import WriteSpec
+
+    def storage(num_classes: int, out: int | None) -> tuple[int | None, str]:
+        label_map = LabelMap(ignore=(255,), out=out) if out is not None else LabelMap()
+        spec = WriteSpec(
+            images="i", masks="m", output="o", num_classes=num_classes, label_map=label_map
+        )
+        return spec.mask_storage()
+
+    assert storage(255, -1) == (255, "uint8")  # ids 0..254, void 255
+    assert storage(256, -1) == (65535, "uint16")  # ids 0..255: no byte left for void
+    assert storage(256, None) == (None, "uint8")  # ids 0..255, no void
+    assert storage(257, None) == (None, "uint16")

@@ -177,3 +177,18 @@ def test_one_file_is_one_file_not_1_files(tmp_path):
         "2 images",
         "1,000 files",
     )
+
+
+def test_the_bad_value_rule_at_exactly_num_classes():
+    """Issue 22 (mutation test): the rule's edge was protected only by repair-quality tests.
+    With 21 classes, 20 is a class id and 21 is not; a void value is valid whatever it is."""
+    import numpy as np
+
+    from labelfix.checks.rules import find_bad_values, is_valid
+
+    assert is_valid(np.array([0, 20, 21, -1, 255]), 21, (255,)).tolist() == [
+        True, True, False, False, True,
+    ]  # fmt: skip
+    labels = np.array([[20, 21], [21, 255]], np.uint8)
+    [bad] = find_bad_values([20, 21, 255], [1, 2, 1], labels, num_classes=21, void=(255,))
+    assert (bad.value, bad.pixels, bad.y, bad.x) == (21, 2, 0, 1)
