@@ -4,9 +4,10 @@ The public API, imported lazily (so ``labelfix --help`` and ``labelfix stats`` n
 TensorFlow or Keras):
 
 >>> import labelfix
->>> stats = labelfix.scan_dataset(["masks/"], ignore=(255,), num_classes=21)   # doctest: +SKIP
 >>> labelfix.preset("cityscapes").num_classes
 19
+
+On a dataset of your own: ``labelfix.scan_dataset(["masks/"], ignore=(255,), num_classes=21)``.
 """
 
 from __future__ import annotations

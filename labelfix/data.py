@@ -6,10 +6,12 @@ masks decode to exactly the values written, and void pixels come out as ``ignore
 default, which is what ``keras.losses.SparseCategoricalCrossentropy(ignore_class=-1)`` and
 :mod:`labelfix.losses` expect).
 
->>> ds = load("tfrecords", "train", shuffle=True, batch_size=8)   # doctest: +SKIP
->>> image, mask = next(iter(ds))                                  # doctest: +SKIP
->>> image.dtype, mask.dtype, int(tf.reduce_min(mask))             # doctest: +SKIP
-(tf.float32, tf.int32, -1)
+On a dataset of your own::
+
+    ds = load("tfrecords", "train", shuffle=True, batch_size=8)
+    image, mask = next(iter(ds))
+    image.dtype, mask.dtype, int(tf.reduce_min(mask))
+    # -> (tf.float32, tf.int32, -1)
 
 For your own pipeline, map :func:`make_decoder` over the serialised records::
 
@@ -186,9 +188,11 @@ def _checked_png(tf, data, header: bytes):
 def decode_example(serialized, manifest: dict, *, ignore_as: int | None = IGNORE_AS):
     """Decode one serialised record: ``(image float32 [H,W,3], mask int32 [H,W])``.
 
-    >>> manifest = read_manifest("tfrecords", "val")                    # doctest: +SKIP
-    >>> for record in records("tfrecords", "val").take(1):              # doctest: +SKIP
-    ...     image, mask = decode_example(record, manifest)
+    On a dataset of your own::
+
+        manifest = read_manifest("tfrecords", "val")
+        for record in records("tfrecords", "val").take(1):
+            image, mask = decode_example(record, manifest)
     """
     return make_decoder(manifest, ignore_as=ignore_as)(serialized)
 
@@ -242,9 +246,11 @@ def load(
     with a class id.
     ``deterministic`` goes to the parallel decode (None: tf.data's default, in order).
 
-    >>> ds = load("tfrecords", "val", batch_size=4)                    # doctest: +SKIP
-    >>> len(ds), ds.element_spec[1]                                    # doctest: +SKIP
-    (363, TensorSpec(shape=(None, None, None), dtype=tf.int32, name=None))
+    On a dataset of your own::
+
+        ds = load("tfrecords", "val", batch_size=4)
+        len(ds), ds.element_spec[1]
+        # -> (363, TensorSpec(shape=(None, None, None), dtype=tf.int32, name=None))
     """
     tf = _tf()
     manifest = _manifest(path, split, keys=keys, ignore=ignore)

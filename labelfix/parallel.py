@@ -8,7 +8,7 @@ Workers die with the process that started them: killed with SIGKILL, a parent ge
 stop them, and they would wait for work forever. On Linux the kernel sends forked workers SIGTERM
 (``prctl(PR_SET_PDEATHSIG)``); everywhere a thread in each worker also checks on that process.
 
->>> list(ordered_map(len, ["a", "bb"], jobs=2))   # doctest: +SKIP
+>>> list(ordered_map(len, ["a", "bb"], jobs=2))   # (two items: run here, no pool)
 [1, 2]
 """
 

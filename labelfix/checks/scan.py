@@ -4,10 +4,11 @@ The report holds the value histogram, void pixels, bad values with their first c
 rule of :mod:`labelfix.checks.rules`) and, on request, lossy-artifact suspects. Reports are made
 in worker processes and folded by :mod:`labelfix.checks.stats`.
 
->>> report = scan_file(("masks/0007.png", "0007.png"), ignore=(255,),
-...                    num_classes=21)                    # doctest: +SKIP
->>> report.bad_values                                     # doctest: +SKIP
-(BadValue(value=37, pixels=412, y=3, x=118, source=None),)
+On a dataset of your own::
+
+    report = scan_file(("masks/0007.png", "0007.png"), ignore=(255,), num_classes=21)
+    report.bad_values
+    # -> (BadValue(value=37, pixels=412, y=3, x=118, image=None, source=None),)
 """
 
 from __future__ import annotations

@@ -4,9 +4,11 @@ Each file is read once, in a worker process, and reduced to a small
 :class:`~labelfix.checks.scan.FileReport`; the parent only folds reports together, so memory does
 not grow with the number of files.
 
->>> stats = scan_dataset(["masks/"], ignore=(255,), num_classes=21)   # doctest: +SKIP
->>> stats.void_share, stats.out_of_range                               # doctest: +SKIP
-(0.054, {37: ['masks/0007.png']})
+On a dataset of your own::
+
+    stats = scan_dataset(["masks/"], ignore=(255,), num_classes=21)
+    stats.void_share, stats.out_of_range
+    # -> (0.054, {37: ['masks/0007.png']})
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
 """Check masks against ``num_classes`` and the ignore values; the messages every command shares.
 
->>> result = validate(["masks/"], num_classes=21, ignore=(255,))   # doctest: +SKIP
->>> result.ok, result.errors[0].message                             # doctest: +SKIP
-(False, 'masks/0007.png: value 37 is not a class id (expected 0..20 or ignore 255): 412 px, \
-first at y=3 x=118')
+On a dataset of your own::
+
+    result = validate(["masks/"], num_classes=21, ignore=(255,))
+    result.ok, result.errors[0].message
+    # -> (False, 'masks/0007.png: value 37 is not a class id (expected 0..20 or ignore 255):
+    #     412 px, first at y=3 x=118')
 """
 
 from __future__ import annotations

@@ -11,9 +11,11 @@ classes; then the problems (unpaired files, size mismatches, EXIF-rotated images
 conventions) and the commands to run next. Where the data cannot decide, both readings get
 their commands. It only reads, and never imports TensorFlow.
 
->>> report = diagnose("VOCdevkit/VOC2012")                 # doctest: +SKIP
->>> report.convention, report.ignore, report.num_classes   # doctest: +SKIP
-('voc', (255,), 21)
+On a dataset of your own::
+
+    report = diagnose("VOCdevkit/VOC2012")
+    report.convention, report.ignore, report.num_classes
+    # -> ('voc', (255,), 21)
 """
 
 from labelfix.doctor.diagnose import DEFAULT_SAMPLE, diagnose

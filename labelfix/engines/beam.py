@@ -22,10 +22,11 @@ What Beam itself leaves in the system's temporary directory while a pipeline run
 DirectRunner's attempt to start its Prism job server, staged requirements, the pipeline's own
 temporary directory) goes into a scratch directory of the run, removed at the end.
 
->>> stats = scan_dataset_beam(["masks/"], ignore=(255,), num_classes=21)   # doctest: +SKIP
->>> result = write_dataset_beam(images="img", masks="gt", output="gs://b/tfr",
-...                             num_classes=21, pipeline_args=["--runner=DataflowRunner"])
-...                                                                      # doctest: +SKIP
+On a dataset of your own::
+
+    stats = scan_dataset_beam(["masks/"], ignore=(255,), num_classes=21)
+    result = write_dataset_beam(images="img", masks="gt", output="gs://b/tfr",
+                                num_classes=21, pipeline_args=["--runner=DataflowRunner"])
 """
 
 from __future__ import annotations

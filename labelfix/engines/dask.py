@@ -15,8 +15,10 @@ not asked for. Every worker must import the same labelfix, and reach the inputs 
 (on one machine: the same paths; on many: ``gs://``, ``s3://`` or a shared disk).
 ``--timeout SECONDS`` (default 30) bounds the wait for the scheduler.
 
->>> stats = scan_dataset_dask(["masks/"], scheduler="tcp://10.0.0.5:8786",
-...                           ignore=(255,), num_classes=21)           # doctest: +SKIP
+On a cluster of your own::
+
+    stats = scan_dataset_dask(["masks/"], scheduler="tcp://10.0.0.5:8786",
+                              ignore=(255,), num_classes=21)
 """
 
 from __future__ import annotations

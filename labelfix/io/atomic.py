@@ -189,8 +189,10 @@ def atomic_path(final: str | os.PathLike, *, durable: bool = False) -> Iterator[
     file is synced to disk before the rename. An ``OSError`` on the temporary file (raised here
     or in the block) is raised again naming ``final``.
 
-    >>> with atomic_path("out/0001.png") as tmp:   # doctest: +SKIP
-    ...     Image.fromarray(a).save(tmp, format="PNG")
+    For example::
+
+        with atomic_path("out/0001.png") as tmp:
+            Image.fromarray(a).save(tmp, format="PNG")
     """
     final = writable_target(final)
     directory = os.path.dirname(final) or "."

@@ -6,9 +6,11 @@
   says so and ``Mask.labels`` refuses them.
 * Nothing here ever resamples, and every write goes through :mod:`labelfix.io.atomic`.
 
->>> m = read_mask("masks/2007_000033.png")       # doctest: +SKIP
->>> m.kind, m.labels.dtype, m.palette is not None  # doctest: +SKIP
-('palette', dtype('uint8'), True)
+On a dataset of your own::
+
+    m = read_mask("masks/2007_000033.png")
+    m.kind, m.labels.dtype, m.palette is not None
+    # -> ('palette', dtype('uint8'), True)
 """
 
 from __future__ import annotations

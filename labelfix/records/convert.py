@@ -10,9 +10,10 @@ byte for byte. The worker serialises the whole new Example; the parent frames th
 shards through the writer of :mod:`labelfix.records.write` (one door, the input shards as the
 run's inputs: it refuses to write over them). One bad record stops the run and leaves no shard.
 
->>> write_dataset(records=["tfrecord/"], output="fixed", label_map=preset("voc"),
-...               split="val")                                        # doctest: +SKIP
-WriteResult(output='fixed', split='val', ..., num_records=1449, ...)
+On records of your own::
+
+    write_dataset(records=["tfrecord/"], output="fixed", label_map=preset("voc"), split="val")
+    # -> WriteResult(output='fixed', split='val', ..., num_records=1449, ...)
 """
 
 from __future__ import annotations

@@ -10,9 +10,12 @@ the whole set shows: values that are palette colours read as grey
 (:func:`~labelfix.labels.luminance.detect_luminance`), and 8-bit masks for more than 256
 classes.
 
->>> check = validate_records(["tfrecord/"], num_classes=21, ignore=(255,))   # doctest: +SKIP
->>> check.ok, check.errors[0].message                                      # doctest: +SKIP
-(False, 'tfrecord/train-00000-of-00004.tfrecord: record 0 (2007_000032): palette PNG in the ...')
+On a dataset of your own::
+
+    check = validate_records(["tfrecord/"], num_classes=21, ignore=(255,))
+    check.ok, check.errors[0].message
+    # -> (False, 'tfrecord/train-00000-of-00004.tfrecord: record 0 (2007_000032): palette PNG
+    #     in the ...')
 """
 
 from __future__ import annotations

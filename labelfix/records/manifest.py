@@ -3,9 +3,12 @@ is void, per-class counts, and every shard with its size and sha256.
 
 >>> manifest_path("tfrecords", "val")
 'tfrecords/val.labelfix.json'
->>> m = read_manifest("tfrecords", "train")                  # doctest: +SKIP
->>> m["num_classes"], m["ignore"], m["ignore_as"], m["mask_encoding"]   # doctest: +SKIP
-(21, 255, -1, 'png')
+
+On a dataset of your own::
+
+    m = read_manifest("tfrecords", "train")
+    m["num_classes"], m["ignore"], m["ignore_as"], m["mask_encoding"]
+    # -> (21, 255, -1, 'png')
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
 """Read a written dataset back and check every record against its manifest (``labelfix verify``).
 
->>> result = verify_dataset("tfrecords", split="val")     # doctest: +SKIP
->>> result.ok, result.records                              # doctest: +SKIP
-(True, 1449)
+On a dataset of your own::
+
+    result = verify_dataset("tfrecords", split="val")
+    result.ok, result.records
+    # -> (True, 1449)
 """
 
 from __future__ import annotations

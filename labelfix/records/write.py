@@ -22,10 +22,12 @@ them and again before it publishes (:mod:`labelfix.io.inputs`). The same
 :class:`~labelfix.records.spec.WriteSpec` runs on Apache Beam or dask with
 :func:`labelfix.engines.common.write_dataset_on`.
 
->>> result = write_dataset(images="JPEGImages", masks="SegmentationClass", output="tfrecords",
-...                        label_map=preset("voc"), num_classes=21)     # doctest: +SKIP
->>> result.num_records, [s.file for s in result.shards][:1]             # doctest: +SKIP
-(2913, ['train-00000-of-00003.tfrecord'])
+On a dataset of your own::
+
+    result = write_dataset(images="JPEGImages", masks="SegmentationClass", output="tfrecords",
+                           label_map=preset("voc"), num_classes=21)
+    result.num_records, [s.file for s in result.shards][:1]
+    # -> (2913, ['train-00000-of-00003.tfrecord'])
 """
 
 from __future__ import annotations
@@ -275,10 +277,11 @@ def write_dataset(
     :class:`~labelfix.io.lock.DirectoryLocked` when another run writes into
     the output directory.
 
-    >>> from labelfix.labels.labelmap import LabelMap
-    >>> write_dataset(images="img", masks="gt", output="tfr", num_classes=3,
-    ...               label_map=LabelMap(ignore=(255,)))                   # doctest: +SKIP
-    WriteResult(output='tfr', split='train', ..., num_records=8, ...)
+    On a dataset of your own::
+
+        write_dataset(images="img", masks="gt", output="tfr", num_classes=3,
+                      label_map=LabelMap(ignore=(255,)))
+        # -> WriteResult(output='tfr', split='train', ..., num_records=8, ...)
     """
     spec = spec if spec is not None else WriteSpec(**options)
     if spec.records is not None:

@@ -8,10 +8,12 @@ the records of earlier runs. Nothing is read or written here but directory listi
   values (labelme's ``SegmentationClassNpy`` convention).
 * In place, a file's name never changes: a change of format in place is refused.
 
->>> from labelfix.labels.presets import preset
->>> plan = plan_remap(["gtFine/"], preset("cityscapes"))          # doctest: +SKIP
->>> plan.count, plan.targets[0].destination                       # doctest: +SKIP
-(2975, 'gtFine-remapped')
+On a dataset of your own::
+
+    from labelfix.labels.presets import preset
+    plan = plan_remap(["gtFine/"], preset("cityscapes"))
+    plan.count, plan.targets[0].destination
+    # -> (2975, 'gtFine-remapped')
 """
 
 from __future__ import annotations

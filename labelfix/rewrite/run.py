@@ -11,10 +11,12 @@ holds them it reads the records again (the door has removed the temporary files 
 left there). Finishing the record is the commit point: a run interrupted after it has done its
 work (:class:`Interrupted` says which).
 
->>> from labelfix.labels.presets import preset
->>> result = remap(["gtFine/"], preset("cityscapes"), jobs=2)   # doctest: +SKIP
->>> result.changed, result.written, result.destinations          # doctest: +SKIP
-(2975, 2975, ('gtFine-remapped',))
+On a dataset of your own::
+
+    from labelfix.labels.presets import preset
+    result = remap(["gtFine/"], preset("cityscapes"), jobs=2)
+    result.changed, result.written, result.destinations
+    # -> (2975, 2975, ('gtFine-remapped',))
 """
 
 from __future__ import annotations

@@ -153,8 +153,10 @@ def training_pipeline(
     (:func:`check_labels`): reading a batch that holds a label neither ``ignore`` nor a class
     id raises ``InvalidArgumentError`` naming the example (its third component, if any).
 
-    >>> batches = training_pipeline(load("records", "train"), batch_size=8,
-    ...                             crop_size=(512, 512), num_classes=21)   # doctest: +SKIP
+    On a dataset of your own::
+
+        batches = training_pipeline(load("records", "train"), batch_size=8,
+                                    crop_size=(512, 512), num_classes=21)
     """
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
     dataset = _named(dataset)

@@ -9,8 +9,9 @@ The thumbnails are those of ``labelfix show --worst`` (:mod:`labelfix.viz.sheet`
 
 This is the only module that imports matplotlib, and only when a report is made.
 
->>> text = html_report(stats, reports, paths=["masks/"])      # doctest: +SKIP
->>> write_report("report.html", text)                          # doctest: +SKIP
+On a dataset of your own::
+
+    text = html_report(stats, reports, paths=["masks/"])
 """
 
 from __future__ import annotations

@@ -5,10 +5,11 @@ classes each one shows, its problem and void pixels, its palette), picks the wor
 and fixes the colours of the whole picture; :func:`render_plan` then reads each mask again with
 its image and yields its thumbnail, so a run of many masks never holds more than their counts.
 
->>> plan = plan_show(["masks/"], options=ShowOptions(ignore=(255,), num_classes=21),
-...                  worst=8)                                       # doctest: +SKIP
->>> [s.relpath for s in plan.surveys][:2], plan.colours.source      # doctest: +SKIP
-(['train/0007.png', 'train/0002.png'], 'palette')
+On a dataset of your own::
+
+    plan = plan_show(["masks/"], options=ShowOptions(ignore=(255,), num_classes=21), worst=8)
+    [s.relpath for s in plan.surveys][:2], plan.colours.source
+    # -> (['train/0007.png', 'train/0002.png'], 'palette')
 """
 
 from __future__ import annotations
